@@ -1,0 +1,97 @@
+"""The `lmforge` command. It only parses arguments, builds a stage's config and calls the stage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Optional
+
+from lmforge.config import ConfigError, load_config_file, parse_overrides
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _config_layers(args: argparse.Namespace, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """file < explicit command-line options < key=value overrides."""
+    layers = [load_config_file(args.config)] if getattr(args, "config", None) else []
+    layers.append(options)
+    layers.append(parse_overrides(getattr(args, "overrides", []) or []))
+    return layers
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from lmforge.data.prepare import make_prepare_config, prepare
+
+    options: dict[str, Any] = {"input": {}}
+    if args.input:
+        options["input"]["paths"] = args.input
+    for key in ("text_field", "label_field"):
+        if getattr(args, key) is not None:
+            options["input"][key] = getattr(args, key)
+    for key in ("out", "preset", "workers"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.no_progress:
+        options["progress"] = False
+    config = make_prepare_config(*_config_layers(args, options), source=args.config or "command line")
+    prepare(config)
+    return 0
+
+
+def _corpora_list(args: argparse.Namespace) -> int:
+    from lmforge.corpora import CORPORA
+
+    for corpus in CORPORA.values():
+        print(f"{corpus.name:20s} {corpus.description}")
+    return 0
+
+
+def _corpora_export(args: argparse.Namespace) -> int:
+    from lmforge.corpora import export_corpus
+
+    count = export_corpus(args.name, args.out)
+    print(f"wrote {count:,} records to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmforge", description="Train transformer language models on your own data.")
+    parser.add_argument("--version", action="version", version=f"lmforge {__import__('lmforge').__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    data = verbs.add_parser("data", help="prepare and tokenize data").add_subparsers(dest="action", required=True)
+    p = data.add_parser("prepare", help="raw text -> clean, deduplicated, leak-free train/validation/test splits")
+    p.add_argument("--input", nargs="+", metavar="PATH", help="files, folders, globs or corpus:NAME")
+    p.add_argument("--out", metavar="DIR")
+    p.add_argument("--text-field", dest="text_field")
+    p.add_argument("--label-field", dest="label_field")
+    p.add_argument("--preset", choices=["web", "clean", "labelled"])
+    p.add_argument("--workers", type=int)
+    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or summary table")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(handler=_data_prepare)
+
+    corpora = verbs.add_parser("corpora", help="built-in real corpora").add_subparsers(dest="action", required=True)
+    corpora.add_parser("list", help="list built-in corpora").set_defaults(handler=_corpora_list)
+    e = corpora.add_parser("export", help="write a built-in corpus as JSON lines")
+    e.add_argument("name")
+    e.add_argument("--out", required=True, metavar="FILE")
+    e.set_defaults(handler=_corpora_export)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"lmforge: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The data stage: raw files to clean, deduplicated, leak-free splits."""

@@ -1,0 +1,304 @@
+"""`lmforge data prepare`: raw inputs to train/validation/test splits, a rejection log and a report.
+
+Two streaming passes with bounded memory:
+  1. read -> clean -> filter -> scrub PII -> hash, in worker processes over ordered chunks;
+     kept texts go to a spool file on disk, rejections straight to rejected.jsonl, and only
+     compact state (an exact hash and a MinHash signature per kept text) stays for the corpus.
+  2. after dedup and split assignment on that compact state, the spool is read once more and
+     every kept text is written to its split, or to rejected.jsonl as a duplicate or conflict.
+Results do not depend on the worker count: chunks are processed in order and every decision
+is keyed to a document's position in read order.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from lmforge.config import ConfigError, build_config, write_config
+from lmforge.data.config import PRESETS, PrepareConfig, resolve_preset
+from lmforge.data.dedup import EXACT_DUPLICATE, KEEP, LABEL_CONFLICT, NEAR_DUPLICATE, DedupResult, find_duplicates
+from lmforge.data.minhash import MinHasher
+from lmforge.data.readers import CORPUS_PREFIX, RawRecord, ReadPosition, check_columns, expand_inputs, input_size, read_records
+from lmforge.data.report import PrepareStats, build_report, print_prepare_summary
+from lmforge.data.split import SPLITS, assign_splits
+from lmforge.data.steps import ChunkProcessor, ChunkResult, Outcome, init_worker, label_key, process_in_worker
+from lmforge.data.writers import RecordWriter
+from lmforge.progress import StageProgress
+
+FORMAT_VERSION = 1
+_STATUS_REASON = {EXACT_DUPLICATE: "exact_duplicate", NEAR_DUPLICATE: "near_duplicate", LABEL_CONFLICT: "label_conflict"}
+
+
+def make_prepare_config(*layers: dict[str, Any], source: str = "config") -> PrepareConfig:
+    """Resolve the preset, lay it under the user's layers, and validate the result."""
+    layers_list = list(layers)
+    paths = [p for layer in layers_list for p in (layer.get("input") or {}).get("paths", [])]
+    base: dict[str, Any] = {}
+    if any(_is_labelled_corpus(p) for p in paths):
+        base = {"input": {"label_field": "label"}}
+    preset = resolve_preset([base, *layers_list])
+    return build_config(PrepareConfig, base, PRESETS[preset], *layers_list, {"preset": preset}, source=source)
+
+
+def _is_labelled_corpus(path: str) -> bool:
+    if not path.startswith(CORPUS_PREFIX):
+        return False
+    from lmforge.corpora import CORPORA
+
+    corpus = CORPORA.get(path[len(CORPUS_PREFIX) :])
+    return bool(corpus and corpus.labelled)
+
+
+def prepare(config: PrepareConfig) -> dict[str, Any]:
+    """Run the whole stage; returns the report (also written to ``out/report.json``)."""
+    if not config.out:
+        raise ConfigError("no output directory: give --out DIR")
+    files = expand_inputs(config.input.paths)
+    check_columns(files, config.input)
+    if config.output.format == "parquet":
+        _require_pyarrow()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "DONE").unlink(missing_ok=True)
+    work = out / ".work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    write_config(config, out / "config.yaml")
+
+    started = time.perf_counter()
+    stats = PrepareStats(files=files, preset=config.preset or "", labelled=config.input.label_field is not None)
+    with RecordWriter(out / "rejected.jsonl", "jsonl") as rejected:
+        state = _first_pass(config, files, work, rejected, stats)
+        stats.seconds_pass1 = time.perf_counter() - started
+        result = _deduplicate(config, state, work)
+        split_of = _assign(config, state, result)
+        _second_pass(config, state, result, split_of, out, rejected, stats)
+    stats.seconds_total = time.perf_counter() - started
+    report = build_report(config, stats, result.stats)
+    (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    shutil.rmtree(work, ignore_errors=True)
+    (out / "DONE").write_text(json.dumps({"format_version": FORMAT_VERSION}) + "\n")
+    if config.progress:
+        print_prepare_summary(report, out)
+    return report
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ConfigError("output.format=parquet needs pyarrow: pip install 'lmforge[parquet]'") from None
+
+
+class _KeptState:
+    """Compact per-document state of the kept texts, in read order."""
+
+    def __init__(self, work: Path, num_perm: int, labelled: bool) -> None:
+        self.labelled = labelled
+        self.spool_path = work / "kept.jsonl"
+        self.signature_path = work / "signatures.u32"
+        self.spool = open(self.spool_path, "wb")
+        self.signature_file = open(self.signature_path, "wb")
+        self.offsets: list[int] = []
+        self.hashes: list[np.ndarray] = []
+        self.label_ids: list[int] = []
+        self.label_names: dict[str, int] = {}
+        self.num_perm = num_perm
+        self.count = 0
+
+    def add(self, kept: list[Outcome], result: ChunkResult) -> None:
+        for outcome in kept:
+            record = outcome.record
+            self.offsets.append(self.spool.tell())
+            row = {"s": record.source, "l": record.line, "t": record.text, "y": record.label, "f": record.fields}
+            self.spool.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+            if self.labelled:
+                self.label_ids.append(self.label_names.setdefault(label_key(record.label), len(self.label_names)))
+        self.hashes.append(result.exact_hashes)
+        if result.signatures is not None:
+            self.signature_file.write(np.ascontiguousarray(result.signatures).tobytes())
+        self.count += len(kept)
+
+    def close(self) -> None:
+        self.spool.close()
+        self.signature_file.close()
+
+    def signatures(self) -> Optional[np.ndarray]:
+        if self.count == 0 or self.signature_path.stat().st_size == 0:
+            return None
+        return np.memmap(self.signature_path, dtype=np.uint32, mode="r", shape=(self.count, self.num_perm))
+
+    def labels(self) -> Optional[np.ndarray]:
+        return np.asarray(self.label_ids, dtype=np.int64) if self.labelled else None
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        with open(self.spool_path, "rb") as handle:
+            for line in handle:
+                yield json.loads(line)
+
+    def texts_at(self, indices: np.ndarray) -> list[str]:
+        with open(self.spool_path, "rb") as handle:
+            texts = []
+            for i in indices:
+                handle.seek(self.offsets[int(i)])
+                texts.append(json.loads(handle.readline())["t"])
+            return texts
+
+
+def _chunks(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    chunk: list[RawRecord] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _processed(config: PrepareConfig, chunks: Iterator[list[RawRecord]]) -> Iterator[ChunkResult]:
+    """Chunk results in input order; at most 2 chunks per worker in flight (bounded memory)."""
+    if config.workers == 1:
+        processor = ChunkProcessor(config)
+        for chunk in chunks:
+            yield processor(chunk)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with context.Pool(config.workers, initializer=init_worker, initargs=(config,)) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.apply_async(process_in_worker, (chunk,)))
+            if len(pending) >= 2 * config.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _first_pass(
+    config: PrepareConfig, files: list[str], work: Path, rejected: RecordWriter, stats: PrepareStats
+) -> _KeptState:
+    state = _KeptState(work, config.dedup.num_perm, labelled=config.input.label_field is not None)
+    position = ReadPosition()
+    records = read_records(files, config.input, position)
+    with StageProgress("prepare", input_size(files), enabled=config.progress) as progress:
+        for result in _processed(config, _chunks(records, config.chunk_size)):
+            kept = []
+            for outcome in result.outcomes:
+                stats.read += 1
+                if outcome.reason is None:
+                    kept.append(outcome)
+                else:
+                    _reject(rejected, outcome.record, outcome.reason, outcome.detail, outcome.stage, stats, config)
+            state.add(kept, result)
+            stats.pii.update(result.pii)
+            stats.pii_documents += result.pii_documents
+            progress.update(position.bytes_done(), stats.read)
+    state.close()
+    stats.passed_filters = state.count
+    return state
+
+
+def _deduplicate(config: PrepareConfig, state: _KeptState, work: Path) -> DedupResult:
+    hashes = np.concatenate(state.hashes) if state.hashes else np.zeros(0, np.uint64)
+    dedup = config.dedup
+    shingles_of = None
+    if dedup.verify == "exact":
+        hasher = MinHasher(dedup.num_perm, dedup.word_ngram, dedup.char_ngram, dedup.seed)
+
+        def shingles_of(indices: np.ndarray) -> dict[int, np.ndarray]:
+            hashes_, counts = hasher.shingles(state.texts_at(indices))
+            bounds = np.concatenate(([0], np.cumsum(counts)))
+            return {int(i): hashes_[bounds[k] : bounds[k + 1]] for k, i in enumerate(indices)}
+
+    return find_duplicates(
+        hashes,
+        state.signatures(),
+        state.labels(),
+        threshold=dedup.threshold,
+        group_threshold=config.split.group_threshold,
+        bands=dedup.bands,
+        rows=dedup.rows,
+        exact=dedup.exact,
+        near=dedup.near,
+        shingles_of=shingles_of,
+    )
+
+
+def _assign(config: PrepareConfig, state: _KeptState, result: DedupResult) -> np.ndarray:
+    labels = state.labels()
+    strata = labels if (labels is not None and config.split.stratify) else np.zeros(state.count, np.int64)
+    keep = np.flatnonzero(result.status == KEEP)
+    split_of = np.full(state.count, -1, dtype=np.int8)
+    split_of[keep] = assign_splits(
+        result.group[keep], strata[keep], (config.split.train, config.split.validation, config.split.test), config.split.seed
+    )
+    return split_of
+
+
+def _second_pass(
+    config: PrepareConfig,
+    state: _KeptState,
+    result: DedupResult,
+    split_of: np.ndarray,
+    out: Path,
+    rejected: RecordWriter,
+    stats: PrepareStats,
+) -> None:
+    fmt = config.output.format
+    writers = {name: RecordWriter(out / f"{name}.{fmt}", fmt) for name in SPLITS}
+    try:
+        for index, row in enumerate(state.read()):
+            record = RawRecord(row["s"], row["l"], text=row["t"], label=row["y"], fields=row["f"])
+            status = int(result.status[index])
+            cluster = int(result.cluster[index])
+            size = int(result.cluster_size[index])
+            stats.observe_cluster(index, cluster, size, status, record)
+            if status != KEEP:
+                detail = f"cluster {cluster} of {size}" + ("" if status == LABEL_CONFLICT else f", kept document {cluster}")
+                _reject(rejected, record, _STATUS_REASON[status], detail, "dedup", stats, config)
+                continue
+            split = SPLITS[int(split_of[index])]
+            out_row: dict[str, Any] = {"text": record.text}
+            if config.input.label_field is not None:
+                out_row["label"] = record.label
+            out_row.update(record.fields)
+            out_row["meta"] = {
+                "source": record.source,
+                "line": record.line,
+                "doc": index,
+                "dup_cluster": cluster,
+                "dup_cluster_size": size,
+                "split_group": int(result.group[index]),
+            }
+            writers[split].write(out_row)
+            stats.count_split(split, record.label)
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+
+def _reject(
+    rejected: RecordWriter,
+    record: RawRecord,
+    reason: str,
+    detail: str,
+    stage: str,
+    stats: PrepareStats,
+    config: PrepareConfig,
+) -> None:
+    stats.count_rejection(stage, reason)
+    limit = config.output.rejected_text_chars
+    text = record.text if record.text is None or len(record.text) <= limit else record.text[:limit] + "…"
+    row = {"reason": reason, "detail": detail, "stage": stage, "source": record.source, "line": record.line, "text": text}
+    if record.label is not None:
+        row["label"] = record.label
+    rejected.write(row)

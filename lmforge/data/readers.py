@@ -1,0 +1,364 @@
+"""Readers: files, folders, globs and built-in corpora to one stream of RawRecords.
+
+Every physical unit of input (a line, a block, a row, an empty file) becomes exactly one record;
+units that cannot be read carry an ``error`` reason instead of text, so nothing disappears.
+Memory stays bounded: files are read line by line, and an absurdly long line is skipped in
+chunks without ever being held whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Optional
+
+from lmforge.config import ConfigError
+from lmforge.data.config import InputConfig
+
+TEXT_EXTENSIONS = (".txt", ".text", ".md")
+JSON_EXTENSIONS = (".jsonl", ".json", ".ndjson")
+CSV_EXTENSIONS = (".csv", ".tsv")
+PARQUET_EXTENSIONS = (".parquet",)
+COMPRESSIONS = (".gz", ".zst")
+CORPUS_PREFIX = "corpus:"
+
+
+@dataclass
+class RawRecord:
+    source: str
+    line: int  # 1-based line (or row) where the record starts; 0 for a whole-file record
+    text: Optional[str] = None
+    label: Any = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None  # reason the record could not be read
+    detail: str = ""
+
+
+def expand_inputs(paths: list[str]) -> list[str]:
+    """Files, folders (recursively) and globs to a sorted list of readable inputs; fails before any work."""
+    if not paths:
+        raise ConfigError("no input: give --input PATH (a file, folder, glob or corpus:NAME)")
+    files: list[str] = []
+    for spec in paths:
+        if spec.startswith(CORPUS_PREFIX):
+            from lmforge.corpora import get_corpus
+
+            get_corpus(spec[len(CORPUS_PREFIX) :])  # raises a clear error for unknown names
+            files.append(spec)
+            continue
+        if any(ch in spec for ch in "*?["):
+            matches = sorted(m for m in glob.glob(spec, recursive=True) if os.path.isfile(m))
+            if not matches:
+                raise ConfigError(f"input glob matches no file: {spec}")
+            files.extend(matches)
+        elif os.path.isdir(spec):
+            found = sorted(
+                str(p) for p in Path(spec).rglob("*") if p.is_file() and _format_of(str(p)) is not None
+            )
+            if not found:
+                raise ConfigError(f"input folder holds no readable file (.txt/.jsonl/.json/.csv/.tsv/.parquet): {spec}")
+            files.extend(found)
+        elif os.path.isfile(spec):
+            files.append(spec)
+        else:
+            raise ConfigError(f"input path not found: {spec}")
+    for path in files:
+        if path.startswith(CORPUS_PREFIX):
+            continue
+        if _format_of(path) is None:
+            raise ConfigError(f"unsupported input format: {path} (use .txt, .jsonl, .json, .csv, .tsv or .parquet, optionally .gz/.zst)")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"input file is not readable: {path}")
+    return files
+
+
+def check_columns(files: list[str], config: InputConfig) -> None:
+    """Columnar inputs name their fields up front: a missing text or label column is an error now."""
+    for path in files:
+        fmt = _format_of(path)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            columns = set(pq.ParquetFile(path).schema_arrow.names)
+        elif fmt in ("csv", "tsv"):
+            with open(path, "rb") as raw:
+                first = _decompressed(path, raw).readline().decode("utf-8", errors="replace").lstrip("\ufeff")
+            if not first.strip():
+                continue  # an empty file is a counted rejection, not an error
+            columns = set(next(csv.reader([first], delimiter="\t" if fmt == "tsv" else ",")))
+        else:
+            continue
+        for key in filter(None, (config.text_field, config.label_field)):
+            if key.split(".")[0] not in columns:
+                raise ConfigError(f"{path}: no column '{key}' (columns: {', '.join(sorted(columns))})")
+
+
+class ReadPosition:
+    """How many bytes of the inputs (as stored on disk, compressed or not) have been consumed."""
+
+    def __init__(self) -> None:
+        self.finished = 0
+        self.current: Optional[BinaryIO] = None
+
+    def bytes_done(self) -> int:
+        try:
+            return self.finished + (self.current.tell() if self.current is not None else 0)
+        except (OSError, ValueError):
+            return self.finished
+
+
+def input_size(files: list[str]) -> int:
+    """Bytes on disk of the inputs (built-in corpora count their package files)."""
+    total = 0
+    for path in files:
+        if path.startswith(CORPUS_PREFIX):
+            from lmforge.corpora import get_corpus
+
+            total += get_corpus(path[len(CORPUS_PREFIX) :]).size()
+        else:
+            total += os.path.getsize(path)
+    return total
+
+
+def read_records(files: list[str], config: InputConfig, position: Optional[ReadPosition] = None) -> Iterator[RawRecord]:
+    """Stream every record of every input in order."""
+    position = position or ReadPosition()
+    for path in files:
+        if path.startswith(CORPUS_PREFIX):
+            from lmforge.corpora import get_corpus
+
+            corpus = get_corpus(path[len(CORPUS_PREFIX) :])
+            yield from corpus.records()
+            position.finished += corpus.size()
+            continue
+        produced = False
+        with open(path, "rb") as raw:
+            position.current = raw
+            for record in _read_file(path, raw, config):
+                produced = True
+                yield record
+            position.current = None
+        position.finished += os.path.getsize(path)
+        if not produced:
+            yield RawRecord(source=path, line=0, error="empty_file")
+
+
+def _format_of(path: str) -> Optional[str]:
+    name = path.lower()
+    for ext in COMPRESSIONS:
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    for exts, fmt in (
+        (TEXT_EXTENSIONS, "txt"),
+        (JSON_EXTENSIONS, "json"),
+        ((".csv",), "csv"),
+        ((".tsv",), "tsv"),
+        (PARQUET_EXTENSIONS, "parquet"),
+    ):
+        if name.endswith(exts):
+            return fmt
+    return None
+
+
+def _decompressed(path: str, raw: BinaryIO) -> BinaryIO:
+    """The file's content: gzip and zstd are undone transparently, as a stream."""
+    if path.lower().endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if path.lower().endswith(".zst"):
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=False))
+    return raw
+
+
+def _read_file(path: str, raw: BinaryIO, config: InputConfig) -> Iterator[RawRecord]:
+    fmt = _format_of(path)
+    if fmt == "parquet":
+        yield from _read_parquet(path, config)
+        return
+    with _decompressed(path, raw) as handle:
+        lines = _decoded_lines(handle, path, max_chars=config.max_record_chars)
+        if fmt == "txt":
+            yield from (_read_txt_blocks(lines, path) if config.txt_mode == "block" else _read_txt_lines(lines, path))
+        elif fmt == "json":
+            yield from _read_json(lines, path, config)
+        else:
+            yield from _read_csv(lines, path, config, delimiter="\t" if fmt == "tsv" else ",")
+
+
+# A decoded line: (line number, text without newline) or (line number, RawRecord error).
+_Line = tuple[int, "str | RawRecord"]
+
+
+def _decoded_lines(handle: BinaryIO, path: str, max_chars: int) -> Iterator[_Line]:
+    """Lines as text; undecodable or over-long lines come out as error records instead."""
+    max_bytes = max_chars * 4  # UTF-8 needs at most 4 bytes a character
+    number = 0
+    while True:
+        raw = handle.readline(max_bytes + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > max_bytes and not raw.endswith(b"\n"):
+            size = len(raw)
+            while raw and not raw.endswith(b"\n"):  # skip the rest of the line in bounded chunks
+                raw = handle.readline(1 << 20)
+                size += len(raw)
+            yield number, RawRecord(path, number, error="record_too_long", detail=f"{size} bytes")
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, RawRecord(path, number, error="invalid_utf8", detail=f"byte {exc.start}: {exc.reason}",
+                                    text=raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+            continue
+        if number == 1:
+            text = text.lstrip("\ufeff")
+        text = text.rstrip("\r\n")
+        if len(text) > max_chars:
+            yield number, RawRecord(path, number, error="record_too_long", detail=f"{len(text)} chars")
+            continue
+        yield number, text
+
+
+def _read_txt_lines(lines: Iterator[_Line], path: str) -> Iterator[RawRecord]:
+    for number, item in lines:
+        yield item if isinstance(item, RawRecord) else RawRecord(path, number, text=item)
+
+
+def _read_txt_blocks(lines: Iterator[_Line], path: str) -> Iterator[RawRecord]:
+    block: list[str] = []
+    start = 0
+    for number, item in lines:
+        if isinstance(item, RawRecord):
+            yield item
+            continue
+        if item.strip():
+            if not block:
+                start = number
+            block.append(item)
+        elif block:
+            yield RawRecord(path, start, text="\n".join(block))
+            block = []
+    if block:
+        yield RawRecord(path, start, text="\n".join(block))
+
+
+def _get_field(obj: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = obj
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _from_mapping(obj: Any, path: str, number: int, config: InputConfig) -> RawRecord:
+    if not isinstance(obj, dict):
+        return RawRecord(path, number, error="not_an_object", detail=type(obj).__name__)
+    found, text = _get_field(obj, config.text_field)
+    if not found:
+        return RawRecord(path, number, error="missing_field", detail=config.text_field, fields=obj)
+    if not isinstance(text, str):
+        return RawRecord(path, number, error="wrong_type", detail=f"{config.text_field} is {type(text).__name__}")
+    label = None
+    if config.label_field:
+        found, label = _get_field(obj, config.label_field)
+        if not found or label is None or label == "":
+            return RawRecord(path, number, error="missing_field", detail=config.label_field, text=text)
+    top = {config.text_field.split(".")[0], (config.label_field or "").split(".")[0]}
+    fields = {k: v for k, v in obj.items() if k not in top}
+    return RawRecord(path, number, text=text, label=label, fields=fields)
+
+
+def _read_json(lines: Iterator[_Line], path: str, config: InputConfig) -> Iterator[RawRecord]:
+    first = next(lines, None)
+    if first is None:
+        return
+    number, item = first
+    if isinstance(item, str) and item.lstrip().startswith("["):
+        # A JSON array: the one format that cannot stream line by line; read it whole.
+        body = item + "\n" + "\n".join(x for _, x in lines if isinstance(x, str))
+        try:
+            array = json.loads(body)
+        except json.JSONDecodeError as exc:
+            yield RawRecord(path, exc.lineno, error="malformed_json", detail=exc.msg)
+            return
+        for index, obj in enumerate(array if isinstance(array, list) else [array]):
+            yield _from_mapping(obj, path, index + 1, config)
+        return
+    for number, item in _chain_first(first, lines):
+        if isinstance(item, RawRecord):
+            yield item
+            continue
+        if not item.strip():
+            yield RawRecord(path, number, error="empty")
+            continue
+        try:
+            obj = json.loads(item)
+        except json.JSONDecodeError as exc:
+            yield RawRecord(path, number, error="malformed_json", detail=f"column {exc.colno}: {exc.msg}", text=item)
+            continue
+        yield _from_mapping(obj, path, number, config)
+
+
+def _chain_first(first: _Line, rest: Iterator[_Line]) -> Iterator[_Line]:
+    yield first
+    yield from rest
+
+
+def _read_csv(lines: Iterator[_Line], path: str, config: InputConfig, delimiter: str) -> Iterator[RawRecord]:
+    errors: list[RawRecord] = []
+    current = [0]
+
+    def text_lines() -> Iterator[str]:
+        for number, item in lines:
+            current[0] = number
+            if isinstance(item, RawRecord):
+                errors.append(item)  # reported in order right after the row being assembled
+                continue
+            yield item + "\n"
+
+    csv.field_size_limit(max(config.max_record_chars, 131072))
+    reader = csv.reader(text_lines(), delimiter=delimiter)
+    header: Optional[list[str]] = None
+    while True:
+        try:
+            row: Optional[list[str]] = next(reader)
+        except StopIteration:
+            row = None
+        except csv.Error as exc:
+            yield from errors
+            errors.clear()
+            yield RawRecord(path, current[0], error="malformed_row", detail=str(exc))
+            continue
+        yield from errors  # unreadable lines met while assembling this row, in file order
+        errors.clear()
+        if row is None:
+            return
+        if header is None:
+            header = row
+            continue
+        end = current[0]  # the row's last physical line (quoted fields may span lines)
+        if not row or all(not cell.strip() for cell in row):
+            yield RawRecord(path, end, error="empty")
+        elif len(row) != len(header):
+            yield RawRecord(path, end, error="malformed_row", detail=f"{len(row)} fields, header has {len(header)}")
+        else:
+            yield _from_mapping(dict(zip(header, row)), path, end, config)
+
+
+def _read_parquet(path: str, config: InputConfig) -> Iterator[RawRecord]:
+    import pyarrow.parquet as pq
+
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for obj in batch.to_pylist():
+            number += 1
+            yield _from_mapping(obj, path, number, config)
