@@ -133,9 +133,13 @@ class DedupConfig(Section):
     def _apply_preset(self) -> "DedupConfig":
         explicit = {"num_perm", "bands", "rows"} & self.model_fields_set
         if explicit and self.lsh_preset is not None:
-            if "lsh_preset" in self.model_fields_set:
+            preset_values = dict(zip(("num_perm", "bands", "rows"), LSH_PRESETS[self.lsh_preset]))
+            if all(getattr(self, key) == preset_values[key] for key in explicit):
+                pass  # a resolved config written back: the values agree with the preset
+            elif "lsh_preset" in self.model_fields_set:
                 raise ValueError("give either lsh_preset or num_perm/bands/rows, not both")
-            object.__setattr__(self, "lsh_preset", None)  # explicit parameters win over the default preset
+            else:
+                object.__setattr__(self, "lsh_preset", None)  # explicit parameters win over the default preset
         if self.lsh_preset is not None:
             num_perm, bands, rows = LSH_PRESETS[self.lsh_preset]
             object.__setattr__(self, "num_perm", num_perm)
