@@ -53,7 +53,7 @@ class GopherQualityRule(Section):
     max_bullet_lines_ratio: float = Field(0.9, ge=0, le=1)
     max_ellipsis_lines_ratio: float = Field(0.3, ge=0, le=1)
     min_alpha_words_ratio: float = Field(0.8, ge=0, le=1)
-    min_stop_words: int = Field(2, ge=0, description="English stop words; skipped for CJK text.")
+    min_stop_words: int = Field(2, ge=0, description="English stop words; skipped for CJK text; set 0 for other languages.")
 
 
 class GopherRepetitionRule(Section):
@@ -105,10 +105,11 @@ class FilterConfig(Section):
 
 
 LSH_PRESETS: dict[str, tuple[int, int, int]] = {
-    # name: (num_perm, bands, rows); S-curve midpoint (1/bands)**(1/rows) in the comment
-    "fast": (64, 16, 4),  # ~0.50
-    "default": (128, 32, 4),  # ~0.42: finds pairs at the grouping threshold 0.5 with ~87% chance per pair
-    "thorough": (256, 64, 4),  # ~0.35
+    # name: (num_perm, bands, rows). A pair of similarity J becomes a candidate with probability
+    # 1 - (1 - J**rows)**bands; tuned so pairs at the split-grouping level (0.5) are found:
+    "fast": (64, 21, 3),  # P(J=0.5) = 0.94, P(J=0.8) = 1.00
+    "default": (128, 42, 3),  # P(J=0.5) = 0.996
+    "thorough": (256, 64, 4),  # P(J=0.5) = 0.98, fewer low-similarity candidates to verify
 }
 
 
@@ -119,13 +120,13 @@ class DedupConfig(Section):
         "default", description="Sets num_perm/bands/rows; set it to null to give them explicitly."
     )
     num_perm: int = Field(128, gt=0, le=1024)
-    bands: int = Field(32, gt=0)
-    rows: int = Field(4, gt=0)
+    bands: int = Field(42, gt=0)
+    rows: int = Field(3, gt=0)
     threshold: float = Field(0.8, gt=0, le=1, description="Jaccard at or above which near duplicates are removed.")
     word_ngram: int = Field(5, gt=0, description="Shingle size in words for space-separated scripts.")
     char_ngram: int = Field(5, gt=0, description="Shingle size in characters for CJK text.")
     verify: Literal["signature", "exact"] = Field(
-        "signature", description="Check LSH candidates by estimated (signature) or exact shingle Jaccard."
+        "exact", description="Check LSH candidates by exact shingle Jaccard (re-reads candidates) or the signature estimate."
     )
     seed: int = 1
 

@@ -44,14 +44,14 @@ def build_rules(config: FilterConfig) -> list[Rule]:
         rules.append(Rule("encoding", _encoding(config.encoding)))
     if config.length.enabled:
         rules.append(Rule("length", _length(config.length)))
+    if config.language.enabled:  # before the quality rules: some of them (stop words) are English-only
+        rules.append(Rule("language", _language(config.language)))
     if config.c4.enabled:
         rules.append(Rule("c4", _c4(config.c4)))
     if config.gopher_quality.enabled:
         rules.append(Rule("gopher_quality", _gopher_quality(config.gopher_quality)))
     if config.gopher_repetition.enabled:
         rules.append(Rule("gopher_repetition", _gopher_repetition(config.gopher_repetition)))
-    if config.language.enabled:
-        rules.append(Rule("language", _language(config.language)))
     return rules
 
 
