@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so invertible mod 2**64
-_ROWS_PER_BLOCK = 16384  # shingles hashed at once: 16384 x 128 perms x 8 bytes = 16 MB
+_ROWS_PER_BLOCK = 8192  # shingles hashed at once: 8192 x 128 perms x 4 bytes = 4 MB, cache-friendly
 _SEPARATOR = "\x00"
 EMPTY_SIGNATURE_VALUE = np.uint32(0xFFFFFFFF)
 
@@ -38,18 +38,26 @@ def _char_classes() -> np.ndarray:
 
 
 def _classify(cp: np.ndarray) -> np.ndarray:
-    classes = np.ones(cp.shape, dtype=np.uint8)  # astral code points: letters, emoji... count as letters
-    bmp = cp < 0x10000
-    classes[bmp] = _char_classes()[cp[bmp]]
-    classes[(cp >= 0x20000) & (cp < 0x323B0)] = 2  # CJK extensions B..H
+    classes = _char_classes()[np.minimum(cp, 0xFFFF)]
+    if cp.size and cp.max() >= 0x10000:
+        astral = cp >= 0x10000
+        classes[astral] = 1  # letters, emoji... count as letters
+        classes[astral & (cp >= 0x20000) & (cp < 0x323B0)] = 2  # CJK extensions B..H
     return classes
 
 
 def _powers(base: int, length: int) -> np.ndarray:
-    powers = np.full(length, base, dtype=np.uint64)
+    """[B**0, B**1, ..., B**(length-1)] mod 2**64, by doubling: log2(length) vectorised steps
+    (numpy's cumprod is a slow sequential loop for this)."""
+    powers = np.empty(max(length, 1), dtype=np.uint64)
     powers[0] = 1
+    filled = 1
     with np.errstate(over="ignore"):
-        return np.cumprod(powers, dtype=np.uint64)
+        while filled < length:
+            step = min(filled, length - filled)
+            powers[filled : filled + step] = powers[:step] * np.uint64(pow(base, filled, 1 << 64))
+            filled += step
+    return powers[:length]
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -69,28 +77,40 @@ class MinHasher:
         self.word_ngram = word_ngram
         self.char_ngram = char_ngram
         rng = np.random.default_rng(seed)
-        self._a = (rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)  # odd
-        self._b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
+        # Permutation p maps a mixed 32-bit shingle hash x to a_p * x + b_p (mod 2**32): a bijection
+        # (a_p odd), computed in 32-bit lanes, twice as fast as 64-bit multiply-shift. Its low bits are
+        # weak, but x is already uniformly mixed and only the minimum matters; tests check the estimator.
+        self._a = (rng.integers(0, 2**31, num_perm, dtype=np.uint32) << np.uint32(1)) | np.uint32(1)
+        self._b = rng.integers(0, 2**32, num_perm, dtype=np.uint64).astype(np.uint32)
+        self._powers = np.ones(1, dtype=np.uint64)  # B**k, grown on demand
+        self._inverse_powers = np.ones(1, dtype=np.uint64)  # B**-k
+
+    def _power_tables(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._powers.shape[0] < length:
+            size = max(length, 2 * self._powers.shape[0], 1 << 20)  # grow rarely: cumprod is sequential
+            self._powers = _powers(int(_BASE), size)
+            self._inverse_powers = _powers(_inverse_mod_2_64(int(_BASE)), size)
+        return self._powers[:length], self._inverse_powers[:length]
 
     def shingles(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Mixed 64-bit shingle hashes of all texts (S,) and each text's count (N,)."""
         n_texts = len(texts)
         if n_texts == 0:
             return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        joined = _SEPARATOR.join(t.replace(_SEPARATOR, " ") for t in texts).lower()
-        cp = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)  # (L,)
+        texts = [t.replace(_SEPARATOR, " ").lower() for t in texts]
+        cp = np.frombuffer(_SEPARATOR.join(texts).encode("utf-32-le"), dtype=np.uint32)  # (L,)
         length = cp.shape[0]
+        text_starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])  # (N,) offsets in the joined text
         classes = _classify(cp)
-        # Text index of every code point: separators between texts bump it by one.
-        text_of = np.cumsum(cp == 0) if length else np.zeros(0, np.int64)  # (L,)
         is_word = classes == 1
         prev_word = np.concatenate(([False], is_word[:-1]))
         next_word = np.concatenate((is_word[1:], [False]))
-        starts = np.flatnonzero((classes == 2) | (is_word & ~prev_word))  # unit start offsets (U,)
-        ends = np.flatnonzero((classes == 2) | (is_word & ~next_word)) + 1  # unit end offsets (U,)
-        unit_text = text_of[starts]
+        is_cjk = classes == 2
+        starts = np.flatnonzero(is_cjk | (is_word & ~prev_word))  # unit start offsets (U,)
+        ends = np.flatnonzero(is_cjk | (is_word & ~next_word)) + 1  # unit end offsets (U,)
+        unit_text = np.searchsorted(text_starts, starts, side="right") - 1
         units_per_text = np.bincount(unit_text, minlength=n_texts)  # (N,)
-        cjk_per_text = np.bincount(unit_text, weights=(classes[starts] == 2), minlength=n_texts)
+        cjk_per_text = np.bincount(unit_text, weights=is_cjk[starts], minlength=n_texts)
         n = np.where(cjk_per_text >= 0.3 * np.maximum(units_per_text, 1), self.char_ngram, self.word_ngram)
         counts = np.where(units_per_text > 0, np.maximum(units_per_text - n + 1, 1), 0)  # shingles per text
         total = int(counts.sum())
@@ -101,10 +121,12 @@ class MinHasher:
         first = unit_offset[owner] + (np.arange(total) - shingle_offset[owner])
         last = np.minimum(first + n[owner] - 1, unit_offset[owner] + units_per_text[owner] - 1)
         begin, finish = starts[first], ends[last]
+        powers, inverse_powers = self._power_tables(length)
         with np.errstate(over="ignore"):
-            inverse_powers = _powers(_inverse_mod_2_64(int(_BASE)), length)
-            prefix = np.concatenate(([np.uint64(0)], np.cumsum(cp * inverse_powers, dtype=np.uint64)))
-            hashes = (prefix[finish] - prefix[begin]) * _powers(int(_BASE), length)[begin]
+            prefix = np.empty(length + 1, dtype=np.uint64)
+            prefix[0] = 0
+            np.cumsum(cp * inverse_powers, dtype=np.uint64, out=prefix[1:])
+            hashes = (prefix[finish] - prefix[begin]) * powers[begin]
         return splitmix64(hashes), counts
 
     def signatures(self, texts: list[str]) -> np.ndarray:
@@ -115,17 +137,19 @@ class MinHasher:
     def signatures_from_shingles(self, hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
         signatures = np.full((counts.shape[0], self.num_perm), EMPTY_SIGNATURE_VALUE, dtype=np.uint32)
         owner = np.repeat(np.arange(counts.shape[0]), counts)
-        shift = np.uint64(32)
-        for lo in range(0, hashes.shape[0], _ROWS_PER_BLOCK):
-            block = hashes[lo : lo + _ROWS_PER_BLOCK]
+        folded = (hashes ^ (hashes >> np.uint64(32))).astype(np.uint32)  # (S,) 32-bit shingle hashes
+        for lo in range(0, folded.shape[0], _ROWS_PER_BLOCK):
+            block = folded[lo : lo + _ROWS_PER_BLOCK]
             block_owner = owner[lo : lo + _ROWS_PER_BLOCK]
-            with np.errstate(over="ignore"):
-                values = ((block[:, None] * self._a[None, :] + self._b[None, :]) >> shift).astype(np.uint32)  # (R, P)
+            # (P, R) layout: each text's shingles are contiguous in a row, so the per-text minimum
+            # is a vectorised reduction over contiguous memory (about 5x faster than (R, P)).
+            values = self._a[:, None] * block[None, :]  # (P, R), wraps mod 2**32
+            values += self._b[:, None]
             cuts = np.flatnonzero(np.diff(block_owner)) + 1
             segment_starts = np.concatenate(([0], cuts))
             docs = block_owner[segment_starts]
-            partial = np.minimum.reduceat(values, segment_starts, axis=0)  # (docs in block, P)
-            signatures[docs] = np.minimum(signatures[docs], partial)
+            partial = np.minimum.reduceat(values, segment_starts, axis=1)  # (P, docs in block)
+            signatures[docs] = np.minimum(signatures[docs], partial.T)
         return signatures
 
 
@@ -148,6 +172,24 @@ def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
 
 def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """Jaccard similarity of two shingle-hash sets."""
-    a, b = np.unique(a), np.unique(b)
-    union = np.union1d(a, b).shape[0]
-    return np.intersect1d(a, b, assume_unique=True).shape[0] / union if union else 1.0
+    return float(exact_jaccard_pairs(np.array([[0, 1]]), [np.unique(a), np.unique(b)])[0])
+
+
+def exact_jaccard_pairs(pairs: np.ndarray, sets: "list[np.ndarray] | dict[int, np.ndarray]") -> np.ndarray:
+    """Jaccard of many pairs at once. ``sets[i]`` holds document i's unique shingle hashes.
+
+    All pairs' members are laid out as one array tagged by pair, sorted by (pair, hash); a hash
+    equal to its neighbour within the same pair is in the intersection.
+    """
+    if len(pairs) == 0:
+        return np.zeros(0)
+    parts = [sets[int(i)] for pair in pairs for i in pair]
+    sizes = np.array([p.shape[0] for p in parts], dtype=np.int64).reshape(-1, 2)  # (P, 2)
+    values = np.concatenate(parts)
+    tags = np.repeat(np.arange(len(pairs)), sizes.sum(axis=1))
+    order = np.lexsort((values, tags))
+    values, tags = values[order], tags[order]
+    same = (values[1:] == values[:-1]) & (tags[1:] == tags[:-1])
+    intersection = np.bincount(tags[1:][same], minlength=len(pairs))
+    union = sizes.sum(axis=1) - intersection
+    return np.where(union > 0, intersection / np.maximum(union, 1), 1.0)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from array import array
 import shutil
 import time
-from collections import Counter, deque
+from collections import deque
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -29,7 +30,14 @@ from lmforge.data.minhash import MinHasher
 from lmforge.data.readers import CORPUS_PREFIX, RawRecord, ReadPosition, check_columns, expand_inputs, input_size, read_records
 from lmforge.data.report import PrepareStats, build_report, print_prepare_summary
 from lmforge.data.split import SPLITS, assign_splits
-from lmforge.data.steps import ChunkProcessor, ChunkResult, Outcome, init_worker, label_key, process_in_worker
+from lmforge.data.steps import (
+    ChunkProcessor,
+    ChunkResult,
+    init_worker,
+    parse_spool_line,
+    process_in_worker,
+    rejected_line,
+)
 from lmforge.data.writers import RecordWriter
 from lmforge.progress import StageProgress
 
@@ -99,33 +107,33 @@ def _require_pyarrow() -> None:
 
 
 class _KeptState:
-    """Compact per-document state of the kept texts, in read order."""
+    """Compact per-document state of the kept texts, in read order; the texts wait in a spool file."""
 
     def __init__(self, work: Path, num_perm: int, labelled: bool) -> None:
         self.labelled = labelled
-        self.spool_path = work / "kept.jsonl"
+        self.spool_path = work / "kept.spool"
         self.signature_path = work / "signatures.u32"
         self.spool = open(self.spool_path, "wb")
         self.signature_file = open(self.signature_path, "wb")
-        self.offsets: list[int] = []
+        self.offsets = array("q")  # 8 bytes a document: only compact state is held for the corpus
         self.hashes: list[np.ndarray] = []
-        self.label_ids: list[int] = []
+        self.label_ids = array("q")
         self.label_names: dict[str, int] = {}
         self.num_perm = num_perm
         self.count = 0
 
-    def add(self, kept: list[Outcome], result: ChunkResult) -> None:
-        for outcome in kept:
-            record = outcome.record
-            self.offsets.append(self.spool.tell())
-            row = {"s": record.source, "l": record.line, "t": record.text, "y": record.label, "f": record.fields}
-            self.spool.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
-            if self.labelled:
-                self.label_ids.append(self.label_names.setdefault(label_key(record.label), len(self.label_names)))
+    def add(self, result: ChunkResult) -> None:
+        position = self.spool.tell()
+        for line in result.spool_lines:
+            self.offsets.append(position)
+            position += len(line)
+        self.spool.write(b"".join(result.spool_lines))
+        for label in result.kept_labels:
+            self.label_ids.append(self.label_names.setdefault(label, len(self.label_names)))
         self.hashes.append(result.exact_hashes)
         if result.signatures is not None:
             self.signature_file.write(np.ascontiguousarray(result.signatures).tobytes())
-        self.count += len(kept)
+        self.count += len(result.spool_lines)
 
     def close(self) -> None:
         self.spool.close()
@@ -137,19 +145,18 @@ class _KeptState:
         return np.memmap(self.signature_path, dtype=np.uint32, mode="r", shape=(self.count, self.num_perm))
 
     def labels(self) -> Optional[np.ndarray]:
-        return np.asarray(self.label_ids, dtype=np.int64) if self.labelled else None
+        return np.frombuffer(self.label_ids, dtype=np.int64) if self.labelled else None
 
-    def read(self) -> Iterator[dict[str, Any]]:
+    def lines(self) -> Iterator[bytes]:
         with open(self.spool_path, "rb") as handle:
-            for line in handle:
-                yield json.loads(line)
+            yield from handle
 
     def texts_at(self, indices: np.ndarray) -> list[str]:
         with open(self.spool_path, "rb") as handle:
             texts = []
             for i in indices:
                 handle.seek(self.offsets[int(i)])
-                texts.append(json.loads(handle.readline())["t"])
+                texts.append(json.loads(parse_spool_line(handle.readline())[2])["text"])
             return texts
 
 
@@ -188,17 +195,14 @@ def _first_pass(
 ) -> _KeptState:
     state = _KeptState(work, config.dedup.num_perm, labelled=config.input.label_field is not None)
     position = ReadPosition()
-    records = read_records(files, config.input, position)
+    records = read_records(files, config.input, position, defer_json=True)
     with StageProgress("prepare", input_size(files), enabled=config.progress) as progress:
         for result in _processed(config, _chunks(records, config.chunk_size)):
-            kept = []
-            for outcome in result.outcomes:
-                stats.read += 1
-                if outcome.reason is None:
-                    kept.append(outcome)
-                else:
-                    _reject(rejected, outcome.record, outcome.reason, outcome.detail, outcome.stage, stats, config)
-            state.add(kept, result)
+            stats.read += result.read
+            for (stage, reason), count in result.rejections.items():
+                stats.count_rejection(stage, reason, count)
+            rejected.write_lines(result.rejected_lines)
+            state.add(result)
             stats.pii.update(result.pii)
             stats.pii_documents += result.pii_documents
             progress.update(position.bytes_done(), stats.read)
@@ -254,51 +258,32 @@ def _second_pass(
     stats: PrepareStats,
 ) -> None:
     fmt = config.output.format
+    names = {index: name for name, index in state.label_names.items()}
     writers = {name: RecordWriter(out / f"{name}.{fmt}", fmt) for name in SPLITS}
     try:
-        for index, row in enumerate(state.read()):
-            record = RawRecord(row["s"], row["l"], text=row["t"], label=row["y"], fields=row["f"])
+        for index, line in enumerate(state.lines()):
+            source, number, row = parse_spool_line(line)
             status = int(result.status[index])
-            cluster = int(result.cluster[index])
-            size = int(result.cluster_size[index])
-            stats.observe_cluster(index, cluster, size, status, record)
+            cluster, size = int(result.cluster[index]), int(result.cluster_size[index])
+            if size >= 2:
+                stats.observe_cluster(index, cluster, size, status, _record(source, number, row))
             if status != KEEP:
                 detail = f"cluster {cluster} of {size}" + ("" if status == LABEL_CONFLICT else f", kept document {cluster}")
-                _reject(rejected, record, _STATUS_REASON[status], detail, "dedup", stats, config)
+                stats.count_rejection("dedup", _STATUS_REASON[status])
+                text_chars = config.output.rejected_text_chars
+                rejected.write_lines([rejected_line(_record(source, number, row), _STATUS_REASON[status], detail, "dedup", text_chars)])
                 continue
             split = SPLITS[int(split_of[index])]
-            out_row: dict[str, Any] = {"text": record.text}
-            if config.input.label_field is not None:
-                out_row["label"] = record.label
-            out_row.update(record.fields)
-            out_row["meta"] = {
-                "source": record.source,
-                "line": record.line,
-                "doc": index,
-                "dup_cluster": cluster,
-                "dup_cluster_size": size,
-                "split_group": int(result.group[index]),
-            }
-            writers[split].write(out_row)
-            stats.count_split(split, record.label)
+            meta = {"source": source, "line": number, "doc": index, "dup_cluster": cluster,
+                    "dup_cluster_size": size, "split_group": int(result.group[index])}
+            # The row is a JSON object ending in "}\n": append the meta without re-parsing the row.
+            writers[split].write_json_row(row, meta)
+            stats.count_split(split, names.get(state.label_ids[index]) if state.labelled else None)
     finally:
         for writer in writers.values():
             writer.close()
 
 
-def _reject(
-    rejected: RecordWriter,
-    record: RawRecord,
-    reason: str,
-    detail: str,
-    stage: str,
-    stats: PrepareStats,
-    config: PrepareConfig,
-) -> None:
-    stats.count_rejection(stage, reason)
-    limit = config.output.rejected_text_chars
-    text = record.text if record.text is None or len(record.text) <= limit else record.text[:limit] + "…"
-    row = {"reason": reason, "detail": detail, "stage": stage, "source": record.source, "line": record.line, "text": text}
-    if record.label is not None:
-        row["label"] = record.label
-    rejected.write(row)
+def _record(source: str, number: int, row: bytes) -> RawRecord:
+    data = json.loads(row)
+    return RawRecord(source, number, text=data.pop("text"), label=data.pop("label", None), fields=data)

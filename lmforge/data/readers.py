@@ -38,6 +38,18 @@ class RawRecord:
     fields: dict[str, Any] = field(default_factory=dict)
     error: Optional[str] = None  # reason the record could not be read
     detail: str = ""
+    json_line: Optional[str] = None  # a JSON line not parsed yet (parsing is left to worker processes)
+
+    def parsed(self, config: InputConfig) -> "RawRecord":
+        """This record with its JSON line parsed into text, label and fields (or an error)."""
+        if self.json_line is None:
+            return self
+        try:
+            obj = json.loads(self.json_line)
+        except json.JSONDecodeError as exc:
+            return RawRecord(self.source, self.line, error="malformed_json", detail=f"column {exc.colno}: {exc.msg}",
+                             text=self.json_line)
+        return _from_mapping(obj, self.source, self.line, config)
 
 
 def expand_inputs(paths: list[str]) -> list[str]:
@@ -126,8 +138,14 @@ def input_size(files: list[str]) -> int:
     return total
 
 
-def read_records(files: list[str], config: InputConfig, position: Optional[ReadPosition] = None) -> Iterator[RawRecord]:
-    """Stream every record of every input in order."""
+def read_records(
+    files: list[str], config: InputConfig, position: Optional[ReadPosition] = None, defer_json: bool = False
+) -> Iterator[RawRecord]:
+    """Stream every record of every input in order. With ``defer_json``, JSON lines come unparsed
+    (``json_line`` set) so that worker processes parse them: see ``RawRecord.parsed``."""
+    if not defer_json:
+        yield from (r.parsed(config) for r in read_records(files, config, position, defer_json=True))
+        return
     position = position or ReadPosition()
     for path in files:
         if path.startswith(CORPUS_PREFIX):
@@ -300,12 +318,7 @@ def _read_json(lines: Iterator[_Line], path: str, config: InputConfig) -> Iterat
         if not item.strip():
             yield RawRecord(path, number, error="empty")
             continue
-        try:
-            obj = json.loads(item)
-        except json.JSONDecodeError as exc:
-            yield RawRecord(path, number, error="malformed_json", detail=f"column {exc.colno}: {exc.msg}", text=item)
-            continue
-        yield _from_mapping(obj, path, number, config)
+        yield RawRecord(path, number, json_line=item)
 
 
 def _chain_first(first: _Line, rest: Iterator[_Line]) -> Iterator[_Line]:

@@ -39,9 +39,9 @@ class PrepareStats:
     seconds_pass1: float = 0.0
     seconds_total: float = 0.0
 
-    def count_rejection(self, stage: str, reason: str) -> None:
-        self.rejected[reason] += 1
-        self.rejected_by_stage[stage] += 1
+    def count_rejection(self, stage: str, reason: str, count: int = 1) -> None:
+        self.rejected[reason] += count
+        self.rejected_by_stage[stage] += count
 
     def count_split(self, split: str, label: Any) -> None:
         self.split_sizes[split] += 1

@@ -7,9 +7,11 @@ A chunk of RawRecords goes in; what comes out is, for each record in order, eith
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
 
 import numpy as np
 import xxhash
@@ -23,20 +25,48 @@ from lmforge.data.readers import RawRecord
 
 
 @dataclass
-class Outcome:
-    record: RawRecord  # text replaced by the cleaned one when kept
-    reason: Optional[str] = None  # None when kept
-    detail: str = ""
-    stage: str = ""
-
-
-@dataclass
 class ChunkResult:
-    outcomes: list[Outcome]
-    exact_hashes: np.ndarray  # (kept,) uint64
-    signatures: Optional[np.ndarray]  # (kept, num_perm) uint32, None when near-dedup is off
+    """What a worker sends back for one chunk; rows come serialised so the main process only writes."""
+
+    read: int = 0
+    rejections: Counter = field(default_factory=Counter)  # (stage, reason) -> count
+    rejected_lines: list[bytes] = field(default_factory=list)  # rows for rejected.jsonl, in input order
+    spool_lines: list[bytes] = field(default_factory=list)  # one per kept text, see spool_line()
+    kept_labels: list[str] = field(default_factory=list)  # label key per kept text (labelled data only)
+    exact_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # (kept,)
+    signatures: Optional[np.ndarray] = None  # (kept, num_perm) uint32, None when near-dedup is off
     pii: Counter = field(default_factory=Counter)
     pii_documents: int = 0
+
+
+def spool_line(record: RawRecord, labelled: bool) -> bytes:
+    """A kept text as stored between the passes: ``[source, line]`` TAB the output row, one line.
+
+    The row is already the split file's JSON object minus its meta, so the second pass can append
+    the meta without parsing the row again.
+    """
+    row: dict[str, Any] = {"text": record.text}
+    if labelled:
+        row["label"] = record.label
+    row.update(record.fields)
+    head = json.dumps([record.source, record.line], ensure_ascii=False)
+    return f"{head}\t{json.dumps(row, ensure_ascii=False)}\n".encode("utf-8")
+
+
+def parse_spool_line(line: bytes) -> tuple[str, int, bytes]:
+    """(source, line number, the JSON row with its trailing newline)."""
+    head, row = line.split(b"\t", 1)
+    source, number = json.loads(head)
+    return source, number, row
+
+
+def rejected_line(record: RawRecord, reason: str, detail: str, stage: str, text_chars: int) -> bytes:
+    text = record.text if record.text is None or len(record.text) <= text_chars else record.text[:text_chars] + "…"
+    row: dict[str, Any] = {"reason": reason, "detail": detail, "stage": stage, "source": record.source,
+                           "line": record.line, "text": text}
+    if record.label is not None:
+        row["label"] = record.label
+    return (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def exact_key(text: str) -> int:
@@ -57,31 +87,38 @@ class ChunkProcessor:
         )
 
     def __call__(self, records: list[RawRecord]) -> ChunkResult:
-        outcomes: list[Outcome] = []
+        result = ChunkResult(read=len(records))
         kept_texts: list[str] = []
-        pii: Counter = Counter()
-        pii_documents = 0
+        labelled = self.config.input.label_field is not None
         for record in records:
+            record = record.parsed(self.config.input)
             if record.error is not None:
-                outcomes.append(Outcome(record, record.error, record.detail, "read"))
+                self._reject(result, record, record.error, record.detail, "read")
                 continue
             text = clean_text(record.text or "", self.config.clean)
             rejection, text = apply_rules(text, self.rules)
+            record.text = text
             if rejection is not None:
-                record.text = text
-                outcomes.append(Outcome(record, rejection.reason, rejection.detail, "filter"))
+                self._reject(result, record, rejection.reason, rejection.detail, "filter")
                 continue
             if self.scrubber is not None:
                 text, counts = self.scrubber.scrub(text)
                 if counts:
-                    pii.update(counts)
-                    pii_documents += 1
-            record.text = text
-            outcomes.append(Outcome(record))
+                    result.pii.update(counts)
+                    result.pii_documents += 1
+                record.text = text
+            result.spool_lines.append(spool_line(record, labelled))
+            if labelled:
+                result.kept_labels.append(label_key(record.label))
             kept_texts.append(text)
-        hashes = np.array([exact_key(t) for t in kept_texts], dtype=np.uint64)
-        signatures = self.minhasher.signatures(kept_texts) if self.minhasher is not None else None
-        return ChunkResult(outcomes, hashes, signatures, pii, pii_documents)
+        result.exact_hashes = np.array([exact_key(t) for t in kept_texts], dtype=np.uint64)
+        if self.minhasher is not None:
+            result.signatures = self.minhasher.signatures(kept_texts)
+        return result
+
+    def _reject(self, result: ChunkResult, record: RawRecord, reason: str, detail: str, stage: str) -> None:
+        result.rejections[(stage, reason)] += 1
+        result.rejected_lines.append(rejected_line(record, reason, detail, stage, self.config.output.rejected_text_chars))
 
 
 _PROCESSOR: Optional[ChunkProcessor] = None

@@ -18,16 +18,30 @@ class RecordWriter:
         self.count = 0
         self._buffer: list[dict[str, Any]] = []
         self._parquet: Optional[Any] = None
-        self._handle = open(path, "w", encoding="utf-8") if fmt == "jsonl" else None
+        self._handle = open(path, "wb") if fmt == "jsonl" else None
 
     def write(self, row: dict[str, Any]) -> None:
         self.count += 1
         if self._handle is not None:
-            self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
             return
         self._buffer.append(row)
         if len(self._buffer) >= _PARQUET_ROWS:
             self._flush()
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Append already-serialised JSON lines (jsonl only)."""
+        assert self._handle is not None, "write_lines needs the jsonl format"
+        self.count += len(lines)
+        self._handle.write(b"".join(lines))
+
+    def write_json_row(self, row: bytes, meta: dict[str, Any]) -> None:
+        """Write a serialised JSON object row (ending in b"}\\n") with a "meta" key added."""
+        if self._handle is None:
+            self.write({**json.loads(row), "meta": meta})
+            return
+        self.count += 1
+        self._handle.write(row[:-2] + b', "meta": ' + json.dumps(meta, ensure_ascii=False).encode("utf-8") + b"}\n")
 
     def _flush(self) -> None:
         import pyarrow as pa

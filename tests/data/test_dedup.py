@@ -73,7 +73,7 @@ def test_near_duplicate_recall_and_precision(corpus, verify):
     else:  # the estimate's noise (std ~0.035 at J=0.8 with 128 slots) blurs the threshold itself
         clear = [p for p in corpus.pairs if p[2] >= 0.85]
         assert sum(1 for a, b, _ in clear if result.cluster[a] == result.cluster[b]) / len(clear) >= 0.95
-        assert recall >= 0.85 and precision >= 0.85
+        assert recall >= 0.8 and precision >= 0.8
         assert all(truth >= 0.7 for _, _, truth in found)  # nothing clearly below the threshold is removed
     # Every pair at or above the grouping level (with a margin for estimation noise) shares a split group.
     grouped = [p for p in corpus.pairs if p[2] >= (0.55 if verify == "exact" else 0.65)]
