@@ -95,18 +95,21 @@ class ChunkProcessor:
             if record.error is not None:
                 self._reject(result, record, record.error, record.detail, "read")
                 continue
-            text = clean_text(record.text or "", self.config.clean)
-            rejection, text = apply_rules(text, self.rules)
+            try:
+                text = clean_text(record.text or "", self.config.clean)
+                rejection, text = apply_rules(text, self.rules)
+                if rejection is None and self.scrubber is not None:
+                    text, counts = self.scrubber.scrub(text)
+                    if counts:
+                        result.pii.update(counts)
+                        result.pii_documents += 1
+            except Exception as exc:  # noqa: BLE001 - one odd record must not end a long run
+                self._reject(result, record, "processing_error", f"{type(exc).__name__}: {exc}", "filter")
+                continue
             record.text = text
             if rejection is not None:
                 self._reject(result, record, rejection.reason, rejection.detail, "filter")
                 continue
-            if self.scrubber is not None:
-                text, counts = self.scrubber.scrub(text)
-                if counts:
-                    result.pii.update(counts)
-                    result.pii_documents += 1
-                record.text = text
             result.spool_lines.append(spool_line(record, labelled))
             if labelled:
                 result.kept_labels.append(label_key(record.label))

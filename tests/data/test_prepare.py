@@ -201,3 +201,30 @@ def test_memory_stays_bounded_by_chunks_not_corpus(tmp_path):
     # Four times the text (~12 MB) does not raise the peak: it is set by one chunk's working arrays.
     assert peaks[1] < 1.2 * peaks[0]
     assert (peaks[1] - peaks[0]) / 1800 < 1000  # under 1 KB more per extra document
+
+
+def test_a_failing_rule_rejects_the_record_and_the_run_goes_on(tmp_path, monkeypatch):
+    import lmforge.data.steps as steps
+
+    real = steps.clean_text
+
+    def fragile(text, config):
+        if "boom" in text:
+            raise ValueError("cannot clean this")
+        return real(text, config)
+
+    monkeypatch.setattr(steps, "clean_text", fragile)
+    path = tmp_path / "in.txt"
+    path.write_text("这是第一条真实的句子。\nboom goes this line\n这是第二条不同的句子，内容不一样。\n")
+    report = run_prepare(tmp_path / "out", {"input": {"paths": [str(path)]}})
+    assert report["counts"]["kept"] == 2 and report["rejected_by_reason"] == {"processing_error": 1}
+    rejected = read_jsonl(tmp_path / "out" / "rejected.jsonl")
+    assert rejected[0]["line"] == 2 and "cannot clean this" in rejected[0]["detail"]
+
+
+def test_cli_prints_the_summary_table(tmp_path, capsys):
+    assert main(["data", "prepare", "--input", "corpus:peoples-daily", "--out", str(tmp_path / "pd"), "dedup.lsh_preset=fast"]) == 0
+    err = capsys.readouterr().err
+    assert "data prepare" in err and "accounted (kept + rejected == read)" in err and "True" in err
+    report = json.loads((tmp_path / "pd" / "report.json").read_text())
+    assert report["preset"] == "clean" and report["counts"]["read"] == 19_484 and report["counts"]["accounted"]
