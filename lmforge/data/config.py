@@ -58,6 +58,7 @@ class GopherQualityRule(Section):
 
 class GopherRepetitionRule(Section):
     enabled: bool = False
+    min_units: int = Field(50, ge=0, description="Shorter texts hold too few n-grams to judge (Gopher: 50 words).")
     max_dup_line_ratio: float = Field(0.3, ge=0, le=1)
     max_dup_para_ratio: float = Field(0.3, ge=0, le=1)
     max_dup_line_char_ratio: float = Field(0.2, ge=0, le=1)
@@ -222,7 +223,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "clean": {
         "filters": {
             "length": {"min_units": 5},
-            "gopher_repetition": {"enabled": True},
+            # Light: duplicated lines, paragraphs and long n-grams only; the top-n-gram shares also
+            # flag ordinary news sentences that repeat a name or slogan.
+            "gopher_repetition": {"enabled": True, "max_top_ngram_char_ratio": {}},
         },
         "pii": {"enabled": True},
     },

@@ -205,6 +205,9 @@ def _dup_ngram_char_ratio(words: list[str], n: int, total_chars: int) -> float:
     return covered / total_chars
 
 
+_CJK_CHARS_PER_WORD = 2
+
+
 def _gopher_repetition(rule: GopherRepetitionRule) -> Callable[[TextStats], Verdict]:
     def check(stats: TextStats) -> Verdict:
         for name, items, max_share, max_chars in (
@@ -217,13 +220,18 @@ def _gopher_repetition(rule: GopherRepetitionRule) -> Callable[[TextStats], Verd
             if char_share > max_chars:
                 return Reject(f"gopher_dup_{name}_char_ratio", f"{char_share:.2f}")
         words = stats.units
+        if len(words) < rule.min_units:
+            return None
         total_chars = sum(map(len, words)) or 1
+        # Thresholds are calibrated on English words; a CJK unit is one character and a Chinese word
+        # is about two, so n words compare with 2n characters.
+        scale = _CJK_CHARS_PER_WORD if stats.cjk else 1
         for n, limit in sorted(rule.max_top_ngram_char_ratio.items()):
-            ratio = _top_ngram_char_ratio(words, n, total_chars)
+            ratio = _top_ngram_char_ratio(words, n * scale, total_chars)
             if ratio > limit:
                 return Reject(f"gopher_top_{n}gram", f"{ratio:.2f}")
         for n, limit in sorted(rule.max_dup_ngram_char_ratio.items()):
-            ratio = _dup_ngram_char_ratio(words, n, total_chars)
+            ratio = _dup_ngram_char_ratio(words, n * scale, total_chars)
             if ratio > limit:
                 return Reject(f"gopher_dup_{n}gram", f"{ratio:.2f}")
         return None
