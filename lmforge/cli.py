@@ -54,6 +54,13 @@ def _corpora_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_reference(args: argparse.Namespace) -> int:
+    from lmforge.config_reference import render
+
+    print(render())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge", description="Train transformer language models on your own data.")
     parser.add_argument("--version", action="version", version=f"lmforge {__import__('lmforge').__version__}")
@@ -78,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("name")
     e.add_argument("--out", required=True, metavar="FILE")
     e.set_defaults(handler=_corpora_export)
+    config = verbs.add_parser("config", help="configuration helpers").add_subparsers(dest="action", required=True)
+    config.add_parser("reference", help="print the configuration reference (Markdown)").set_defaults(handler=_config_reference)
     return parser
 
 

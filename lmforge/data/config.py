@@ -179,9 +179,9 @@ class PrepareConfig(Section):
     """Configuration of `lmforge data prepare`."""
 
     input: InputConfig = Field(default_factory=InputConfig)
-    out: Optional[str] = None
+    out: Optional[str] = Field(None, description="Output directory (required).")
     preset: Optional[PresetName] = Field(None, description="Default: labelled with a label field, else clean.")
-    workers: int = Field(1, ge=1, le=256)
+    workers: int = Field(1, ge=1, le=256, description="Processes for reading, cleaning and hashing; output is identical for any count.")
     chunk_size: int = Field(1000, ge=1, description="Records per work unit sent to a worker.")
     clean: CleanConfig = Field(default_factory=CleanConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
@@ -189,7 +189,7 @@ class PrepareConfig(Section):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    progress: bool = True
+    progress: bool = Field(True, description="Progress bar (on a terminal) and the summary table.")
 
     @field_validator("out")
     @classmethod
