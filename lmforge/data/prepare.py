@@ -86,7 +86,7 @@ def prepare(config: PrepareConfig) -> dict[str, Any]:
     with RecordWriter(out / "rejected.jsonl", "jsonl") as rejected:
         state = _first_pass(config, files, work, rejected, stats)
         stats.seconds_pass1 = time.perf_counter() - started
-        result = _deduplicate(config, state, work)
+        result = _deduplicate(config, state)
         split_of = _assign(config, state, result)
         _second_pass(config, state, result, split_of, out, rejected, stats)
     stats.seconds_total = time.perf_counter() - started
@@ -211,7 +211,7 @@ def _first_pass(
     return state
 
 
-def _deduplicate(config: PrepareConfig, state: _KeptState, work: Path) -> DedupResult:
+def _deduplicate(config: PrepareConfig, state: _KeptState) -> DedupResult:
     hashes = np.concatenate(state.hashes) if state.hashes else np.zeros(0, np.uint64)
     dedup = config.dedup
     shingles_of = None

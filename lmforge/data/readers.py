@@ -95,9 +95,14 @@ def check_columns(files: list[str], config: InputConfig) -> None:
     for path in files:
         fmt = _format_of(path)
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            columns = set(pq.ParquetFile(path).schema_arrow.names)
+            try:
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise ConfigError(f"{path}: reading Parquet needs pyarrow: pip install 'lmforge[parquet]'") from None
+            try:
+                columns = set(pq.ParquetFile(path).schema_arrow.names)
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a broken file
+                raise ConfigError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
         elif fmt in ("csv", "tsv"):
             with open(path, "rb") as raw:
                 first = _decompressed(path, raw).readline().decode("utf-8", errors="replace").lstrip("\ufeff")

@@ -124,3 +124,10 @@ def test_bad_paths_fail_before_work(tmp_path, spec, message):
 def test_unknown_corpus_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown corpus 'nope'"):
         expand_inputs(["corpus:nope"])
+
+
+def test_broken_parquet_is_an_error_before_work(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(ConfigError, match="not a readable Parquet file"):
+        check_columns(expand_inputs([str(path)]), InputConfig())
