@@ -13,10 +13,10 @@ class TfidfConfig(Section):
     analyzer: Literal["auto", "char", "word"] = Field(
         "auto", description="auto: character n-grams when most training text is CJK, word n-grams otherwise."
     )
-    ngram_min: int = Field(1, ge=1)
+    ngram_min: int = Field(1, ge=1, description="Shortest n-gram (characters or words).")
     ngram_max: Optional[int] = Field(None, ge=1, description="Default 3 for characters, 2 for words.")
     C: float = Field(4.0, gt=0, description="Inverse regularisation of the logistic regression (C=4 measured in data.md).")
-    max_iter: int = Field(1000, gt=0)
+    max_iter: int = Field(1000, gt=0, description="Solver iterations of the logistic regression.")
 
     @model_validator(mode="after")
     def _ngram_order(self) -> "TfidfConfig":
@@ -30,15 +30,17 @@ class BaselinesConfig(Section):
     max_train_examples: Optional[int] = Field(
         None, gt=0, description="Train the baselines on a seeded random subset of this size (quick checks)."
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the training subset and the solver.")
     tfidf: TfidfConfig = Field(default_factory=TfidfConfig)
 
 
 class EvaluateConfig(Section):
+    """Score systems on one split of a prepared directory and write report.json/md/html with plots."""
+
     data: Optional[str] = Field(None, description="A `lmforge data prepare` output directory.")
     split: Literal["test", "validation"] = Field("test", description="The split every row of the report is scored on.")
     out: Optional[str] = Field(None, description="Report directory (default: DATA/evaluation).")
     curves: Optional[str] = Field(None, description="A metrics.jsonl of training/validation losses to plot.")
     ece_bins: int = Field(15, ge=1, description="Equal-width confidence bins of the expected calibration error.")
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
-    progress: bool = True
+    progress: bool = Field(True, description="Print the summary on the terminal.")
