@@ -63,7 +63,9 @@ def read_labelled(directory: str | Path, split: str) -> tuple[list[str], list[st
     labels: list[str] = []
     for number, row in enumerate(iter_split(directory, split), start=1):
         if row.get("label") is None:
-            raise ConfigError(f"{split_file(directory, split)}:{number}: no label (prepare with --label-field)")
+            raise ConfigError(
+                f"{split_file(directory, split)}:{number}: no label (prepare with --label-field)"
+            )
         texts.append(row["text"])
         labels.append(str(row["label"]))
     return texts, labels

@@ -50,7 +50,10 @@ def tfidf_predictions(
     config: TfidfConfig,
     seed: int = 0,
 ) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """Fit TF-IDF + logistic regression on train; predicted labels, (N, K) probabilities in ``labels`` order, settings."""
+    """Fit TF-IDF + logistic regression on train.
+
+    Returns predicted labels, (N, K) probabilities in ``labels`` order and the settings used.
+    """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -62,18 +65,27 @@ def tfidf_predictions(
     probs = np.zeros((len(test_texts), len(labels)))  # (N, K); labels never seen in train keep 0
     probs[:, [labels.index(c) for c in seen]] = classifier.predict_proba(vectorizer.transform(test_texts))
     predicted = [labels[i] for i in probs.argmax(axis=1)]
-    settings = {"analyzer": analyzer, "ngram_range": list(ngrams), "C": config.C, "features": len(vectorizer.vocabulary_)}
+    settings = {
+        "analyzer": analyzer,
+        "ngram_range": list(ngrams),
+        "C": config.C,
+        "features": len(vectorizer.vocabulary_),
+    }
     return predicted, probs, settings
 
 
-def run_baselines(data_dir: str, split: str, config: BaselinesConfig, ece_bins: int = 15) -> list[dict[str, Any]]:
+def run_baselines(
+    data_dir: str, split: str, config: BaselinesConfig, ece_bins: int = 15
+) -> list[dict[str, Any]]:
     """Train every baseline on DATA/train and score it on DATA/<split>; one report row each."""
     from lmforge.eval.evaluate import prediction_row
 
     train_texts, train_labels = read_labelled(data_dir, "train")
     test_texts, test_labels = read_labelled(data_dir, split)
     if config.max_train_examples is not None and config.max_train_examples < len(train_texts):
-        keep = np.sort(np.random.default_rng(config.seed).permutation(len(train_texts))[: config.max_train_examples])
+        keep = np.sort(
+            np.random.default_rng(config.seed).permutation(len(train_texts))[: config.max_train_examples]
+        )
         train_texts = [train_texts[i] for i in keep]
         train_labels = [train_labels[i] for i in keep]
     labels = sorted(set(train_labels) | set(test_labels))
@@ -83,15 +95,29 @@ def run_baselines(data_dir: str, split: str, config: BaselinesConfig, ece_bins: 
     predicted, probs = majority_predictions(train_labels, len(test_texts), labels)
     rows.append(
         prediction_row(
-            "majority", test_labels, predicted, probs, labels, kind="baseline", ece_bins=ece_bins,
+            "majority",
+            test_labels,
+            predicted,
+            probs,
+            labels,
+            kind="baseline",
+            ece_bins=ece_bins,
             info={"train_examples": len(train_texts), "seconds": time.perf_counter() - started},
         )
     )
     started = time.perf_counter()
-    predicted, probs, settings = tfidf_predictions(train_texts, train_labels, test_texts, labels, config.tfidf, config.seed)
+    predicted, probs, settings = tfidf_predictions(
+        train_texts, train_labels, test_texts, labels, config.tfidf, config.seed
+    )
     rows.append(
         prediction_row(
-            "tfidf-logreg", test_labels, predicted, probs, labels, kind="baseline", ece_bins=ece_bins,
+            "tfidf-logreg",
+            test_labels,
+            predicted,
+            probs,
+            labels,
+            kind="baseline",
+            ece_bins=ece_bins,
             info={"train_examples": len(train_texts), "seconds": time.perf_counter() - started, **settings},
         )
     )

@@ -15,7 +15,9 @@ class TfidfConfig(Section):
     )
     ngram_min: int = Field(1, ge=1, description="Shortest n-gram (characters or words).")
     ngram_max: Optional[int] = Field(None, ge=1, description="Default 3 for characters, 2 for words.")
-    C: float = Field(4.0, gt=0, description="Inverse regularisation of the logistic regression (C=4 measured in data.md).")
+    C: float = Field(
+        4.0, gt=0, description="Inverse regularisation of the logistic regression (C=4 measured in data.md)."
+    )
     max_iter: int = Field(1000, gt=0, description="Solver iterations of the logistic regression.")
 
     @model_validator(mode="after")
@@ -26,7 +28,9 @@ class TfidfConfig(Section):
 
 
 class BaselinesConfig(Section):
-    enabled: bool = Field(False, description="Score the majority-class and TF-IDF baselines on the same split.")
+    enabled: bool = Field(
+        False, description="Score the majority-class and TF-IDF baselines on the same split."
+    )
     max_train_examples: Optional[int] = Field(
         None, gt=0, description="Train the baselines on a seeded random subset of this size (quick checks)."
     )
@@ -38,9 +42,13 @@ class EvaluateConfig(Section):
     """Score systems on one split of a prepared directory and write report.json/md/html with plots."""
 
     data: Optional[str] = Field(None, description="A `lmforge data prepare` output directory.")
-    split: Literal["test", "validation"] = Field("test", description="The split every row of the report is scored on.")
+    split: Literal["test", "validation"] = Field(
+        "test", description="The split every row of the report is scored on."
+    )
     out: Optional[str] = Field(None, description="Report directory (default: DATA/evaluation).")
     curves: Optional[str] = Field(None, description="A metrics.jsonl of training/validation losses to plot.")
-    ece_bins: int = Field(15, ge=1, description="Equal-width confidence bins of the expected calibration error.")
+    ece_bins: int = Field(
+        15, ge=1, description="Equal-width confidence bins of the expected calibration error."
+    )
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     progress: bool = Field(True, description="Print the summary on the terminal.")

@@ -71,5 +71,7 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
         m = row["metrics"]
         if m.get("task") == "classification":
             ece = f", ECE {m['ece']:.3f}" if "ece" in m else ""
-            console.print(f"{row['name']:>16s}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro']['f1']:.4f}{ece}")
+            console.print(
+                f"{row['name']:>16s}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro']['f1']:.4f}{ece}"
+            )
     console.print(f"report: {out / 'report.md'} (and report.html, report.json)")

@@ -32,7 +32,9 @@ Label = Hashable
 # ---------------------------------------------------------------- classification
 
 
-def _label_order(y_true: Sequence[Label], y_pred: Sequence[Label], labels: Optional[Sequence[Label]]) -> list[Label]:
+def _label_order(
+    y_true: Sequence[Label], y_pred: Sequence[Label], labels: Optional[Sequence[Label]]
+) -> list[Label]:
     if labels is not None:
         if len(set(labels)) != len(labels):
             raise ValueError(f"labels repeat a name: {list(labels)}")
@@ -72,6 +74,8 @@ def precision_recall_f1(
     Like scikit-learn, a prediction of class k counts against k's precision even when its true
     label is outside ``labels``, so these are not always derivable from the confusion matrix.
     """
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} items but y_pred has {len(y_pred)}")
     index = {label: i for i, label in enumerate(labels)}
     tp, predicted, support = (np.zeros(len(labels), dtype=np.int64) for _ in range(3))
     for t, p in zip(y_true, y_pred):
@@ -83,10 +87,19 @@ def precision_recall_f1(
     precision = _safe_div(tp, predicted)
     recall = _safe_div(tp, support)
     f1 = _safe_div(2 * tp, predicted + support)  # = 2PR/(P+R), and 0 when both are 0
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support, "tp": tp, "predicted": predicted}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": support,
+        "tp": tp,
+        "predicted": predicted,
+    }
 
 
-def expected_calibration_error(true_index: Sequence[int], probabilities: np.ndarray, n_bins: int = 15) -> float:
+def expected_calibration_error(
+    true_index: Sequence[int], probabilities: np.ndarray, n_bins: int = 15
+) -> float:
     """ECE (Guo et al. 2017): sum over equal-width confidence bins of |B|/N * |accuracy(B) - confidence(B)|.
 
     ``probabilities`` is (N, K); the prediction is its argmax, the confidence its max. Bins are
@@ -104,8 +117,9 @@ def expected_calibration_error(true_index: Sequence[int], probabilities: np.ndar
     correct = (probs.argmax(axis=1) == truth).astype(np.float64)  # (N,)
     # bin b holds confidences in (b/n, (b+1)/n]; confidence 0 goes to bin 0
     bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)  # (N,)
-    count = np.bincount(bins, minlength=n_bins)  # (n_bins,)
-    gap = np.bincount(bins, weights=correct, minlength=n_bins) - np.bincount(bins, weights=confidence, minlength=n_bins)
+    gap = np.bincount(bins, weights=correct, minlength=n_bins) - np.bincount(
+        bins, weights=confidence, minlength=n_bins
+    )
     return float(np.abs(gap).sum() / probs.shape[0])  # |sum(acc - conf)| per bin = |B| * |acc(B) - conf(B)|
 
 
@@ -136,7 +150,9 @@ def classification_metrics(
         "accuracy": float(np.mean([t == p for t, p in zip(y_true, y_pred)])) if len(y_true) else 0.0,
         "micro": {"precision": micro_p, "recall": micro_r, "f1": _f1(micro_p, micro_r)},
         "macro": {k: float(scores[k].mean()) if len(order) else 0.0 for k in ("precision", "recall", "f1")},
-        "weighted": {k: float(_safe_div((scores[k] * support).sum(), total)) for k in ("precision", "recall", "f1")},
+        "weighted": {
+            k: float(_safe_div((scores[k] * support).sum(), total)) for k in ("precision", "recall", "f1")
+        },
         "per_class": {
             str(label): {
                 "precision": float(scores["precision"][i]),

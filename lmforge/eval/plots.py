@@ -38,7 +38,9 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str, path: Path) -> Path:
+def plot_confusion_matrix(
+    matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str, path: Path
+) -> Path:
     """Counts with row-normalised colour (recall per true class), so rare classes stay visible."""
     cm = np.asarray(matrix, dtype=np.float64)  # (K, K) rows true, columns predicted
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)  # (K, K)
@@ -46,7 +48,12 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str]
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
+    ax.set_xticks(
+        range(len(labels)),
+        labels,
+        rotation=45 if len(labels) > 4 else 0,
+        ha="right" if len(labels) > 4 else "center",
+    )
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")

@@ -64,7 +64,9 @@ def read_curves(path: str | Path, metric: str = "loss") -> dict[str, tuple[list[
                 continue
             step, split, value = row.get("step"), row.get("split", "train"), row[metric]
             if not isinstance(step, int) or isinstance(step, bool) or not isinstance(split, str):
-                raise ConfigError(f"{path}:{number}: 'step' must be an integer and 'split' a string, got {line.strip()[:80]}")
+                raise ConfigError(
+                    f"{path}:{number}: 'step' must be an integer, 'split' a string; got {line.strip()[:60]}"
+                )
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ConfigError(f"{path}:{number}: '{metric}' must be a number, got {value!r}")
             steps, values = curves.setdefault(split, ([], []))
@@ -103,7 +105,8 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
         if chosen:
             header = ["system", "kind", "examples"] + [c for c, _ in columns]
             body = [
-                [r["name"], r["kind"], f"{_size(r['metrics']):,}"] + [_fmt(_lookup(r["metrics"], keys)) for _, keys in columns]
+                [r["name"], r["kind"], f"{_size(r['metrics']):,}"]
+                + [_fmt(_lookup(r["metrics"], keys)) for _, keys in columns]
                 for r in chosen
             ]
             tables.append((f"Summary ({task.replace('_', ' ')})", header, body))
@@ -131,8 +134,13 @@ def _size(metrics: dict[str, Any]) -> int:
 
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# {report['title']}", ""]
-    lines += [f"Data: `{report['data']}`, split `{report['split']}`. Scores are fractions (1.0 = perfect); "
-              "ECE is the expected calibration error (lower is better).", ""]
+    lines += [
+        (
+            f"Data: `{report['data']}`, split `{report['split']}`. Scores are fractions (1.0 = perfect); "
+            "ECE is the expected calibration error (lower is better)."
+        ),
+        "",
+    ]
     for title, header, body in _tables(report):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
@@ -155,7 +163,8 @@ def _info(value: Any) -> str:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}tr.baseline td{color:#555}
 figure{display:inline-block;margin:0.5em 1em 1em 0}figcaption{font-size:0.9em;color:#555}img{max-width:100%}
 .note{color:#555}"""
@@ -164,13 +173,20 @@ figure{display:inline-block;margin:0.5em 1em 1em 0}figcaption{font-size:0.9em;co
 def render_html(report: dict[str, Any], directory: Path) -> str:
     """The report as one HTML file, each PNG inlined as a data: URI."""
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(report['title'])}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{esc(report['title'])}</h1>",
-             f"<p class='note'>Data <code>{esc(report['data'])}</code>, split <code>{esc(report['split'])}</code>. "
-             "Scores are fractions (1.0 = perfect); ECE is the expected calibration error (lower is better).</p>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(report['title'])}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{esc(report['title'])}</h1>",
+        (
+            f"<p class='note'>Data <code>{esc(report['data'])}</code>, "
+            f"split <code>{esc(report['split'])}</code>. Scores are fractions (1.0 = perfect); "
+            "ECE is the expected calibration error (lower is better).</p>"
+        ),
+    ]
     kinds = {r["name"]: r["kind"] for r in report["rows"]}
     for title, header, body in _tables(report):
-        parts.append(f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        parts.append(
+            f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
+        )
         for row in body:
             css = " class='baseline'" if kinds.get(row[0]) == "baseline" else ""
             parts.append(f"<tr{css}>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>")
@@ -179,8 +195,10 @@ def render_html(report: dict[str, Any], directory: Path) -> str:
         parts.append("<h2>Plots</h2>")
     for title, file in report["plots"].items():
         data = base64.b64encode((directory / file).read_bytes()).decode("ascii")
-        parts.append(f"<figure><img alt='{esc(title)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{esc(title)}</figcaption></figure>")
+        parts.append(
+            f"<figure><img alt='{esc(title)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{esc(title)}</figcaption></figure>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -207,7 +225,12 @@ def write_report(
         metrics = row["metrics"]
         if "confusion_matrix" in metrics:
             file = f"confusion_{_slug(row['name'])}.png"
-            plot_confusion_matrix(metrics["confusion_matrix"], metrics["labels"], f"confusion matrix: {row['name']}", directory / file)
+            plot_confusion_matrix(
+                metrics["confusion_matrix"],
+                metrics["labels"],
+                f"confusion matrix: {row['name']}",
+                directory / file,
+            )
             plots[f"Confusion matrix: {row['name']}"] = file
     per_class = [(r["name"], r["metrics"].get("per_class") or r["metrics"].get("per_type")) for r in rows]
     per_class = [(name, scores) for name, scores in per_class if scores]

@@ -42,7 +42,9 @@ def load_synonyms(path: str | Path) -> Synonyms:
                 if not words or words[0].startswith("#"):
                     continue
                 if len(words) < 2:
-                    raise ConfigError(f"{path}:{number}: a synonym group needs at least two words, got {words[0]!r}")
+                    raise ConfigError(
+                        f"{path}:{number}: a synonym group needs at least two words, got {words[0]!r}"
+                    )
                 if len(set(words)) != len(words):
                     repeated = next(w for w in words if words.count(w) > 1)
                     raise ConfigError(f"{path}:{number}: {repeated!r} appears twice in one group")
@@ -64,12 +66,14 @@ class Augmenter:
         self.config = config
         self.synonyms: Synonyms = load_synonyms(config.synonyms) if config.synonyms else {}
         if "synonym_replacement" in config.operations and not self.synonyms:
-            raise ConfigError("augment.operations has synonym_replacement but no augment.synonyms file is given")
+            raise ConfigError(
+                "augment.operations has synonym_replacement but no augment.synonyms file is given"
+            )
         self._jieba: Any = None
 
     # ------------------------------------------------------------ tokens
     def words(self, text: str) -> tuple[list[str], str]:
-        """(tokens, joiner): jieba words joined by '' for CJK text, whitespace words joined by ' ' otherwise."""
+        """(tokens, joiner): jieba words joined by '' for CJK text, else whitespace words joined by ' '."""
         if not is_cjk(text):
             return text.split(), " "
         if self._jieba is None:
@@ -147,13 +151,20 @@ class Augmenter:
         rng = np.random.default_rng([self.config.seed, index])
         ops = self.config.operations
         start = int(rng.integers(len(ops)))
-        return [(op, self.apply(text, op, rng)) for op in (ops[(start + k) % len(ops)] for k in range(self.config.copies))]
+        return [
+            (op, self.apply(text, op, rng))
+            for op in (ops[(start + k) % len(ops)] for k in range(self.config.copies))
+        ]
 
 
 def augment_examples(
-    examples: Iterable[dict[str, Any]], config: AugmentConfig, text_field: str = "text", augmenter: Optional[Augmenter] = None
+    examples: Iterable[dict[str, Any]],
+    config: AugmentConfig,
+    text_field: str = "text",
+    augmenter: Optional[Augmenter] = None,
 ) -> Iterator[dict[str, Any]]:
-    """Each example, then its augmented copies: same fields and label, new text, ``augmentation`` naming the edit."""
+    """Each example, then its augmented copies: same fields and label, new text, and
+    ``augmentation`` naming the edit."""
     augmenter = augmenter or Augmenter(config)
     for index, example in enumerate(examples):
         yield example

@@ -33,7 +33,9 @@ def test_review_baselines_score_the_test_split(review_rows):
     out, rows = review_rows
     texts, truth = read_labelled(out, "test")
     majority, tfidf = rows
-    assert [r["name"] for r in rows] == ["majority", "tfidf-logreg"] and {r["kind"] for r in rows} == {"baseline"}
+    assert [r["name"] for r in rows] == ["majority", "tfidf-logreg"] and {r["kind"] for r in rows} == {
+        "baseline"
+    }
     assert majority["metrics"]["examples"] == tfidf["metrics"]["examples"] == len(texts)
     # the subset is a seeded sample of both classes; majority scores the test share of its label
     top = majority["metrics"]["per_class"]
@@ -54,7 +56,9 @@ def test_rows_are_the_metrics_of_their_predictions(reviews_prepared):
     test_texts, test_labels = read_labelled(out, "test")
     labels = ["negative", "positive"]
     pick = slice(0, None, 20)  # every 20th training text, both classes
-    predicted, probs, _ = tfidf_predictions(train_texts[pick], train_labels[pick], test_texts[:300], labels, TfidfConfig())
+    predicted, probs, _ = tfidf_predictions(
+        train_texts[pick], train_labels[pick], test_texts[:300], labels, TfidfConfig()
+    )
     assert probs.shape == (300, 2) and np.allclose(probs.sum(axis=1), 1.0)
     assert predicted == [labels[i] for i in probs.argmax(axis=1)]
     metrics = classification_metrics(test_labels[:300], predicted, probs, labels)

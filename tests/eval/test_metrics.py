@@ -23,7 +23,9 @@ def _random_case(seed: int, n: int, k: int) -> tuple[list[str], list[str], np.nd
     rng = np.random.default_rng(seed)
     names = [f"c{i}" for i in range(k)]
     truth = rng.integers(0, k, n)
-    logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[truth] * rng.random((n, 1))  # (N, K), better than chance
+    logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[truth] * rng.random(
+        (n, 1)
+    )  # (N, K), better than chance
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     return [names[i] for i in truth], [names[i] for i in probs.argmax(axis=1)], probs
 
@@ -35,12 +37,20 @@ def _assert_matches_sklearn(y_true, y_pred, labels=None):
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
     assert m["confusion_matrix"] == skm.confusion_matrix(y_true, y_pred, labels=order).tolist()
     for average in ("micro", "macro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=order, average=average, zero_division=0)
-        assert (m[average]["precision"], m[average]["recall"], m[average]["f1"]) == pytest.approx((p, r, f)), average
-    p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=order, average=None, zero_division=0)
+        p, r, f, _ = skm.precision_recall_fscore_support(
+            y_true, y_pred, labels=order, average=average, zero_division=0
+        )
+        assert (m[average]["precision"], m[average]["recall"], m[average]["f1"]) == pytest.approx(
+            (p, r, f)
+        ), average
+    p, r, f, s = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=order, average=None, zero_division=0
+    )
     for i, label in enumerate(order):
         row = m["per_class"][str(label)]
-        assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx((p[i], r[i], f[i], s[i]))
+        assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx(
+            (p[i], r[i], f[i], s[i])
+        )
     return m
 
 
@@ -89,7 +99,9 @@ def test_ece_against_a_direct_loop_and_known_values():
     assert expected_calibration_error([0, 1], np.array([[1.0, 0.0], [0.0, 1.0]])) == 0.0
     truth10 = [0] * 7 + [1] * 3
     assert expected_calibration_error(truth10, np.tile([0.7, 0.3], (10, 1)), 10) == pytest.approx(0.0)
-    m = classification_metrics(y_true, [f"c{i}" for i in probs.argmax(1)], probs, labels=["c0", "c1", "c2"], n_bins=10)
+    m = classification_metrics(
+        y_true, [f"c{i}" for i in probs.argmax(1)], probs, labels=["c0", "c1", "c2"], n_bins=10
+    )
     assert m["ece"] == pytest.approx(expected_calibration_error(truth, probs, 10)) and m["ece_bins"] == 10
 
 
@@ -146,7 +158,9 @@ def test_spans_and_scores_match_seqeval_on_random_malformed_sequences():
     rng = np.random.default_rng(0)
     for prefixes, types in (("BIO", ["PER", "LOC", "ORG"]), ("BIOES", ["PER", "LOC"]), ("BIES", [])):
         gold = [_random_tags(rng, int(rng.integers(1, 12)), prefixes, types) for _ in range(150)]
-        pred = [[t if rng.random() < 0.7 else _random_tags(rng, 1, prefixes, types)[0] for t in g] for g in gold]
+        pred = [
+            [t if rng.random() < 0.7 else _random_tags(rng, 1, prefixes, types)[0] for t in g] for g in gold
+        ]
         for seq in gold:
             assert tag_spans(seq) == [(k, s, e + 1) for k, s, e in get_entities(seq)], seq
         m = span_metrics(gold, pred)
@@ -156,7 +170,9 @@ def test_spans_and_scores_match_seqeval_on_random_malformed_sequences():
     # BMES is IOBES without types and with M for I
     bmes = [_random_tags(rng, 10, "BMES", []) for _ in range(50)]
     for seq in bmes:
-        assert tag_spans(seq) == [(k, s, e + 1) for k, s, e in get_entities(["I" if t == "M" else t for t in seq])]
+        assert tag_spans(seq) == [
+            (k, s, e + 1) for k, s, e in get_entities(["I" if t == "M" else t for t in seq])
+        ]
 
 
 def test_peoples_daily_pos_to_bio_on_real_lines():
@@ -171,7 +187,12 @@ def test_peoples_daily_pos_to_bio_on_real_lines():
     names = {(k, record.text[s:e]) for k, s, e in spans}
     assert ("ORG", "中共中央") in names and ("PER", "江泽民") in names  # surname + given name merged
     assert {k for k, _, _ in spans} <= {"PER", "LOC", "ORG"}
-    assert pos_to_bio(["中国", "北京"], ["ns", "ns"]) == ["B-LOC", "I-LOC", "B-LOC", "I-LOC"]  # places not merged
+    assert pos_to_bio(["中国", "北京"], ["ns", "ns"]) == [
+        "B-LOC",
+        "I-LOC",
+        "B-LOC",
+        "I-LOC",
+    ]  # places not merged
     assert pos_to_bio(["邓", "小平", "同志"], ["nr", "nr", "n"]) == ["B-PER", "I-PER", "I-PER", "O", "O"]
 
 

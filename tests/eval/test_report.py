@@ -53,14 +53,26 @@ def _markdown_table(text: str, title: str) -> list[list[str]]:
 
 def test_files_and_json_round_trip(written):
     out, report = written
-    for name in ("report.json", "report.md", "report.html", "per_class.png", "curves.png",
-                 "confusion_tiny-model.png", "confusion_majority.png"):
+    for name in (
+        "report.json",
+        "report.md",
+        "report.html",
+        "per_class.png",
+        "curves.png",
+        "confusion_tiny-model.png",
+        "confusion_majority.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     loaded = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert loaded == json.loads(json.dumps(report))
-    assert loaded["rows"][0]["metrics"]["confusion_matrix"] == report["rows"][0]["metrics"]["confusion_matrix"]
-    assert loaded["curves"]["validation"] == {"steps": [10, 20, 30], "values": pytest.approx([3.2 / 11, 3.2 / 21, 3.2 / 31])}
+    assert (
+        loaded["rows"][0]["metrics"]["confusion_matrix"] == report["rows"][0]["metrics"]["confusion_matrix"]
+    )
+    assert loaded["curves"]["validation"] == {
+        "steps": [10, 20, 30],
+        "values": pytest.approx([3.2 / 11, 3.2 / 21, 3.2 / 31]),
+    }
     assert len(loaded["curves"]["train"]["steps"]) == 39
 
 
@@ -73,8 +85,14 @@ def test_markdown_numbers_match_the_metrics(written):
     for row in summary:
         m = by_name[row[0]]
         assert int(row[2].replace(",", "")) == m["examples"] == 120
-        expected = [m["accuracy"], m["macro"]["precision"], m["macro"]["recall"], m["macro"]["f1"],
-                    m["micro"]["f1"], m["weighted"]["f1"]]
+        expected = [
+            m["accuracy"],
+            m["macro"]["precision"],
+            m["macro"]["recall"],
+            m["macro"]["f1"],
+            m["micro"]["f1"],
+            m["weighted"]["f1"],
+        ]
         assert [float(x) for x in row[3:9]] == pytest.approx(expected, abs=5e-5)
         assert (row[9] == "–") if "ece" not in m else float(row[9]) == pytest.approx(m["ece"], abs=5e-5)
     per_class = _markdown_table(text, "Per class")
@@ -112,7 +130,7 @@ def test_tagging_rows_get_span_tables(tmp_path):
 def test_bad_curves_and_rows_are_named(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "split": "train", "loss": 2.0}\n{"step": "x", "loss": 1.0}\n')
-    with pytest.raises(ConfigError, match=r"metrics.jsonl:2: 'step' must be an integer"):
+    with pytest.raises(ConfigError, match=r"metrics.jsonl:2: 'step' must be an integer, 'split' a string"):
         read_curves(path)
     path.write_text('{"step": 1, "loss": 2.0}\nnot json\n')
     with pytest.raises(ConfigError, match=r"metrics.jsonl:2: not valid JSON"):
@@ -132,9 +150,18 @@ def test_html_renders_in_headless_chromium(written, tmp_path):
     out, _ = written
     shot = tmp_path / "report.png"
     subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=1200,2600",
-         (out / "report.html").as_uri()],
-        check=True, capture_output=True, timeout=120,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,2600",
+            (out / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a blank page compresses to a few KB

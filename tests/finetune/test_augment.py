@@ -14,7 +14,9 @@ from lmforge.finetune.augment import OPERATIONS, Augmenter, _is_content, augment
 from lmforge.finetune.config import AugmentConfig
 
 # A user's synonym file: one group per line, spaces or tabs; a comment and a blank line.
-SYNONYMS = "# common review words\n很 非常 十分 挺\n好\t不错 棒\n\n书 图书 书籍\n喜欢 喜爱\n便宜 实惠\n质量 品质\n"
+SYNONYMS = (
+    "# common review words\n很 非常 十分 挺\n好\t不错 棒\n\n书 图书 书籍\n喜欢 喜爱\n便宜 实惠\n质量 品质\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +37,24 @@ def reviews() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def augmenter(synonym_file) -> Augmenter:
-    return Augmenter(AugmentConfig(synonyms=str(synonym_file), operations=list(OPERATIONS), copies=4,
-                                   synonym_ratio=0.2, insertion_ratio=0.2, swap_ratio=0.2, deletion_prob=0.2))
+    return Augmenter(
+        AugmentConfig(
+            synonyms=str(synonym_file),
+            operations=list(OPERATIONS),
+            copies=4,
+            synonym_ratio=0.2,
+            insertion_ratio=0.2,
+            swap_ratio=0.2,
+            deletion_prob=0.2,
+        )
+    )
 
 
 def test_synonym_file_groups(synonym_file):
     table = load_synonyms(synonym_file)
-    assert table["很"] == ("非常", "十分", "挺") and table["不错"] == ("好", "棒") and "#" not in "".join(table)
+    assert (
+        table["很"] == ("非常", "十分", "挺") and table["不错"] == ("好", "棒") and "#" not in "".join(table)
+    )
 
 
 @pytest.mark.parametrize(
@@ -74,7 +87,9 @@ def test_deterministic_per_seed_and_index(reviews, augmenter, synonym_file):
     first = [augmenter.augment(t, i) for i, t in enumerate(texts)]
     again = Augmenter(augmenter.config)
     assert [again.augment(t, i) for i, t in enumerate(texts)] == first
-    assert list(reversed([again.augment(t, i) for i, t in reversed(list(enumerate(texts)))])) == first  # order-free
+    assert (
+        list(reversed([again.augment(t, i) for i, t in reversed(list(enumerate(texts)))])) == first
+    )  # order-free
     other = Augmenter(augmenter.config.model_copy(update={"seed": 1}))
     assert [other.augment(t, i) for i, t in enumerate(texts)] != first
     assert {op for copies in first for op, _ in copies} == set(OPERATIONS)  # operations take turns
