@@ -14,7 +14,7 @@ import numpy as np
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.prepared import check_prepared
 from lmforge.eval.config import EvaluateConfig
-from lmforge.eval.metrics import classification_metrics
+from lmforge.eval.metrics import classification_metrics, span_metrics
 from lmforge.eval.report import read_curves, write_report
 
 __all__ = ["evaluate", "make_evaluate_config", "prediction_row"]
@@ -39,6 +39,18 @@ def prediction_row(
     return {"name": name, "kind": kind, "metrics": metrics, "info": dict(info or {})}
 
 
+def tagging_row(
+    name: str,
+    gold: Sequence[Sequence[str]],
+    predicted: Sequence[Sequence[str]],
+    *,
+    kind: str = "model",
+    info: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """One report row for a tagger (BIO or BMES tag sequences per text): span precision/recall/F1."""
+    return {"name": name, "kind": kind, "metrics": span_metrics(gold, predicted), "info": dict(info or {})}
+
+
 def make_evaluate_config(*layers: dict[str, Any], source: str = "config") -> EvaluateConfig:
     return build_config(EvaluateConfig, *layers, source=source)
 
@@ -54,14 +66,28 @@ def evaluate(config: EvaluateConfig, rows: Sequence[dict[str, Any]] = ()) -> dic
     out = Path(config.out) if config.out else data / "evaluation"
     all_rows = list(rows)
     if config.baselines.enabled:
-        from lmforge.eval.baselines import run_baselines
-
-        all_rows += run_baselines(str(data), config.split, config.baselines, config.ece_bins)
+        all_rows += _baseline_rows(data, config)
     report = write_report(all_rows, out, data=str(data), split=config.split, curves=curves)
     write_config(config, out / "config.yaml")
     if config.progress:
         _print_summary(report, out)
     return report
+
+
+def _baseline_rows(data: Path, config: EvaluateConfig) -> list[dict[str, Any]]:
+    """Classification baselines for labelled data, tagging baselines for BMES or part-of-speech rows."""
+    from lmforge.data.prepared import iter_split
+    from lmforge.eval.tagging_baselines import detect_tag_task, run_tagging_baselines
+
+    first = next(iter(iter_split(data, "train")), None)
+    if first is None:
+        raise ConfigError(f"{data}: the train split is empty")
+    task = detect_tag_task(first)
+    if task is not None:
+        return run_tagging_baselines(str(data), config.split, task)
+    from lmforge.eval.baselines import run_baselines
+
+    return run_baselines(str(data), config.split, config.baselines, config.ece_bins)
 
 
 def _print_summary(report: dict[str, Any], out: Path) -> None:
@@ -73,5 +99,9 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
             ece = f", ECE {m['ece']:.3f}" if "ece" in m else ""
             console.print(
                 f"{row['name']:>16s}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro']['f1']:.4f}{ece}"
+            )
+        elif m.get("task") == "tagging":
+            console.print(
+                f"{row['name']:>16s}: span P {m['precision']:.4f}, R {m['recall']:.4f}, F1 {m['f1']:.4f}"
             )
     console.print(f"report: {out / 'report.md'} (and report.html, report.json)")

@@ -111,11 +111,13 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             ]
             tables.append((f"Summary ({task.replace('_', ' ')})", header, body))
     for key, title in (("per_class", "Per class"), ("per_type", "Per entity type")):
-        chosen = [r for r in rows if key in r["metrics"]]
+        chosen = [r for r in rows if _breakdown(r["metrics"], key)]
         if not chosen:
             continue
         names = list(dict.fromkeys(c for r in chosen for c in r["metrics"][key]))
-        header = ["class", "support"] + [f"{r['name']} {s}" for r in chosen for s in ("P", "R", "F1")]
+        header = [{"per_class": "class", "per_type": "type"}[key], "support"] + [
+            f"{r['name']} {s}" for r in chosen for s in ("P", "R", "F1")
+        ]
         body = []
         for name in names:
             support = next(r["metrics"][key][name]["support"] for r in chosen if name in r["metrics"][key])
@@ -128,19 +130,33 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     return tables
 
 
+def _breakdown(metrics: dict[str, Any], key: str) -> dict[str, Any]:
+    """Per-class or per-type scores worth showing; untyped spans ('_': segmentation) repeat the summary."""
+    scores = metrics.get(key) or {}
+    return {} if set(scores) <= {"_"} else scores
+
+
 def _size(metrics: dict[str, Any]) -> int:
     return int(metrics.get("examples", metrics.get("sequences", metrics.get("tokens", 0))))
 
 
+def _note(report: dict[str, Any], quote: str) -> str:
+    """What the numbers are, for the reader: data, split, and the scores' meaning."""
+    tasks = {r["metrics"].get("task") for r in report["rows"]}
+    q = quote
+    note = (
+        f"Data {q}{report['data']}{q}, split {q}{report['split']}{q}. Scores are fractions (1.0 = perfect)."
+    )
+    if "classification" in tasks:
+        note += " ECE is the expected calibration error (lower is better)."
+    if "tagging" in tasks:
+        note += " A span counts as right only when its boundaries and type both match."
+    return note
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# {report['title']}", ""]
-    lines += [
-        (
-            f"Data: `{report['data']}`, split `{report['split']}`. Scores are fractions (1.0 = perfect); "
-            "ECE is the expected calibration error (lower is better)."
-        ),
-        "",
-    ]
+    lines += [_note(report, "`"), ""]
     for title, header, body in _tables(report):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
@@ -176,11 +192,7 @@ def render_html(report: dict[str, Any], directory: Path) -> str:
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(report['title'])}</title>",
         f"<style>{_CSS}</style></head><body><h1>{esc(report['title'])}</h1>",
-        (
-            f"<p class='note'>Data <code>{esc(report['data'])}</code>, "
-            f"split <code>{esc(report['split'])}</code>. Scores are fractions (1.0 = perfect); "
-            "ECE is the expected calibration error (lower is better).</p>"
-        ),
+        f"<p class='note'>{esc(_note(report, ''))}</p>",
     ]
     kinds = {r["name"]: r["kind"] for r in report["rows"]}
     for title, header, body in _tables(report):
@@ -220,6 +232,8 @@ def write_report(
         raise ValueError(f"report rows must have distinct names, got {names}")
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
+    for stale in [*directory.glob("confusion_*.png"), directory / "per_class.png", directory / "curves.png"]:
+        stale.unlink(missing_ok=True)  # plots of an earlier report here would look like part of this one
     plots: dict[str, str] = {}
     for row in rows:
         metrics = row["metrics"]
@@ -232,7 +246,10 @@ def write_report(
                 directory / file,
             )
             plots[f"Confusion matrix: {row['name']}"] = file
-    per_class = [(r["name"], r["metrics"].get("per_class") or r["metrics"].get("per_type")) for r in rows]
+    per_class = [
+        (r["name"], _breakdown(r["metrics"], "per_class") or _breakdown(r["metrics"], "per_type"))
+        for r in rows
+    ]
     per_class = [(name, scores) for name, scores in per_class if scores]
     if per_class:
         plot_per_class(per_class, directory / "per_class.png")
