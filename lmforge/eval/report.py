@@ -181,9 +181,15 @@ def _info(value: Any) -> str:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}tr.baseline td{color:#555}
+th{background:#f2f2f2}td.t,th:first-child{text-align:left}tr.baseline td{color:#555}
 figure{display:inline-block;margin:0.5em 1em 1em 0}figcaption{font-size:0.9em;color:#555}img{max-width:100%}
 .note{color:#555}"""
+
+
+def _cell(text: str) -> str:
+    """A table cell; text (names, kinds) aligns left, numbers right."""
+    numeric = text.replace(",", "").replace(".", "", 1).lstrip("-").isdigit() or text in ("–", "inf", "nan")
+    return f"<td>{html.escape(text)}</td>" if numeric else f"<td class='t'>{html.escape(text)}</td>"
 
 
 def render_html(report: dict[str, Any], directory: Path) -> str:
@@ -201,7 +207,7 @@ def render_html(report: dict[str, Any], directory: Path) -> str:
         )
         for row in body:
             css = " class='baseline'" if kinds.get(row[0]) == "baseline" else ""
-            parts.append(f"<tr{css}>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>")
+            parts.append(f"<tr{css}>" + "".join(_cell(cell) for cell in row) + "</tr>")
         parts.append("</table>")
     if report["plots"]:
         parts.append("<h2>Plots</h2>")
