@@ -14,10 +14,10 @@ import numpy as np
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.prepared import check_prepared
 from lmforge.eval.config import EvaluateConfig
-from lmforge.eval.metrics import classification_metrics, span_metrics
+from lmforge.eval.metrics import classification_metrics, language_model_metrics, span_metrics
 from lmforge.eval.report import read_curves, write_report
 
-__all__ = ["evaluate", "make_evaluate_config", "prediction_row"]
+__all__ = ["evaluate", "language_model_row", "make_evaluate_config", "prediction_row", "tagging_row"]
 
 
 def prediction_row(
@@ -49,6 +49,19 @@ def tagging_row(
 ) -> dict[str, Any]:
     """One report row for a tagger (BIO or BMES tag sequences per text): span precision/recall/F1."""
     return {"name": name, "kind": kind, "metrics": span_metrics(gold, predicted), "info": dict(info or {})}
+
+
+def language_model_row(
+    name: str,
+    loss_sum: float,
+    token_count: int,
+    *,
+    kind: str = "model",
+    info: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """One report row for a language model: mean loss and perplexity over ``token_count`` tokens."""
+    metrics = language_model_metrics(loss_sum, token_count)
+    return {"name": name, "kind": kind, "metrics": metrics, "info": dict(info or {})}
 
 
 def make_evaluate_config(*layers: dict[str, Any], source: str = "config") -> EvaluateConfig:

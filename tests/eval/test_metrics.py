@@ -76,6 +76,19 @@ def test_single_class_and_integer_labels():
     _assert_matches_sklearn([0, 0, 0, 0], [0, 2, 0, 2])
 
 
+def test_numpy_inputs_give_the_same_result():
+    y_true, y_pred, probs = _random_case(5, 60, 3)
+    as_lists = classification_metrics(y_true, y_pred, probs, labels=["c0", "c1", "c2"])
+    as_arrays = classification_metrics(
+        np.array(y_true), np.array(y_pred), probs, labels=np.array(["c0", "c1", "c2"])
+    )
+    assert as_arrays == as_lists
+    ints = classification_metrics(
+        np.array([int(t[1]) for t in y_true]), np.array([int(p[1]) for p in y_pred])
+    )
+    assert ints["accuracy"] == as_lists["accuracy"] and ints["labels"] == ["0", "1", "2"]
+
+
 def test_labels_subset_leaves_other_examples_out_of_the_matrix():
     y_true, y_pred = ["a", "b", "x", "a"], ["a", "x", "b", "b"]
     _assert_matches_sklearn(y_true, y_pred, labels=["a", "b"])

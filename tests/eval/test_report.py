@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lmforge.config import ConfigError
-from lmforge.eval.evaluate import prediction_row
+from lmforge.eval.evaluate import language_model_row, prediction_row
 from lmforge.eval.metrics import span_metrics
 from lmforge.eval.report import read_curves, write_report
 
@@ -125,6 +125,22 @@ def test_tagging_rows_get_span_tables(tmp_path):
     summary = _markdown_table(text, "Summary (tagging)")
     assert [float(x) for x in summary[0][3:6]] == pytest.approx([1.0, 2 / 3, 0.8], abs=5e-5)
     assert [r[0] for r in _markdown_table(text, "Per entity type")] == ["LOC", "ORG", "PER"]
+
+
+def test_language_model_rows(tmp_path):
+    rows = [
+        language_model_row("lm", 3.5 * 2048, 2048),
+        language_model_row("unigram", 7.0 * 2048, 2048, kind="baseline"),
+    ]
+    write_report(rows, tmp_path, data="pd", split="validation")
+    summary = _markdown_table(
+        (tmp_path / "report.md").read_text(encoding="utf-8"), "Summary (language model)"
+    )
+    assert [r[0] for r in summary] == ["lm", "unigram"] and summary[0][2] == "2,048"
+    assert float(summary[0][3]) == pytest.approx(3.5) and float(
+        summary[0][4].replace(",", "")
+    ) == pytest.approx(33.12, abs=0.01)
+    assert float(summary[1][4].replace(",", "")) == pytest.approx(1096.63, abs=0.01)
 
 
 def test_bad_curves_and_rows_are_named(tmp_path):
