@@ -38,6 +38,21 @@ def _data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from lmforge.eval.evaluate import evaluate, make_evaluate_config
+
+    options: dict[str, Any] = {}
+    for key in ("data", "out", "split", "curves"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.baselines:
+        options["baselines"] = {"enabled": True}
+    if args.no_progress:
+        options["progress"] = False
+    evaluate(make_evaluate_config(*_config_layers(args, options), source=args.config or "command line"))
+    return 0
+
+
 def _corpora_list(args: argparse.Namespace) -> int:
     from lmforge.corpora import CORPORA
 
@@ -78,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar or summary table")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(handler=_data_prepare)
+
+    p = verbs.add_parser("evaluate", help="score baselines (and models) on a prepared split; write a report")
+    p.add_argument("--data", metavar="DIR", help="a `lmforge data prepare` output directory")
+    p.add_argument("--out", metavar="DIR", help="report directory (default DATA/evaluation)")
+    p.add_argument("--split", choices=["test", "validation"])
+    p.add_argument("--baselines", action="store_true", help="majority-class and TF-IDF + logistic regression")
+    p.add_argument("--curves", metavar="FILE", help="metrics.jsonl with training/validation losses to plot")
+    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
+    p.add_argument("--no-progress", action="store_true", help="no summary on the terminal")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(handler=_evaluate)
 
     corpora = verbs.add_parser("corpora", help="built-in real corpora").add_subparsers(dest="action", required=True)
     corpora.add_parser("list", help="list built-in corpora").set_defaults(handler=_corpora_list)

@@ -17,8 +17,9 @@ from pydantic_core import PydanticUndefined
 def stage_models() -> dict[str, type[BaseModel]]:
     """Every stage's top-level config model, by command."""
     from lmforge.data.config import PrepareConfig
+    from lmforge.eval.config import EvaluateConfig
 
-    return {"lmforge data prepare": PrepareConfig}
+    return {"lmforge data prepare": PrepareConfig, "lmforge evaluate": EvaluateConfig}
 
 
 def _type_name(annotation: Any) -> str:

@@ -1,0 +1,120 @@
+"""The `lmforge evaluate` stage: score systems on one split of a prepared directory and write the report.
+
+A system enters the report as a row from ``prediction_row``: the baselines make theirs here, and a
+fine-tuned model's predictions (y_true, y_pred, probabilities) become one more row the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from lmforge.config import ConfigError, build_config, write_config
+from lmforge.data.prepared import check_prepared
+from lmforge.eval.config import EvaluateConfig
+from lmforge.eval.metrics import classification_metrics, language_model_metrics, span_metrics
+from lmforge.eval.report import read_curves, write_report
+
+__all__ = ["evaluate", "language_model_row", "make_evaluate_config", "prediction_row", "tagging_row"]
+
+
+def prediction_row(
+    name: str,
+    y_true: Sequence[Any],
+    y_pred: Sequence[Any],
+    probabilities: Optional[np.ndarray] = None,
+    labels: Optional[Sequence[Any]] = None,
+    *,
+    kind: str = "model",
+    ece_bins: int = 15,
+    info: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """One report row for a classifier: its name, kind (model | baseline), metrics and free-form info.
+
+    ``probabilities`` is (N, K) with columns in ``labels`` order; without it, ECE is left out.
+    """
+    metrics = classification_metrics(y_true, y_pred, probabilities, labels, n_bins=ece_bins)
+    return {"name": name, "kind": kind, "metrics": metrics, "info": dict(info or {})}
+
+
+def tagging_row(
+    name: str,
+    gold: Sequence[Sequence[str]],
+    predicted: Sequence[Sequence[str]],
+    *,
+    kind: str = "model",
+    info: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """One report row for a tagger (BIO or BMES tag sequences per text): span precision/recall/F1."""
+    return {"name": name, "kind": kind, "metrics": span_metrics(gold, predicted), "info": dict(info or {})}
+
+
+def language_model_row(
+    name: str,
+    loss_sum: float,
+    token_count: int,
+    *,
+    kind: str = "model",
+    info: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """One report row for a language model: mean loss and perplexity over ``token_count`` tokens."""
+    metrics = language_model_metrics(loss_sum, token_count)
+    return {"name": name, "kind": kind, "metrics": metrics, "info": dict(info or {})}
+
+
+def make_evaluate_config(*layers: dict[str, Any], source: str = "config") -> EvaluateConfig:
+    return build_config(EvaluateConfig, *layers, source=source)
+
+
+def evaluate(config: EvaluateConfig, rows: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Score the baselines (if enabled) next to the given rows and write the report; returns it."""
+    if not config.data:
+        raise ConfigError("no data to evaluate on: give --data DIR (a `lmforge data prepare` output)")
+    data = check_prepared(config.data)
+    if not rows and not config.baselines.enabled:
+        raise ConfigError("nothing to evaluate: pass --baselines (model evaluation plugs in as report rows)")
+    curves = read_curves(config.curves) if config.curves else None  # checked before the slow part
+    out = Path(config.out) if config.out else data / "evaluation"
+    all_rows = list(rows)
+    if config.baselines.enabled:
+        all_rows += _baseline_rows(data, config)
+    report = write_report(all_rows, out, data=str(data), split=config.split, curves=curves)
+    write_config(config, out / "config.yaml")
+    if config.progress:
+        _print_summary(report, out)
+    return report
+
+
+def _baseline_rows(data: Path, config: EvaluateConfig) -> list[dict[str, Any]]:
+    """Classification baselines for labelled data, tagging baselines for BMES or part-of-speech rows."""
+    from lmforge.data.prepared import iter_split
+    from lmforge.eval.tagging_baselines import detect_tag_task, run_tagging_baselines
+
+    first = next(iter(iter_split(data, "train")), None)
+    if first is None:
+        raise ConfigError(f"{data}: the train split is empty")
+    task = detect_tag_task(first)
+    if task is not None:
+        return run_tagging_baselines(str(data), config.split, task)
+    from lmforge.eval.baselines import run_baselines
+
+    return run_baselines(str(data), config.split, config.baselines, config.ece_bins)
+
+
+def _print_summary(report: dict[str, Any], out: Path) -> None:
+    from lmforge.progress import console
+
+    for row in report["rows"]:
+        m = row["metrics"]
+        if m.get("task") == "classification":
+            ece = f", ECE {m['ece']:.3f}" if "ece" in m else ""
+            console.print(
+                f"{row['name']:>16s}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro']['f1']:.4f}{ece}"
+            )
+        elif m.get("task") == "tagging":
+            console.print(
+                f"{row['name']:>16s}: span P {m['precision']:.4f}, R {m['recall']:.4f}, F1 {m['f1']:.4f}"
+            )
+    console.print(f"report: {out / 'report.md'} (and report.html, report.json)")

@@ -1,0 +1,1 @@
+"""Fine-tuning: task heads, parameter-efficient methods and robustness techniques."""
