@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from lmforge.config import Section
 
@@ -41,10 +41,15 @@ class TokenizerTrainConfig(Section):
             raise ValueError("special tokens must be distinct")
         return value
 
+    @field_validator("min_frequency")
+    @classmethod
+    def _not_for_unigram(cls, value: int, info: ValidationInfo) -> int:
+        if info.data.get("kind") == "unigram":
+            raise ValueError("the unigram trainer has no minimum frequency; leave it out for kind=unigram")
+        return value
+
     @model_validator(mode="after")
     def _resolve_defaults(self) -> "TokenizerTrainConfig":
-        if self.kind == "unigram" and "min_frequency" in self.model_fields_set:
-            raise ValueError("min_frequency is not an option of the unigram trainer; leave it out for kind=unigram")
         if self.lowercase is None:
             object.__setattr__(self, "lowercase", _DEFAULT_LOWERCASE[self.kind])
         if self.strip_accents is None:

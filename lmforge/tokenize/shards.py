@@ -193,8 +193,8 @@ class ShardReader:
         self.doc_start = np.concatenate([o[:-1] for o in offsets]) if offsets else np.zeros(0, np.int64)
         self.doc_length = np.concatenate([np.diff(o) for o in offsets]) if offsets else np.zeros(0, np.int64)
         # per document, its range in its shard's sentence array
-        self._sent_lo = np.concatenate([np.searchsorted(s, o[:-1]) for s, o in zip(sentences, offsets)]) if offsets else None
-        self._sent_hi = np.concatenate([np.searchsorted(s, o[1:]) for s, o in zip(sentences, offsets)]) if offsets else None
+        self._sent_lo = np.concatenate([np.searchsorted(s, o[:-1]) for s, o in zip(sentences, offsets)] or [np.zeros(0, np.int64)])
+        self._sent_hi = np.concatenate([np.searchsorted(s, o[1:]) for s, o in zip(sentences, offsets)] or [np.zeros(0, np.int64)])
         self._fields: Optional[list[dict[str, Any]]] = None
 
     def _check(self, shard: dict[str, Any], kind: str) -> None:
@@ -240,7 +240,6 @@ class ShardReader:
     def sentence_starts(self, i: int) -> np.ndarray:
         """Start offsets of document i's sentences within the document, (n_sentences,), 0 first."""
         sentences = self._sentences[int(self.doc_shard[i])]
-        assert self._sent_lo is not None and self._sent_hi is not None
         return sentences[int(self._sent_lo[i]) : int(self._sent_hi[i])] - int(self.doc_start[i])
 
     @property
@@ -256,3 +255,8 @@ class ShardReader:
                     fields.extend({} for _ in range(shard["documents"]))
             self._fields = fields
         return self._fields
+
+    @property
+    def sentence_counts(self) -> np.ndarray:
+        """(n_docs,) sentences per document."""
+        return self._sent_hi - self._sent_lo
