@@ -13,6 +13,7 @@ Documents never straddle shards, and no special tokens are stored: datasets add 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,9 @@ def read_meta(shards_dir: str | Path) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"{path}: format_version {meta.get('format_version')!r}, this lmforge reads {FORMAT_VERSION}")
     expected = meta["tokenizer"]["hash"]
+    copy = shards_dir / "tokenizer.json"
+    if copy.is_file() and hashlib.sha256(copy.read_bytes()).hexdigest() != expected:
+        raise ConfigError(f"{copy} is not the tokenizer these shards were made with (meta.json tokenizer.hash {expected[:12]})")
     for name, split in meta["splits"].items():
         if split.get("tokenizer_hash") != expected:
             raise ConfigError(

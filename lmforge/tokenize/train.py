@@ -244,7 +244,12 @@ def train_tokenizer(config: TokenizerTrainConfig) -> dict[str, Any]:
     else:
         tokenizer, trainer = build_tokenizer(config)
         assert train_file is not None
-        tokenizer.train_from_iterator(iter_texts(train_file, config.text_field), trainer=trainer)
+        try:
+            tokenizer.train_from_iterator(iter_texts(train_file, config.text_field), trainer=trainer)
+        except Exception as exc:  # the Rust trainer's errors arrive as plain Exception
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"training the {config.kind} tokenizer on {train_file} failed: {exc} (vocab_size={config.vocab_size})") from None
         if config.kind != "bpe":
             _add_pair_template(tokenizer)
         json_text = tokenizer.to_str()
