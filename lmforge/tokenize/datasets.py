@@ -149,7 +149,8 @@ class SentencePairDataset(ShardDataset):
         a, b = tokens[:cut], tokens[cut:]
         label = int(self._epoch_labels(epoch)[index])
         if label and self.task == "sop":
-            a, b = b, a
+            keep_a, keep_b = _truncate(len(a), len(b), self.seq_len - 3)  # keep the text around the cut, then swap
+            a, b = b[:keep_b], a[len(a) - keep_a :]
         elif label:
             # a random other document: draw among the n-1 non-empty documents that are not d
             k = int(rng.integers(0, len(self._nonempty) - 1))

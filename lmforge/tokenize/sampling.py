@@ -152,9 +152,7 @@ class ShardDataset(IterableDataset):
     # resume ------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
         shards = json.dumps(self.reader.split_meta["shards"], sort_keys=True)
-        return {
-            "tokenizer": self.reader.meta["tokenizer"]["hash"][:16],
-            "shards": xxhash.xxh3_64_hexdigest(shards),
+        return {  # in the order a mismatch is reported: the most telling difference first
             "split": self.split,
             "seq_len": self.seq_len,
             "batch_size": self.batch_size,
@@ -162,6 +160,8 @@ class ShardDataset(IterableDataset):
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
             **self._options(),
+            "tokenizer": self.reader.meta["tokenizer"]["hash"][:16],
+            "shards": xxhash.xxh3_64_hexdigest(shards.encode("utf-8")),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -190,7 +190,7 @@ class ShardDataset(IterableDataset):
                 f"{self.world_size}; exact resume needs the same number of data-parallel ranks"
             )
         mine = self._identity()
-        for key in sorted(set(mine) | set(state["identity"])):
+        for key in [*mine, *(k for k in state["identity"] if k not in mine)]:
             if state["identity"].get(key) != mine.get(key):
                 raise ConfigError(
                     f"dataset state is for another dataset: {key} was {state['identity'].get(key)!r}, "
