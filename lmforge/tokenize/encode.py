@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.progress import print_summary
@@ -35,21 +35,22 @@ def make_tokenize_config(*layers: dict[str, Any], source: str = "config") -> Tok
 
 
 def encode_chunk(tokenizer: Tokenizer, records: list[dict[str, Any]], text_field: str) -> EncodedChunk:
-    """Encode documents without special tokens; sentence starts are mapped from characters to tokens."""
+    """Encode documents without special tokens; each sentence start is mapped from its first character
+    to the token holding it."""
     texts = [r[text_field] for r in records]
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
-    tokens = np.fromiter((i for e in encodings for i in e.ids), np.int64, int(lengths.sum()))
+    ids = [e.ids for e in encodings]
+    lengths = np.fromiter((len(i) for i in ids), np.int64, len(ids))
+    tokens = np.concatenate([np.asarray(i, np.int64) for i in ids]) if ids else np.zeros(0, np.int64)
     sentences = []
     for text, encoding in zip(texts, encodings):
+        starts = [0] if encoding.ids else []
         char_starts = sentence_starts(text)
-        starts = [0]
-        if len(char_starts) > 1 and encoding.ids:
-            # a sentence starts at the first token that begins at or after its first character
-            token_starts = np.fromiter((o[0] for o in encoding.offsets), np.int64, len(encoding.offsets))
-            cuts = np.searchsorted(token_starts, char_starts[1:], side="left")
-            starts += sorted({int(c) for c in cuts if 0 < c < len(encoding.ids)})
-        sentences.append(starts if encoding.ids else [])
+        for begin, end in zip(char_starts[1:], char_starts[2:] + [len(text)]):
+            token = _token_at(encoding, begin, end)
+            if token is not None and starts[-1] < token < len(encoding.ids):
+                starts.append(token)
+        sentences.append(starts)
     fields = [{k: v for k, v in r.items() if k not in (text_field, "meta")} for r in records]
     return EncodedChunk(
         tokens=tokens,
@@ -59,6 +60,15 @@ def encode_chunk(tokenizer: Tokenizer, records: list[dict[str, Any]], text_field
         characters=sum(len(t) for t in texts),
         text_bytes=sum(len(t.encode("utf-8")) for t in texts),
     )
+
+
+def _token_at(encoding: Encoding, begin: int, end: int) -> Optional[int]:
+    """The token holding the first character of [begin, end) that has one (the normaliser may drop some)."""
+    for char in range(begin, end):
+        token = encoding.char_to_token(char)
+        if token is not None:
+            return token
+    return None
 
 
 def _init_worker(json_text: str, text_field: str) -> None:
