@@ -135,6 +135,10 @@ def test_mismatched_tokenizers_are_refused(shard_copy: Path, pd_prepared: Path, 
     (shard_copy / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="shards were made with tokenizer"):
         BlockDataset(str(shard_copy), "train", 16, 2, tokenizer_hash=other_hash)
+    # the tokenizer copied next to the shards must be the one they were made with
+    shutil.copy(other / "tokenizer.json", shard_copy / "tokenizer.json")
+    with pytest.raises(ConfigError, match="is not the tokenizer these shards were made with"):
+        ShardReader(shard_copy, "train")
     # overwrite=true replaces the shards with ones from the new tokenizer
     tokenize(make_tokenize_config(layer, {"overwrite": True}))
     assert set(read_meta(shard_copy)["splits"]) == {"test"} and not (shard_copy / "train").exists()
