@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import tokenizers
 import torch
 
@@ -152,7 +151,7 @@ def print_table(r: dict[str, Any]) -> None:
           f"unknown-token rate {cov['unknown_token_rate']:.4%}, {cov['tokens_per_char']:.3f} tokens/char, "
           f"{cov['tokens']:,} tokens")
     plain = r["plain_encode_batch"]
-    print("\n| tokenization (all splits, 2.0M tokens) | seconds | tokens/s | MB/s of text | vs plain encode_batch |")
+    print(f"\n| tokenization (all splits, {plain['tokens']:,} tokens) | seconds | tokens/s | MB/s of text | vs plain encode_batch |")
     print("|---|---:|---:|---:|---:|")
     print(f"| plain `encode_batch` loop, texts in memory | {plain['seconds']:.2f} | {plain['tokens_per_s']:,.0f} | {plain['mb_per_s']:.2f} | 1.00 |")
     for workers in (1, 2):

@@ -73,7 +73,7 @@ def _token_at(encoding: Encoding, begin: int, end: int) -> Optional[int]:
 
 def _init_worker(json_text: str, text_field: str) -> None:
     global _worker_tokenizer, _worker_text_field
-    os.environ["RAYON_NUM_THREADS"] = "1"  # the processes are the parallelism; no threads on top of them
+    os.environ["RAYON_NUM_THREADS"] = "1"  # (spawned workers) the processes are the parallelism, not threads
     _worker_tokenizer = Tokenizer.from_str(json_text)
     _worker_text_field = text_field
 
@@ -81,6 +81,22 @@ def _init_worker(json_text: str, text_field: str) -> None:
 def _encode_in_worker(records: list[dict[str, Any]]) -> EncodedChunk:
     assert _worker_tokenizer is not None
     return encode_chunk(_worker_tokenizer, records, _worker_text_field)
+
+
+def _pool(config: TokenizeConfig, json_text: str) -> Any:
+    """Worker processes that encode with one thread each. Fork is cheap; saying TOKENIZERS_PARALLELISM=false
+    while forking makes the children encode sequentially without the library's fork warning."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        return context.Pool(config.workers, initializer=_init_worker, initargs=(json_text, config.text_field))
+    finally:
+        if previous is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
 
 
 def _chunks(path: Path, config: TokenizeConfig) -> Iterator[list[dict[str, Any]]]:
@@ -131,10 +147,7 @@ def tokenize(config: TokenizeConfig) -> dict[str, Any]:
     dtype = token_dtype(loaded.vocab_size)
     started = time.perf_counter()
     splits: dict[str, Any] = dict(kept)
-    pool = None
-    if config.workers > 1:
-        context = multiprocessing.get_context("spawn")  # fork after Rust threads started is unsafe
-        pool = context.Pool(config.workers, initializer=_init_worker, initargs=(loaded.json_text, config.text_field))
+    pool = _pool(config, loaded.json_text) if config.workers > 1 else None
     try:
         for split, path in files.items():
             if path is None:
