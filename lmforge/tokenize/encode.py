@@ -48,7 +48,7 @@ def encode_chunk(tokenizer: Tokenizer, records: list[dict[str, Any]], text_field
         char_starts = sentence_starts(text)
         for begin, end in zip(char_starts[1:], char_starts[2:] + [len(text)]):
             token = _token_at(encoding, begin, end)
-            if token is not None and starts[-1] < token < len(encoding.ids):
+            if token is not None and starts and starts[-1] < token < len(encoding.ids):
                 starts.append(token)
         sentences.append(starts)
     fields = [{k: v for k, v in r.items() if k not in (text_field, "meta")} for r in records]
