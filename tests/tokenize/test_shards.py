@@ -142,6 +142,12 @@ def test_mismatched_tokenizers_are_refused(shard_copy: Path, pd_prepared: Path, 
     # overwrite=true replaces the shards with ones from the new tokenizer
     tokenize(make_tokenize_config(layer, {"overwrite": True}))
     assert set(read_meta(shard_copy)["splits"]) == {"test"} and not (shard_copy / "train").exists()
+    # byte-level BPE blocks (causal LM): no [CLS], documents separated by <|endoftext|>
+    ds = BlockDataset(str(shard_copy), "test", 64, 2, shuffle=False)
+    reader = ShardReader(shard_copy, "test")
+    eos = ds.special["eos"]
+    stream = np.concatenate([np.append(reader.document(i), eos) for i in range(3)])
+    assert ds.special["cls"] is None and ds.batch(0)["input_ids"][0].tolist() == stream[:64].tolist()
 
 
 def test_missing_inputs_are_clear_errors(tmp_path: Path, wordpiece_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
