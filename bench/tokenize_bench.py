@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -41,6 +42,18 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
         result = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def round_robin(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, Any]]:
+    """Median time of each contender, run in turns so that a change in machine load hits them all."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    results: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in fns}
 
 
 def plain_encode(tokenizer: tokenizers.Tokenizer, texts: list[str], batch: int = 512) -> int:
@@ -94,6 +107,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "python": platform.python_version(), "torch": torch.__version__, "tokenizers": tokenizers.__version__,
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(), "load_before": os.getloadavg()[0],
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -111,22 +125,29 @@ def main() -> None:
         texts = [t for split in ("train", "validation", "test") for t in iter_texts(root / "pd" / f"{split}.jsonl")]
         text_mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
         tokenizer = tokenizers.Tokenizer.from_file(str(root / "tok" / "tokenizer.json"))
-        seconds, tokens = timed(lambda: plain_encode(tokenizer, texts), args.repeats)
-        results["plain_encode_batch"] = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, "mb_per_s": text_mb / seconds}
-        for workers in (1, 2):
-            def stage() -> dict[str, Any]:
-                return tokenize(make_tokenize_config({
-                    "data": str(root / "pd"), "tokenizer": str(root / "tok"), "out": str(root / "shards"),
+
+        def stage(workers: int) -> Callable[[], int]:
+            def run() -> int:
+                meta = tokenize(make_tokenize_config({
+                    "data": str(root / "pd"), "tokenizer": str(root / "tok"), "out": str(root / f"shards{workers}"),
                     "workers": workers, "progress": False,
                 }))
-            seconds, shard_meta = timed(stage, args.repeats)
-            count = sum(s["tokens"] for s in shard_meta["splits"].values())
+                return sum(s["tokens"] for s in meta["splits"].values())
+            return run
+
+        timings = round_robin(
+            {"plain": lambda: plain_encode(tokenizer, texts), "workers_1": stage(1), "workers_2": stage(2)}, args.repeats
+        )
+        seconds, tokens = timings["plain"]
+        results["plain_encode_batch"] = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, "mb_per_s": text_mb / seconds}
+        for workers in (1, 2):
+            seconds, count = timings[f"workers_{workers}"]
             assert count == tokens, (count, tokens)  # the same text, the same tokens
             results[f"data_tokenize_workers_{workers}"] = {
                 "seconds": seconds, "tokens_per_s": count / seconds, "mb_per_s": text_mb / seconds,
             }
 
-        shards = str(root / "shards")
+        shards = str(root / "shards1")
         results["train_step_seconds"] = train_step_seconds(args.repeats)
         makers = {
             "BlockDataset": lambda: BlockDataset(shards, "train", SEQ, BATCH, seed=0),
@@ -139,6 +160,7 @@ def main() -> None:
                 results["readers"][f"{name}, workers={workers}"] = {
                     "batches_per_s": reader_rate(make, min(total, 200), workers, args.repeats), "batches_per_epoch": total,
                 }
+    results["load_after"] = os.getloadavg()[0]
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
@@ -146,7 +168,8 @@ def main() -> None:
 
 def print_table(r: dict[str, Any]) -> None:
     cov = r["coverage"]
-    print(f"python {r['python']}, torch {r['torch']}, tokenizers {r['tokenizers']}, {r['threads']} threads, cpu {r['cpu']}")
+    print(f"python {r['python']}, torch {r['torch']}, tokenizers {r['tokenizers']}, {r['cores']} cores, "
+          f"torch threads {r['threads']}, 1-min load average {r['load_before']:.1f} before / {r['load_after']:.1f} after")
     print(f"\nWordPiece {r['vocab_size']:,} on People's Daily train: {r['train_seconds']:.2f} s; validation: "
           f"unknown-token rate {cov['unknown_token_rate']:.4%}, {cov['tokens_per_char']:.3f} tokens/char, "
           f"{cov['tokens']:,} tokens")
