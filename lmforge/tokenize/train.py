@@ -241,6 +241,7 @@ def train_tokenizer(config: TokenizerTrainConfig) -> dict[str, Any]:
     started = time.perf_counter()
     if config.from_file:
         loaded = load_tokenizer(config.from_file, lowercase=bool(config.lowercase))
+        config = config.model_copy(update={"kind": loaded.kind})  # config.yaml records what was adopted
     else:
         tokenizer, trainer = build_tokenizer(config)
         assert train_file is not None
