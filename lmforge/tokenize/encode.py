@@ -21,7 +21,7 @@ from tokenizers import Encoding, Tokenizer
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.progress import print_summary
 from lmforge.tokenize.config import TokenizeConfig
-from lmforge.tokenize.inputs import iter_records, split_file
+from lmforge.tokenize.inputs import check_prepared, iter_records, split_file
 from lmforge.tokenize.sentences import sentence_starts
 from lmforge.tokenize.shards import FORMAT_VERSION, EncodedChunk, ShardWriter, token_dtype
 from lmforge.tokenize.train import LoadedTokenizer, load_tokenizer
@@ -130,9 +130,7 @@ def tokenize(config: TokenizeConfig) -> dict[str, Any]:
         raise ConfigError("no output directory: give --out DIR")
     if not config.data or not config.tokenizer:
         raise ConfigError("give --data PREPARED_DIR and --tokenizer DIR")
-    data = Path(config.data)
-    if not data.is_dir():
-        raise ConfigError(f"--data {data}: not a directory (give the output of `lmforge data prepare`)")
+    data = check_prepared(Path(config.data))
     files = {s: split_file(data, s) for s in config.splits}
     if not any(files.values()):
         raise ConfigError(f"{data}: none of the splits {', '.join(config.splits)} found (.jsonl or .parquet)")
@@ -194,7 +192,7 @@ def tokenize(config: TokenizeConfig) -> dict[str, Any]:
         "text_mb_per_second": text_mb / seconds if seconds else 0.0,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "DONE").write_text("ok\n", encoding="utf-8")
+    (out / "DONE").write_text(json.dumps({"format_version": FORMAT_VERSION}) + "\n", encoding="utf-8")
     if config.progress:
         rows = [(f"{s} documents / tokens", f"{splits[s]['documents']:,} / {splits[s]['tokens']:,}") for s in written]
         rows += [

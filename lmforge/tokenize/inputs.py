@@ -11,6 +11,15 @@ from lmforge.config import ConfigError
 SPLIT_SUFFIXES = (".jsonl", ".parquet")
 
 
+def check_prepared(data_dir: Path) -> Path:
+    """Refuse a directory that is not a finished `lmforge data prepare` output (DONE is written last)."""
+    if not data_dir.is_dir():
+        raise ConfigError(f"prepared data directory not found: {data_dir}")
+    if not (data_dir / "DONE").is_file():
+        raise ConfigError(f"{data_dir} is not a finished `lmforge data prepare` output (no DONE marker)")
+    return data_dir
+
+
 def split_file(data_dir: Path, split: str) -> Optional[Path]:
     """The file of one split in a prepared directory, or None when that split is absent."""
     for suffix in SPLIT_SUFFIXES:

@@ -143,6 +143,8 @@ def read_meta(shards_dir: str | Path) -> dict[str, Any]:
     path = shards_dir / "meta.json"
     if not path.is_file():
         raise ConfigError(f"{shards_dir}: not a shards directory (no meta.json); make one with `lmforge data tokenize`")
+    if not (shards_dir / "DONE").is_file():
+        raise ConfigError(f"{shards_dir} is not a finished `lmforge data tokenize` output (no DONE marker)")
     meta = json.loads(path.read_text(encoding="utf-8"))
     if meta.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"{path}: format_version {meta.get('format_version')!r}, this lmforge reads {FORMAT_VERSION}")

@@ -19,7 +19,7 @@ from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.text import units
 from lmforge.progress import print_summary
 from lmforge.tokenize.config import TokenizerTrainConfig
-from lmforge.tokenize.inputs import iter_texts, split_file
+from lmforge.tokenize.inputs import check_prepared, iter_texts, split_file
 
 FORMAT_VERSION = 1
 EOS_TOKEN = "<|endoftext|>"  # GPT-2's end-of-text token
@@ -221,7 +221,7 @@ def _data_files(data: str) -> tuple[Path, Optional[Path], str]:
     """(training file, coverage file, coverage split name) for a prepared directory or one file."""
     path = Path(data)
     if path.is_dir():
-        train = split_file(path, "train")
+        train = split_file(check_prepared(path), "train")
         if train is None:
             raise ConfigError(f"{path}: no train.jsonl or train.parquet (is it a `lmforge data prepare` directory?)")
         validation = split_file(path, "validation")

@@ -40,7 +40,7 @@ def pd_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reviews_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reviews_subset_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("reviews")
     counts: dict[str, int] = {}
     rows = []
@@ -73,10 +73,10 @@ def pd_shards(pd_prepared: Path, wordpiece_dir: Path, tmp_path_factory: pytest.T
 
 
 @pytest.fixture(scope="session")
-def review_shards(reviews_prepared: Path, wordpiece_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def review_shards(reviews_subset_prepared: Path, wordpiece_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("shards") / "reviews"
     tokenize(make_tokenize_config({
-        "data": str(reviews_prepared), "tokenizer": str(wordpiece_dir), "out": str(out), "progress": False,
+        "data": str(reviews_subset_prepared), "tokenizer": str(wordpiece_dir), "out": str(out), "progress": False,
     }))
     return out
 

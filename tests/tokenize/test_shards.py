@@ -53,10 +53,10 @@ def test_same_shards_for_any_worker_count(pd_prepared: Path, wordpiece_dir: Path
     assert report["workers"] == 2 and report["tokens_per_second"] > 0 and report["text_mb_per_second"] > 0
 
 
-def test_labels_and_fields_travel_with_documents(review_shards: Path, reviews_prepared: Path) -> None:
+def test_labels_and_fields_travel_with_documents(review_shards: Path, reviews_subset_prepared: Path) -> None:
     meta = read_meta(review_shards)
     assert meta["labels"] == ["negative", "positive"]
-    records = read_texts(reviews_prepared / "test.jsonl")
+    records = read_texts(reviews_subset_prepared / "test.jsonl")
     reader = ShardReader(review_shards, "test")
     assert [f["label"] for f in reader.fields] == [r["label"] for r in records]
     assert "meta" not in reader.fields[0] and "text" not in reader.fields[0]
@@ -96,6 +96,12 @@ def shard_copy(pd_shards: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(pd_shards, copy)
     return copy
+
+
+def test_unfinished_shards_are_refused(shard_copy: Path) -> None:
+    (shard_copy / "DONE").unlink()  # as while `data tokenize` is still writing, or after it was killed
+    with pytest.raises(ConfigError, match="not a finished `lmforge data tokenize` output"):
+        ShardReader(shard_copy, "train")
 
 
 def test_truncated_shard_is_refused(shard_copy: Path) -> None:
@@ -151,6 +157,9 @@ def test_mismatched_tokenizers_are_refused(shard_copy: Path, pd_prepared: Path, 
 
 
 def test_missing_inputs_are_clear_errors(tmp_path: Path, wordpiece_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "tokenize", "--data", str(tmp_path), "--tokenizer", str(wordpiece_dir), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a finished `lmforge data prepare` output (no DONE marker)" in capsys.readouterr().err
+    (tmp_path / "DONE").write_text("{}")
     assert main(["data", "tokenize", "--data", str(tmp_path), "--tokenizer", str(wordpiece_dir), "--out", str(tmp_path / "o")]) == 2
     assert "none of the splits train, validation, test found" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="not a shards directory"):

@@ -151,6 +151,9 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     small.write_text("".join(r.text + "\n" for r in islice(get_corpus("peoples-daily").records(), 50)), encoding="utf-8")
     with pytest.raises(ConfigError, match="not large enough.*vocab_size=100"):
         train_tokenizer(make_tokenizer_config({"data": str(small), "kind": "unigram", "vocab_size": 100, "out": str(tmp_path / "u")}))
+    with pytest.raises(ConfigError, match="no DONE marker"):
+        train_tokenizer(make_tokenizer_config({"data": str(tmp_path), "out": str(tmp_path / "t")}))
+    (tmp_path / "DONE").write_text("{}")
     with pytest.raises(ConfigError, match="no train.jsonl"):
         train_tokenizer(make_tokenizer_config({"data": str(tmp_path), "out": str(tmp_path / "t")}))
     (tmp_path / "bad.json").write_text("{}")
