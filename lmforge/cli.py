@@ -53,6 +53,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenizer_train(args: argparse.Namespace) -> int:
+    from lmforge.tokenize.train import make_tokenizer_config, train_tokenizer
+
+    options = {k: getattr(args, k) for k in ("data", "kind", "vocab_size", "min_frequency", "out", "from_file")}
+    options = {k: v for k, v in options.items() if v is not None}
+    if args.no_progress:
+        options["progress"] = False
+    train_tokenizer(make_tokenizer_config(*_config_layers(args, options), source=args.config or "command line"))
+    return 0
+
+
+def _data_tokenize(args: argparse.Namespace) -> int:
+    from lmforge.tokenize.encode import make_tokenize_config, tokenize
+
+    options = {k: getattr(args, k) for k in ("data", "tokenizer", "out", "workers") if getattr(args, k) is not None}
+    if args.no_progress:
+        options["progress"] = False
+    tokenize(make_tokenize_config(*_config_layers(args, options), source=args.config or "command line"))
+    return 0
+
+
 def _corpora_list(args: argparse.Namespace) -> int:
     from lmforge.corpora import CORPORA
 
@@ -104,6 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no summary on the terminal")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(handler=_evaluate)
+
+    p = data.add_parser("tokenize", help="prepared splits -> packed token shards for training")
+    p.add_argument("--data", metavar="DIR", help="a `data prepare` output directory")
+    p.add_argument("--tokenizer", metavar="PATH", help="tokenizer directory, tokenizer.json or vocab.txt")
+    p.add_argument("--out", metavar="DIR")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
+    p.add_argument("--no-progress", action="store_true", help="no summary table")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(handler=_data_tokenize)
+
+    tok = verbs.add_parser("tokenizer", help="train or adopt a tokenizer").add_subparsers(dest="action", required=True)
+    p = tok.add_parser("train", help="train WordPiece/BPE/Unigram on prepared data and report its coverage")
+    p.add_argument("--data", metavar="DIR_OR_FILE", help="a `data prepare` directory or one .jsonl/.txt file")
+    p.add_argument("--kind", choices=["wordpiece", "bpe", "unigram"])
+    p.add_argument("--vocab-size", dest="vocab_size", type=int)
+    p.add_argument("--min-frequency", dest="min_frequency", type=int)
+    p.add_argument("--from", dest="from_file", metavar="FILE", help="adopt this tokenizer.json or BERT vocab.txt")
+    p.add_argument("--out", metavar="DIR")
+    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
+    p.add_argument("--no-progress", action="store_true", help="no summary table")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(handler=_tokenizer_train)
 
     corpora = verbs.add_parser("corpora", help="built-in real corpora").add_subparsers(dest="action", required=True)
     corpora.add_parser("list", help="list built-in corpora").set_defaults(handler=_corpora_list)

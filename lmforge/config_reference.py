@@ -18,8 +18,14 @@ def stage_models() -> dict[str, type[BaseModel]]:
     """Every stage's top-level config model, by command."""
     from lmforge.data.config import PrepareConfig
     from lmforge.eval.config import EvaluateConfig
+    from lmforge.tokenize.config import TokenizeConfig, TokenizerTrainConfig
 
-    return {"lmforge data prepare": PrepareConfig, "lmforge evaluate": EvaluateConfig}
+    return {
+        "lmforge data prepare": PrepareConfig,
+        "lmforge tokenizer train": TokenizerTrainConfig,
+        "lmforge data tokenize": TokenizeConfig,
+        "lmforge evaluate": EvaluateConfig,
+    }
 
 
 def _type_name(annotation: Any) -> str:

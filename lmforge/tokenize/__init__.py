@@ -1,0 +1,1 @@
+"""Tokenizers, packed token shards and the datasets that stream them into a training loop."""

