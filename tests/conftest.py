@@ -1,0 +1,50 @@
+"""Shared fixtures: real tokens from People's Daily, encoded with a small WordPiece trained here."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@dataclass
+class TinyCorpus:
+    tokens: torch.Tensor  # (N,) ids of the concatenated sentences, [SEP] between them
+    vocab: list[str]  # id -> token string
+    pad: int
+    cls: int
+    sep: int
+    mask: int
+
+    @property
+    def special_ids(self) -> list[int]:
+        return [self.pad, 1, self.cls, self.sep, self.mask]
+
+
+def build_corpus(n_sentences: int = 3000, vocab_size: int = 500) -> tuple[TinyCorpus, object]:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    from lmforge.corpora import get_corpus
+
+    texts = [r.text for r in itertools.islice(get_corpus("peoples-daily").records(), n_sentences) if r.text]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=350))
+    sep = tok.token_to_id("[SEP]")
+    ids: list[int] = []
+    for enc in tok.encode_batch(texts):
+        ids.extend(enc.ids + [sep])
+    vocab = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
+    corpus = TinyCorpus(torch.tensor(ids), vocab, tok.token_to_id("[PAD]"), tok.token_to_id("[CLS]"), sep,
+                        tok.token_to_id("[MASK]"))
+    return corpus, tok
+
+
+@pytest.fixture(scope="session")
+def corpus() -> TinyCorpus:
+    return build_corpus()[0]
