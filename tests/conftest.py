@@ -25,7 +25,7 @@ class TinyCorpus:
         return [self.pad, 1, self.cls, self.sep, self.mask]
 
 
-def build_corpus(n_sentences: int = 3000, vocab_size: int = 500) -> tuple[TinyCorpus, object]:
+def build_corpus(n_sentences: int = 3000, vocab_size: int = 800) -> tuple[TinyCorpus, object]:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     from lmforge.corpora import get_corpus
@@ -34,7 +34,7 @@ def build_corpus(n_sentences: int = 3000, vocab_size: int = 500) -> tuple[TinyCo
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=350))
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=700))
     sep = tok.token_to_id("[SEP]")
     ids: list[int] = []
     for enc in tok.encode_batch(texts):

@@ -219,7 +219,7 @@ def train_loop(
                 state["bad_steps"] += 1
                 result.bad_steps = state["bad_steps"]
                 text = (f"step {step + 1}: non-finite {'loss' if not math.isfinite(step_loss) else 'gradient'} "
-                        f"(loss={step_loss}, grad_norm={grad_norm}) in the batch at data position {where}; "
+                        f"(loss={step_loss}, grad_norm={grad_norm}) in the batch(es) read from data state {where}; "
                         f"step skipped ({state['bad_steps']} of at most {cfg.max_bad_steps})")
                 tracker.message(text)
                 if state["bad_steps"] >= cfg.max_bad_steps:
