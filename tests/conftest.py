@@ -20,6 +20,27 @@ class TinyCorpus:
     sep: int
     mask: int
 
+    def save(self, path) -> None:
+        """Tokenizer training has ties broken differently per process: hand subprocesses these exact ids."""
+        import json
+
+        from safetensors.torch import save_file
+
+        save_file({"tokens": self.tokens}, f"{path}.safetensors")
+        meta = {"vocab": self.vocab, "pad": self.pad, "cls": self.cls, "sep": self.sep, "mask": self.mask}
+        with open(f"{path}.json", "w", encoding="utf-8") as f:
+            json.dump(meta, f)
+
+    @classmethod
+    def load(cls, path) -> "TinyCorpus":
+        import json
+
+        from safetensors.torch import load_file
+
+        with open(f"{path}.json", encoding="utf-8") as f:
+            meta = json.load(f)
+        return cls(load_file(f"{path}.safetensors")["tokens"], **meta)
+
     @property
     def special_ids(self) -> list[int]:
         return [self.pad, 1, self.cls, self.sep, self.mask]
@@ -34,7 +55,7 @@ def build_corpus(n_sentences: int = 3000, vocab_size: int = 800) -> tuple[TinyCo
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=700))
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=700, show_progress=False))
     sep = tok.token_to_id("[SEP]")
     ids: list[int] = []
     for enc in tok.encode_batch(texts):

@@ -178,3 +178,16 @@ def prune(root: Path, keep_last: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
     for tmp in root.glob(".tmp-step-*"):
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_resume(value: Optional[str], root: Path) -> Optional[Path]:
+    """``None`` -> fresh start; ``'auto'`` -> newest complete checkpoint under ``root`` (or fresh);
+    a path -> that checkpoint, which must be complete."""
+    if value is None:
+        return None
+    if value == "auto":
+        return latest_checkpoint(root)
+    path = Path(value)
+    if not (path / MARKER).is_file():
+        raise FileNotFoundError(f"resume={value}: not a complete checkpoint directory (no {MARKER} marker)")
+    return path
