@@ -12,6 +12,7 @@ from lmforge.model.heads import LanguageModel
 from lmforge.model.transformer import TransformerConfig
 from lmforge.train.config import TrainConfig
 from lmforge.train.data import TensorBlockSource
+from lmforge.train.distributed import DistInfo
 from lmforge.train.loop import LoopResult, train_loop
 from lmforge.train.objectives import MLMMasker, MLMObjective, causal_lm_objective
 
@@ -31,15 +32,17 @@ def train_cfg(**over: Any) -> TrainConfig:
 
 
 def run(corpus, out: Optional[Path], cfg: TrainConfig, *, causal: bool = False, resume: Optional[Path] = None,
-        init_seed: int = 0, eval_data: bool = False, dropout: float = 0.1, objective=None) -> LoopResult:
+        init_seed: int = 0, eval_data: bool = False, dropout: float = 0.1, objective=None,
+        info: DistInfo = DistInfo()) -> LoopResult:
     vocab = len(corpus.vocab)
     model = tiny_model(vocab, causal, init_seed, dropout=dropout, attn_dropout=dropout)
-    data = TensorBlockSource(corpus.tokens[:40_000], 16, cfg.batch_size, seed=cfg.seed,
-                             prefix_id=None if causal else corpus.cls)
-    val = TensorBlockSource(corpus.tokens[40_000:42_000], 16, 8, shuffle=False,
+    data = TensorBlockSource(corpus.tokens[:40_000], 16, cfg.batch_size, seed=cfg.seed, rank=info.rank,
+                             world_size=info.world_size, prefix_id=None if causal else corpus.cls)
+    val = TensorBlockSource(corpus.tokens[40_000:42_000], 16, 8 // info.world_size, shuffle=False,
+                            rank=info.rank, world_size=info.world_size,
                             prefix_id=None if causal else corpus.cls) if eval_data else None
     if objective is None:
         objective = causal_lm_objective if causal else MLMObjective(MLMMasker(vocab, corpus.mask, corpus.special_ids))
     torch.manual_seed(cfg.seed + 1)  # the training stream (masks, dropout) starts from the run's seed
     return train_loop(model, objective, data, cfg, device=torch.device("cpu"), eval_data=val, out_dir=out,
-                      resume=resume, flops_per_token=1e5)
+                      resume=resume, flops_per_token=1e5, info=info)
