@@ -266,14 +266,17 @@ def train_loop(
 
 
 def _batch_stream(data: BatchSource, state: dict[str, Any]) -> Iterator[dict[str, Tensor]]:
-    """Batches forever, epoch after epoch; ``state['epoch']`` follows so checkpoints can record it."""
+    """Batches forever, epoch after epoch; ``state['epoch']`` follows so checkpoints can record it.
+    (A pass may be empty once: a run resumed exactly at the end of an epoch; twice means no data.)"""
+    empty_passes = 0
     while True:
         empty = True
         for batch in data:
             empty = False
             yield batch
-        if empty and data.state_dict().get("position", 1) == 0:
-            raise TrainingError("training data yields no batches")
+        empty_passes = empty_passes + 1 if empty else 0
+        if empty_passes >= 2:
+            raise TrainingError("training data yields no batches (fewer sequences than one batch?)")
         state["epoch"] += 1
         data.set_epoch(state["epoch"])
 

@@ -166,3 +166,12 @@ def test_metrics_jsonl_and_tensorboard(corpus, tmp_path):
         assert key in lines[-1]
     assert lines[-1]["tokens"] == 4 * 8 * 16 and 0 < lines[-1]["mfu"] < 1
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_epochs_roll_over_and_empty_data_is_an_error(corpus):
+    model = tiny_model(len(corpus.vocab), causal=True)
+    data = TensorBlockSource(corpus.tokens[: 16 * 16], 16, 8)  # 2 batches per epoch
+    res = train_loop(model, causal_lm_objective, data, train_cfg(steps=5), device=torch.device("cpu"))
+    assert res.step == 5 and data.epoch == 2 and data.position == 1
+    with pytest.raises(TrainingError, match="yields no batches"):
+        train_loop(model, causal_lm_objective, ListSource([]), train_cfg(steps=1), device=torch.device("cpu"))
