@@ -175,3 +175,9 @@ def test_epochs_roll_over_and_empty_data_is_an_error(corpus):
     assert res.step == 5 and data.epoch == 2 and data.position == 1
     with pytest.raises(TrainingError, match="yields no batches"):
         train_loop(model, causal_lm_objective, ListSource([]), train_cfg(steps=1), device=torch.device("cpu"))
+
+
+def test_peak_flops_is_measured_not_looked_up():
+    from lmforge.train.track import measure_peak_flops
+
+    assert measure_peak_flops(torch.device("cpu"), size=64, seconds=0.02) > 1e6
