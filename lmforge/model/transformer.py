@@ -41,7 +41,9 @@ class TransformerConfig(Section):
     d_ff: int = Field(1024, gt=0)
     causal: bool = Field(False, description="False: bidirectional encoder (BERT). True: causal decoder (GPT).")
     norm: Literal["pre", "post"] = "post"
-    activation: Literal["gelu", "gated_gelu"] = "gelu"
+    activation: Literal["gelu", "gelu_tanh", "gated_gelu"] = Field(
+        "gelu", description="gelu (BERT), gelu_tanh (GPT-2's approximation), gated_gelu (GEGLU)."
+    )
     positions: Literal["learned", "rotary"] = "learned"
     rotary_base: float = Field(10000.0, gt=0)
     type_vocab_size: int = Field(2, ge=0, description="Segment (token type) embeddings; 0 for none (GPT).")
@@ -104,6 +106,7 @@ class MLP(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.gated = cfg.activation == "gated_gelu"
+        self.approximate = "tanh" if cfg.activation == "gelu_tanh" else "none"
         # gated GELU (Shazeer 2020) computes gate and value in one matmul: fc is (2*d_ff, d_model)
         self.fc = nn.Linear(cfg.d_model, (2 if self.gated else 1) * cfg.d_ff, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
@@ -114,7 +117,7 @@ class MLP(nn.Module):
             gate, value = h.chunk(2, dim=-1)
             h = F.gelu(gate) * value
         else:
-            h = F.gelu(h)
+            h = F.gelu(h, approximate=self.approximate)
         return self.proj(h)
 
 

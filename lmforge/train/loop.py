@@ -144,7 +144,7 @@ def train_loop(
         train_data.set_epoch(0)
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(base)
-    model = wrap_model(base, info, device)
+    model = ddp = wrap_model(base, info, device)
     if cfg.compile:
         model = torch.compile(model)
     params = [p for p in base.parameters() if p.requires_grad]
@@ -178,7 +178,7 @@ def train_loop(
         tracker.advance(state["step"])
         while True:
             step = state["step"]
-            elapsed = time.perf_counter() - start_time
+            elapsed = _agreed_elapsed(time.perf_counter() - start_time, info, device)
             if step >= cfg.steps or (cfg.budget is not None and schedule.done(step, elapsed)):
                 result.stopped = "steps" if step >= cfg.steps else "budget"
                 break
@@ -193,7 +193,7 @@ def train_loop(
             for micro in range(cfg.grad_accum):
                 batch = _to_device(next(batches), device)
                 sync = micro == cfg.grad_accum - 1 or not info.enabled
-                with (contextlib.nullcontext() if sync else model.no_sync()):  # type: ignore[operator]
+                with (contextlib.nullcontext() if sync else ddp.no_sync()):  # type: ignore[operator]
                     with autocast_context(cfg.precision, device):
                         out = objective(model, batch)
                     (scaler.scale(out.loss_sum) if scaler is not None else out.loss_sum).backward()
@@ -263,6 +263,14 @@ def train_loop(
         if ckpt_root is not None and saved_at[-1:] != [state["step"]]:
             save(state["step"])  # the end of every run (or stage of one) is resumable
     return result
+
+
+def _agreed_elapsed(elapsed: float, info: DistInfo, device: torch.device) -> float:
+    """All processes must see the same clock: a time-keyed LR or budget stop that differed between
+    ranks would let their weights drift apart or leave one waiting forever in an all-reduce."""
+    if not info.enabled:
+        return elapsed
+    return float(all_reduce_sum(torch.tensor(elapsed, device=device, dtype=torch.float64), info)) / info.world_size
 
 
 def _batch_stream(data: BatchSource, state: dict[str, Any]) -> Iterator[dict[str, Tensor]]:

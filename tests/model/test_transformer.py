@@ -16,7 +16,7 @@ def ids_from(corpus, B=3, T=16):
 
 
 @pytest.mark.parametrize("norm", ["pre", "post"])
-@pytest.mark.parametrize("activation", ["gelu", "gated_gelu"])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "gated_gelu"])
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_shapes_and_options(corpus, norm, activation, positions):
     cfg = tiny(norm=norm, activation=activation, positions=positions, bias=positions == "learned")
