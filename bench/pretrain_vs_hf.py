@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -209,6 +210,7 @@ def main() -> None:
     data = build_data(args.sentences)
     print(f"data: {len(data['train']):,} train tokens, vocab {data['vocab']:,}", flush=True)
     runs: dict[str, list[float]] = {}
+    load: list[float] = []
     for r in range(args.repeats):
         for name, fn in (("hf_fp32", lambda: hf_train(data, "fp32", args.steps)),
                          ("lmforge_fp32", lambda: lf_train(data, "fp32", args.steps)),
@@ -216,7 +218,8 @@ def main() -> None:
                          ("lmforge_bf16", lambda: lf_train(data, "bf16", args.steps)),
                          ("bare_fp32", lambda: lf_bare(data, "fp32", args.steps))):
             runs.setdefault(name, []).append(rate(fn()["stamps"], args.warmup))
-            print(f"round {r + 1} {name:14s} {runs[name][-1]:8,.0f} tokens/s", flush=True)
+            load.append(os.getloadavg()[0])  # other processes on the machine skew absolute numbers
+            print(f"round {r + 1} {name:14s} {runs[name][-1]:8,.0f} tokens/s  (load {load[-1]:.1f})", flush=True)
     # loop overhead with logging, TensorBoard and a final checkpoint included
     with tempfile.TemporaryDirectory() as tmp:
         full = lf_train(data, "fp32", args.steps, out=Path(tmp))
@@ -226,7 +229,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "tokens_per_s": runs, "median": med,
+        "tokens_per_s": runs, "median": med, "load_average_1min": load,
         "speedup_fp32": med["lmforge_fp32"] / med["hf_fp32"], "speedup_bf16": med["lmforge_bf16"] / med["hf_bf16"],
         "lmforge_bf16_vs_hf_fp32": med["lmforge_bf16"] / med["hf_fp32"],
         "loop_overhead": (loop_s - bare_s) / loop_s,
