@@ -74,6 +74,23 @@ def _data_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from lmforge.train.pretrain import make_pretrain_config, pretrain
+
+    options: dict[str, Any] = {}
+    if args.out is not None:
+        options["out"] = args.out
+    if args.resume is not None:
+        options["resume"] = args.resume
+    if args.shards is not None:
+        options["data"] = {"shards": args.shards}
+    if args.no_progress:
+        options["train"] = {"progress": False}
+    config = make_pretrain_config(*_config_layers(args, options), source=args.config or "command line")
+    pretrain(config)
+    return 0
+
+
 def _corpora_list(args: argparse.Namespace) -> int:
     from lmforge.corpora import CORPORA
 
@@ -148,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no summary table")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(handler=_tokenizer_train)
+
+    p = verbs.add_parser("pretrain", help="self-supervised pretraining (MLM, NSP/SOP, causal LM) on token shards")
+    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
+    p.add_argument("--shards", metavar="DIR", help="output of `lmforge data tokenize` (data.shards)")
+    p.add_argument("--out", metavar="DIR")
+    p.add_argument("--resume", metavar="auto|DIR", help="'auto': the newest complete checkpoint in OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(handler=_pretrain)
 
     corpora = verbs.add_parser("corpora", help="built-in real corpora").add_subparsers(dest="action", required=True)
     corpora.add_parser("list", help="list built-in corpora").set_defaults(handler=_corpora_list)

@@ -19,11 +19,13 @@ def stage_models() -> dict[str, type[BaseModel]]:
     from lmforge.data.config import PrepareConfig
     from lmforge.eval.config import EvaluateConfig
     from lmforge.tokenize.config import TokenizeConfig, TokenizerTrainConfig
+    from lmforge.train.config import PretrainConfig
 
     return {
         "lmforge data prepare": PrepareConfig,
         "lmforge tokenizer train": TokenizerTrainConfig,
         "lmforge data tokenize": TokenizeConfig,
+        "lmforge pretrain": PretrainConfig,
         "lmforge evaluate": EvaluateConfig,
     }
 

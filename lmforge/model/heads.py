@@ -1,0 +1,106 @@
+"""Pretraining heads on top of the transformer, and the module that bundles backbone and heads.
+
+Names map onto BERT's (`cls.predictions.transform.dense` -> `mlm.transform`, `...LayerNorm` -> `mlm.norm`,
+`cls.predictions.bias` -> `mlm.bias`, `bert.pooler.dense` -> `sentence.pooler`,
+`cls.seq_relationship` -> `sentence.classifier`) and GPT-2's (`lm_head` -> `lm.decoder`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmforge.model.transformer import Transformer, TransformerConfig, init_weights
+
+HeadName = Literal["mlm", "sentence", "lm"]
+
+
+class MLMHead(nn.Module):
+    """Vocabulary logits only where a token was masked.
+
+    BERT's head projects every position to the vocabulary although ~85% of them carry no label; at
+    vocab 8k and width 256 that projection is the single largest matmul of a small model.
+    """
+
+    def __init__(self, cfg: TransformerConfig, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.transform = nn.Linear(cfg.d_model, cfg.d_model)
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.decoder = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        if cfg.tie_embeddings:
+            self.decoder.weight = embedding.weight
+
+    def forward(self, hidden: Tensor, positions: Optional[Tensor] = None) -> Tensor:
+        # hidden (B, T, C); positions (B, T) bool -> logits (M, V) for the M selected positions
+        h = hidden[positions] if positions is not None else hidden
+        h = self.norm(F.gelu(self.transform(h)))
+        return self.decoder(h) + self.bias
+
+
+class SentenceHead(nn.Module):
+    """NSP / SOP: a tanh pooler over the first token, then two classes (BERT's pooler + seq_relationship)."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.pooler = nn.Linear(cfg.d_model, cfg.d_model)
+        self.classifier = nn.Linear(cfg.d_model, 2)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.classifier(torch.tanh(self.pooler(hidden[:, 0])))  # (B, 2)
+
+
+class LMHead(nn.Module):
+    """Causal LM: logits at every position (every position has a next-token target)."""
+
+    def __init__(self, cfg: TransformerConfig, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.decoder = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.decoder.weight = embedding.weight
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.decoder(hidden)  # (B, T, V)
+
+
+class LanguageModel(nn.Module):
+    """Backbone plus the heads a pretraining objective needs; returns a dict of logits."""
+
+    def __init__(self, cfg: TransformerConfig, heads: tuple[HeadName, ...] = ("mlm",)) -> None:
+        super().__init__()
+        self.config = cfg
+        self.heads = tuple(heads)
+        self.backbone = Transformer(cfg)
+        emb = self.backbone.embed.tokens
+        self.mlm = MLMHead(cfg, emb) if "mlm" in heads else None
+        self.sentence = SentenceHead(cfg) if "sentence" in heads else None
+        self.lm = LMHead(cfg, emb) if "lm" in heads else None
+        for head in (self.mlm, self.sentence, self.lm):
+            if head is not None:
+                # re-initialise head matrices but keep the tied embedding as the backbone set it
+                tied = cfg.tie_embeddings and hasattr(head, "decoder")
+                saved = emb.weight.detach().clone() if tied else None
+                init_weights(head, cfg)
+                if saved is not None:
+                    with torch.no_grad():
+                        emb.weight.copy_(saved)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        token_type_ids: Optional[Tensor] = None,
+        masked_positions: Optional[Tensor] = None,
+    ) -> dict[str, Tensor]:
+        hidden = self.backbone(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        out: dict[str, Tensor] = {}
+        if self.mlm is not None and masked_positions is not None:
+            out["mlm_logits"] = self.mlm(hidden, masked_positions)  # (M, V)
+        if self.sentence is not None:
+            out["sentence_logits"] = self.sentence(hidden)  # (B, 2)
+        if self.lm is not None:
+            out["lm_logits"] = self.lm(hidden)  # (B, T, V)
+        return out

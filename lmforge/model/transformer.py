@@ -1,0 +1,250 @@
+"""The one lmforge transformer: a BERT-style encoder or a GPT-style decoder from the same blocks.
+
+Math only. Precision, compilation, checkpointing and distribution are applied from outside.
+Parameter names follow the checkpoints we convert (a name map, not a rewrite):
+
+    ours                          BERT                                        GPT-2
+    embed.tokens                  embeddings.word_embeddings                  wte
+    embed.positions               embeddings.position_embeddings              wpe
+    embed.types                   embeddings.token_type_embeddings            -
+    embed.norm     (post-LN)      embeddings.LayerNorm                        -
+    blocks.i.attn.qkv             attention.self.{query,key,value} (concat)   h.i.attn.c_attn (transposed)
+    blocks.i.attn.proj            attention.output.dense                      h.i.attn.c_proj (transposed)
+    blocks.i.norm1                attention.output.LayerNorm                  h.i.ln_1
+    blocks.i.mlp.fc               intermediate.dense                          h.i.mlp.c_fc (transposed)
+    blocks.i.mlp.proj             output.dense                                h.i.mlp.c_proj (transposed)
+    blocks.i.norm2                output.LayerNorm                            h.i.ln_2
+    final_norm     (pre-LN)       -                                           ln_f
+
+Post-LN (BERT) normalises after each residual add and once after the embeddings; pre-LN (GPT-2)
+normalises before each sub-layer and once at the end. That is the only difference between the two.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from lmforge.config import Section
+
+
+class TransformerConfig(Section):
+    vocab_size: int = Field(8000, gt=0)
+    max_positions: int = Field(512, gt=0, description="Longest sequence; size of the learned position table.")
+    n_layers: int = Field(4, gt=0)
+    d_model: int = Field(256, gt=0)
+    n_heads: int = Field(4, gt=0)
+    d_ff: int = Field(1024, gt=0)
+    causal: bool = Field(False, description="False: bidirectional encoder (BERT). True: causal decoder (GPT).")
+    norm: Literal["pre", "post"] = "post"
+    activation: Literal["gelu", "gelu_tanh", "gated_gelu"] = Field(
+        "gelu", description="gelu (BERT), gelu_tanh (GPT-2's approximation), gated_gelu (GEGLU)."
+    )
+    positions: Literal["learned", "rotary"] = "learned"
+    rotary_base: float = Field(10000.0, gt=0)
+    type_vocab_size: int = Field(2, ge=0, description="Segment (token type) embeddings; 0 for none (GPT).")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    attn_dropout: float = Field(0.1, ge=0, lt=1)
+    bias: bool = True
+    tie_embeddings: bool = True
+    norm_eps: float = Field(1e-12, gt=0)
+    init: Literal["normal", "xavier", "kaiming"] = "normal"
+    init_std: float = Field(0.02, gt=0, description="Standard deviation of the normal init (BERT: 0.02).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TransformerConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.positions == "rotary" and (self.d_model // self.n_heads) % 2:
+            raise ValueError("rotary positions need an even head size (d_model / n_heads)")
+        return self
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def rotary_tables(seq_len: int, head_size: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """cos and sin tables, each (T, hs/2), for rotary position embeddings (Su et al. 2021)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size))
+    angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs (first half, second half) of each head's channels; x is (B, nh, T, hs)."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.attn_dropout
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)  # fused q, k, v
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]]) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+        )  # (B, nh, T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.gated = cfg.activation == "gated_gelu"
+        self.approximate = "tanh" if cfg.activation == "gelu_tanh" else "none"
+        # gated GELU (Shazeer 2020) computes gate and value in one matmul: fc is (2*d_ff, d_model)
+        self.fc = nn.Linear(cfg.d_model, (2 if self.gated else 1) * cfg.d_ff, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc(x)  # (B, T, d_ff) or (B, T, 2*d_ff)
+        if self.gated:
+            gate, value = h.chunk(2, dim=-1)
+            h = F.gelu(gate) * value
+        else:
+            h = F.gelu(h, approximate=self.approximate)
+        return self.proj(h)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.pre_norm = cfg.norm == "pre"
+        self.attn = Attention(cfg)
+        self.norm1 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+        self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]]) -> Tensor:
+        if self.pre_norm:
+            x = x + self.drop(self.attn(self.norm1(x), mask, is_causal, rotary))
+            return x + self.drop(self.mlp(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, mask, is_causal, rotary)))
+        return self.norm2(x + self.drop(self.mlp(x)))
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.positions = nn.Embedding(cfg.max_positions, cfg.d_model) if cfg.positions == "learned" else None
+        self.types = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm == "post" else None
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor]) -> Tensor:
+        x = self.tokens(input_ids)  # (B, T, C)
+        if self.positions is not None:
+            x = x + self.positions(torch.arange(input_ids.shape[1], device=input_ids.device))  # (T, C) broadcast
+        if self.types is not None:
+            x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.drop(x)
+
+
+class Transformer(nn.Module):
+    """Token ids (B, T) -> hidden states (B, T, C). Heads live in lmforge.model.heads."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed = Embeddings(cfg)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm == "pre" else None
+        init_weights(self, cfg)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        token_type_ids: Optional[Tensor] = None,
+    ) -> Tensor:
+        B, T = input_ids.shape
+        if T > self.config.max_positions:
+            raise ValueError(f"sequence length {T} exceeds max_positions={self.config.max_positions}")
+        mask, is_causal = attention_bias(attention_mask, self.config.causal, T)
+        rotary = None
+        if self.config.positions == "rotary":
+            rotary = rotary_tables(T, self.config.head_size, self.config.rotary_base, input_ids.device)
+        x = self.embed(input_ids, token_type_ids)  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, mask, is_causal, rotary)
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+def attention_bias(attention_mask: Optional[Tensor], causal: bool, T: int) -> tuple[Optional[Tensor], bool]:
+    """The boolean mask SDPA wants (True = may attend), or None with is_causal when nothing is padded.
+
+    Padding masks keys only: a padded query still attends to real tokens, so no row is ever empty
+    (an all-masked row would make SDPA return NaN). Each query may also always see itself, which keeps
+    rows of an all-padding sequence finite; their outputs are never used.
+    """
+    if attention_mask is None:
+        return None, causal
+    keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+    eye = torch.eye(T, dtype=torch.bool, device=attention_mask.device)  # (T, T)
+    if causal:
+        allowed = keep & torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()
+    else:
+        allowed = keep
+    return allowed | eye, False  # (B, 1, T, T)
+
+
+def init_weights(module: nn.Module, cfg: TransformerConfig) -> None:
+    """normal(0, init_std) as BERT and GPT-2 do, or Glorot/Xavier, or He/Kaiming; biases 0, norms 1."""
+    for sub in module.modules():
+        if isinstance(sub, (nn.Linear, nn.Embedding)):
+            if cfg.init == "normal" or isinstance(sub, nn.Embedding):
+                nn.init.normal_(sub.weight, mean=0.0, std=cfg.init_std)
+            elif cfg.init == "xavier":
+                nn.init.xavier_uniform_(sub.weight)
+            else:
+                nn.init.kaiming_normal_(sub.weight, nonlinearity="relu")  # He et al. 2015, fan_in
+            if isinstance(sub, nn.Linear) and sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+        elif isinstance(sub, nn.LayerNorm):
+            nn.init.ones_(sub.weight)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+
+
+def count_parameters(module: nn.Module, exclude_embeddings: bool = False) -> int:
+    """Distinct parameters (tied weights counted once)."""
+    seen = {id(p): p for p in module.parameters()}
+    if exclude_embeddings:
+        for sub in module.modules():
+            if isinstance(sub, nn.Embedding):
+                seen.pop(id(sub.weight), None)
+    return sum(p.numel() for p in seen.values())
+
+
+def flops_per_token(cfg: TransformerConfig, seq_len: int, n_params: int) -> float:
+    """Training FLOPs per token: 6N for the matmuls plus 12*L*T*C for attention scores (PaLM, app. B)."""
+    return 6.0 * n_params + 12.0 * cfg.n_layers * seq_len * cfg.d_model
+
+
+__all__ = [
+    "TransformerConfig",
+    "Transformer",
+    "attention_bias",
+    "count_parameters",
+    "flops_per_token",
+    "init_weights",
+]

@@ -1,0 +1,312 @@
+"""The one training loop, for pretraining and fine-tuning alike.
+
+Everything task-specific is the ``objective``: ``(model, batch) -> ObjectiveOutput(loss_sum, n_tokens,
+metrics)``. One optimizer step is: for each micro-batch, forward + backward of the *summed* loss; then
+divide the gradients by the number of loss tokens of the whole step (all micro-batches, all processes),
+so accumulating 4 x 8 sequences equals one batch of 32 and padding never weights a step; then clip,
+check for non-finite values, and update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.config import TrainConfig
+from lmforge.train.distributed import DistInfo, all_reduce_sum, barrier, unwrap, wrap_model
+from lmforge.train.objectives import Objective
+from lmforge.train.optim import Schedule, build_optimizer
+from lmforge.train.track import Tracker, measure_peak_flops
+
+
+class BatchSource(Protocol):
+    def __iter__(self) -> Iterator[dict[str, Tensor]]: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (e.g. too many non-finite steps); the message says where and why."""
+
+
+@dataclass
+class LoopResult:
+    step: int
+    stopped: str  # "steps", "budget", "stop_at_step", "early_stopping"
+    losses: dict[int, float] = field(default_factory=dict)  # step -> global mean train loss
+    evals: list[dict[str, float]] = field(default_factory=list)
+    bad_steps: int = 0
+    best: Optional[tuple[int, float]] = None  # (step, value) of the early-stopping metric
+
+
+def apply_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each block's activations in backward instead of storing them (memory for compute).
+    Replaces ``forward`` on the instances, so parameter names and checkpoints are unchanged."""
+    blocks = getattr(getattr(model, "backbone", model), "blocks", None)
+    if blocks is None:
+        raise ValueError("activation checkpointing needs a model with backbone.blocks")
+    for block in blocks:
+        block.forward = lambda *a, _f=block.forward, **k: checkpoint(_f, *a, use_reentrant=False, **k)
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def evaluate(model: nn.Module, objective: Objective, data: BatchSource, cfg: TrainConfig,
+             device: torch.device, info: DistInfo) -> dict[str, float]:
+    """Validation loss, perplexity and accuracy metrics; the same masks at every evaluation (seeded
+    RNG fork, so training's random stream is untouched)."""
+    model.eval()
+    sums: dict[str, Tensor] = {}
+    devices = [device] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.seed + 7919 * (info.rank + 1))
+        data.set_epoch(0)
+        for i, batch in enumerate(data):
+            if cfg.eval_batches is not None and i >= cfg.eval_batches:
+                break
+            with autocast_context(cfg.precision, device):
+                out = objective(model, _to_device(batch, device))
+            for key, value in {"loss_sum": out.loss_sum, "n_tokens": out.n_tokens, **out.metrics}.items():
+                sums[key] = sums.get(key, torch.zeros((), device=device, dtype=torch.float64)) + value.double()
+    model.train()
+    if not sums:
+        raise TrainingError("validation data yields no batches")
+    keys = sorted(sums)
+    totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), info)
+    s = dict(zip(keys, totals.tolist()))
+    n = max(s["n_tokens"], 1.0)
+    result = {"val_loss": s["loss_sum"] / n, "val_ppl": math.exp(min(s["loss_sum"] / n, 50.0))}
+    for key in ("mlm_correct", "lm_correct"):
+        if key in s:
+            result[f"val_{key.split('_')[0]}_acc"] = s[key] / n
+    if "mlm_loss_sum" in s:
+        result["val_mlm_loss"] = s["mlm_loss_sum"] / n
+    if "sentence_correct" in s:
+        result["val_sentence_acc"] = s["sentence_correct"] / max(s["sentence_count"], 1.0)
+    return result
+
+
+def train_loop(
+    model: nn.Module,
+    objective: Objective,
+    train_data: BatchSource,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    eval_data: Optional[BatchSource] = None,
+    eval_objective: Optional[Objective] = None,
+    out_dir: Optional[Path] = None,
+    resume: Optional[Path] = None,
+    info: DistInfo = DistInfo(),
+    flops_per_token: Optional[float] = None,
+) -> LoopResult:
+    """Train ``model`` in place; checkpoints and metrics go under ``out_dir`` (rank 0 only)."""
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise TrainingError("train.precision=fp16 needs a CUDA device (use bf16 on CPU)")
+    model.to(device)
+    base = model
+    n_layers = getattr(getattr(base, "config", None), "n_layers", 0)
+    optimizer = build_optimizer(base, cfg.optim, n_layers, device)
+    schedule = Schedule(optimizer, cfg.schedule, cfg.optim.lr, cfg.steps, cfg.budget)
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    ckpt_root = out_dir / "checkpoints" if out_dir is not None else None
+    writer = info.is_main and out_dir is not None
+
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "elapsed": 0.0, "bad_steps": 0, "tokens": 0,
+                             "best": None, "evals_since_best": 0}
+    if resume is not None:
+        state, _ = ckpt.load_checkpoint(resume, base, optimizer)
+        train_data.load_state_dict(state["data"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if info.rank:  # the checkpoint holds rank 0's RNG; other ranks need their own stream
+            torch.manual_seed(cfg.seed + 1_000_003 * info.rank + state["step"])
+    else:
+        train_data.set_epoch(0)
+    if cfg.activation_checkpointing:
+        apply_activation_checkpointing(base)
+    model = ddp = wrap_model(base, info, device)
+    if cfg.compile:
+        model = torch.compile(model)
+    params = [p for p in base.parameters() if p.requires_grad]
+    peak = cfg.peak_flops
+    if peak is None and writer and flops_per_token:
+        peak = measure_peak_flops(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+
+    result = LoopResult(step=state["step"], stopped="steps", bad_steps=state["bad_steps"])
+    if state["best"] is not None:
+        result.best = tuple(state["best"])  # type: ignore[assignment]
+    batches = _batch_stream(train_data, state)
+    start_time = time.perf_counter() - state["elapsed"]
+    window = {"loss": 0.0, "steps": 0, "tokens": 0.0, "t0": time.perf_counter()}
+
+    saved_at: list[int] = [state["step"]] if resume is not None else []
+
+    def save(step: int, best: Optional[tuple[str, float]] = None) -> None:
+        if writer and ckpt_root is not None:
+            if saved_at[-1:] != [step]:
+                full = {**state, "data": train_data.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else None}
+                ckpt.save_checkpoint(ckpt_root, step, base, optimizer, full)
+            if best is not None:
+                ckpt.mark_best(ckpt_root, step, *best)
+            ckpt.prune(ckpt_root, cfg.keep_last)
+        saved_at.append(step)
+        barrier(info)
+
+    tracker = Tracker(out_dir, writer, cfg.steps, tensorboard=cfg.tensorboard, progress=cfg.progress)
+    with tracker:
+        tracker.advance(state["step"])
+        while True:
+            step = state["step"]
+            elapsed = _agreed_elapsed(time.perf_counter() - start_time, info, device)
+            if step >= cfg.steps or (cfg.budget is not None and schedule.done(step, elapsed)):
+                result.stopped = "steps" if step >= cfg.steps else "budget"
+                break
+            if cfg.stop_at_step is not None and step >= cfg.stop_at_step:
+                result.stopped = "stop_at_step"
+                break
+            lr = schedule.apply(step, elapsed)
+            where = dict(train_data.state_dict())  # names the batch if this step goes wrong
+            loss_sum = torch.zeros((), device=device)
+            n_tokens = torch.zeros((), device=device)
+            seen = torch.zeros((), device=device)
+            for micro in range(cfg.grad_accum):
+                batch = _to_device(next(batches), device)
+                sync = micro == cfg.grad_accum - 1 or not info.enabled
+                with (contextlib.nullcontext() if sync else ddp.no_sync()):  # type: ignore[operator]
+                    with autocast_context(cfg.precision, device):
+                        out = objective(model, batch)
+                    (scaler.scale(out.loss_sum) if scaler is not None else out.loss_sum).backward()
+                loss_sum += out.loss_sum.detach().float()
+                n_tokens += out.n_tokens
+                seen += batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+            totals = all_reduce_sum(torch.stack([loss_sum, n_tokens, seen]), info)
+            n_global = float(totals[1].clamp(min=1))
+            step_loss = float(totals[0]) / n_global
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            # DDP averaged the per-process gradient sums over world_size; make it a per-token mean
+            factor = info.world_size / n_global
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(factor)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm or math.inf))
+            finite = math.isfinite(step_loss) and (scaler is not None or math.isfinite(grad_norm))
+            if not finite:
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.update()
+                state["bad_steps"] += 1
+                result.bad_steps = state["bad_steps"]
+                text = (f"step {step + 1}: non-finite {'loss' if not math.isfinite(step_loss) else 'gradient'} "
+                        f"(loss={step_loss}, grad_norm={grad_norm}) in the batch(es) read from data state {where}; "
+                        f"step skipped ({state['bad_steps']} of at most {cfg.max_bad_steps})")
+                tracker.message(text)
+                if state["bad_steps"] >= cfg.max_bad_steps:
+                    raise TrainingError(text + "; stopping: too many non-finite steps")
+                continue
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step = step + 1
+            state["tokens"] += int(totals[2])
+            state["elapsed"] = time.perf_counter() - start_time
+            result.step, result.losses[step] = step, step_loss
+            window["loss"] += step_loss
+            window["steps"] += 1
+            window["tokens"] += float(totals[2])
+            tracker.advance(step, step_loss)
+
+            if step % cfg.log_every == 0:
+                now = time.perf_counter()
+                rate = window["tokens"] / max(now - window["t0"], 1e-9)
+                metrics = {"train_loss": window["loss"] / window["steps"], "lr": lr, "grad_norm": grad_norm,
+                           "tokens_per_s": rate, "tokens": state["tokens"], "bad_steps": state["bad_steps"],
+                           "elapsed_s": state["elapsed"]}
+                if flops_per_token and peak:
+                    metrics["mfu"] = flops_per_token * rate / (peak * info.world_size)
+                tracker.log(step, metrics)
+                window = {"loss": 0.0, "steps": 0, "tokens": 0.0, "t0": now}
+
+            stop_early = False
+            if eval_data is not None and cfg.eval_every and step % cfg.eval_every == 0:
+                stop_early = _eval_and_track(model, eval_objective or objective, eval_data, cfg, device, info,
+                                             state, result, tracker, save)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                save(step)
+            if stop_early:
+                result.stopped = "early_stopping"
+                break
+        if ckpt_root is not None and saved_at[-1:] != [state["step"]]:
+            save(state["step"])  # the end of every run (or stage of one) is resumable
+    return result
+
+
+def _agreed_elapsed(elapsed: float, info: DistInfo, device: torch.device) -> float:
+    """All processes must see the same clock: a time-keyed LR or budget stop that differed between
+    ranks would let their weights drift apart or leave one waiting forever in an all-reduce."""
+    if not info.enabled:
+        return elapsed
+    return float(all_reduce_sum(torch.tensor(elapsed, device=device, dtype=torch.float64), info)) / info.world_size
+
+
+def _batch_stream(data: BatchSource, state: dict[str, Any]) -> Iterator[dict[str, Tensor]]:
+    """Batches forever, epoch after epoch; ``state['epoch']`` follows so checkpoints can record it.
+    (A pass may be empty once: a run resumed exactly at the end of an epoch; twice means no data.)"""
+    empty_passes = 0
+    while True:
+        empty = True
+        for batch in data:
+            empty = False
+            yield batch
+        empty_passes = empty_passes + 1 if empty else 0
+        if empty_passes >= 2:
+            raise TrainingError("training data yields no batches (fewer sequences than one batch?)")
+        state["epoch"] += 1
+        data.set_epoch(state["epoch"])
+
+
+def _eval_and_track(model: nn.Module, objective: Objective, data: BatchSource, cfg: TrainConfig,
+                    device: torch.device, info: DistInfo, state: dict[str, Any], result: LoopResult,
+                    tracker: Tracker, save: Any) -> bool:
+    """Evaluate, log, keep the best checkpoint; True when early stopping says stop."""
+    step = state["step"]
+    metrics = evaluate(model, objective, data, cfg, device, info)
+    result.evals.append({"step": step, **metrics})
+    tracker.log(step, metrics)
+    es = cfg.early_stopping
+    if es.metric not in metrics:
+        raise TrainingError(f"train.early_stopping.metric={es.metric!r} is not logged; have {sorted(metrics)}")
+    value = metrics[es.metric]
+    best = state["best"]
+    improved = best is None or (value < best[1] - es.min_delta if es.mode == "min" else value > best[1] + es.min_delta)
+    if improved:
+        state["best"], state["evals_since_best"] = [step, value], 0
+        result.best = (step, value)
+        save(step, best=(es.metric, value))
+    else:
+        state["evals_since_best"] += 1
+    return es.patience is not None and state["evals_since_best"] >= es.patience

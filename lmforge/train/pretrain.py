@@ -1,0 +1,151 @@
+"""The `lmforge pretrain` stage: shards -> a pretrained model directory.
+
+    OUT/config.json          model + objective (what a loader needs to rebuild the model)
+    OUT/config.yaml          the resolved stage configuration (what ran)
+    OUT/model.safetensors    final weights (the best checkpoint's when early stopping is on)
+    OUT/tokenizer.json       copied from the shards directory
+    OUT/metrics.jsonl, OUT/tb/, OUT/checkpoints/
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from lmforge.config import ConfigError, build_config, write_config
+from lmforge.model.heads import HeadName, LanguageModel
+from lmforge.model.transformer import count_parameters, flops_per_token
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.config import PretrainConfig
+from lmforge.train.distributed import init_distributed, resolve_device, shutdown
+from lmforge.train.loop import BatchSource, LoopResult, train_loop
+from lmforge.train.objectives import MLMMasker, MLMObjective, Objective, causal_lm_objective
+
+FORMAT_VERSION = 1
+HEADS: dict[str, tuple[HeadName, ...]] = {"mlm": ("mlm",), "mlm+nsp": ("mlm", "sentence"),
+                                         "mlm+sop": ("mlm", "sentence"), "clm": ("lm",)}
+
+
+def make_pretrain_config(*layers: dict[str, Any], source: str = "config") -> PretrainConfig:
+    return build_config(PretrainConfig, *layers, source=source)
+
+
+def _shard_sources(config: PretrainConfig, rank: int, world: int) -> tuple[BatchSource, BatchSource, dict[str, Any]]:
+    """Train and validation datasets from `lmforge data tokenize` output (issue 3's reader)."""
+    shards = config.data.shards
+    if not shards:
+        raise ConfigError("data.shards: no shards directory given (the output of `lmforge data tokenize`)")
+    if not (Path(shards) / "meta.json").is_file():
+        raise ConfigError(f"data.shards: {shards} is not a shards directory (no meta.json)")
+    from lmforge.tokenize import datasets  # lazily: the tokenizer stage is only needed for shard input
+
+    kind = config.objective.kind
+    common = dict(seq_len=config.data.seq_len, batch_size=config.train.batch_size, seed=config.train.seed,
+                  rank=rank, world_size=world)
+    if kind in ("mlm+nsp", "mlm+sop"):
+        task = kind.split("+")[1]
+        train = datasets.SentencePairDataset(shards, "train", task=task, **common)
+        val = datasets.SentencePairDataset(shards, "validation", task=task, **common)
+    else:
+        extra = dict(cross_documents=config.data.cross_documents, add_special_tokens=kind != "clm")
+        train = datasets.BlockDataset(shards, "train", **common, **extra)
+        val = datasets.BlockDataset(shards, "validation", **common, **extra)
+    return train, val, train.meta
+
+
+def build_objective(config: PretrainConfig, meta: dict[str, Any], vocab: Optional[list[str]]) -> Objective:
+    if config.objective.kind == "clm":
+        return causal_lm_objective
+    special = meta["tokenizer"]["special_tokens"]
+    if special.get("mask") is None:
+        raise ConfigError("objective.kind=mlm: the tokenizer has no mask token (special_tokens.mask is null)")
+    masker = MLMMasker(config.model.vocab_size, special["mask"],
+                       [i for i in special.values() if i is not None], rate=config.objective.mask_rate)
+    return MLMObjective(masker, id_to_token=vocab, whole_word=config.objective.whole_word)
+
+
+def pretrain(
+    config: PretrainConfig,
+    *,
+    train_data: Optional[BatchSource] = None,
+    eval_data: Optional[BatchSource] = None,
+    meta: Optional[dict[str, Any]] = None,
+    tokenizer_file: Optional[Path] = None,
+) -> LoopResult:
+    """Run pretraining. Data comes from ``config.data.shards`` unless sources (with the shards'
+    ``meta`` dict) are given directly, as tests and Python users with tokens in memory do."""
+    device = resolve_device(config.train.device)
+    info = init_distributed(device)
+    if device.type == "cuda" and config.train.device == "auto":
+        device = torch.device(f"cuda:{info.local_rank}")
+    try:
+        if train_data is None:
+            train_data, eval_data, meta = _shard_sources(config, info.rank, info.world_size)
+            tokenizer_file = Path(config.data.shards or "") / "tokenizer.json"
+        if meta is None:
+            raise ConfigError("pretrain: in-memory data needs its meta dict (vocab size, special tokens)")
+        vocab_size = int(meta["tokenizer"]["vocab_size"])
+        if vocab_size != config.model.vocab_size:
+            config = config.model_copy(update={"model": config.model.model_copy(update={"vocab_size": vocab_size})})
+        vocab = _vocab(tokenizer_file) if config.objective.whole_word else None
+        objective = build_objective(config, meta, vocab)
+        out = Path(config.out)
+        resume = _resume_point(config, out)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_config(config, out / "config.yaml")
+            (out / "config.json").write_text(json.dumps({
+                "format_version": FORMAT_VERSION, "architecture": "lmforge.LanguageModel",
+                "heads": list(HEADS[config.objective.kind]), "model": config.model.model_dump(mode="json"),
+                "objective": config.objective.model_dump(mode="json"), "tokenizer": meta["tokenizer"]}, indent=1))
+            if tokenizer_file is not None and tokenizer_file.is_file():
+                shutil.copyfile(tokenizer_file, out / "tokenizer.json")
+
+        torch.manual_seed(config.train.seed)  # identical initial weights on every rank
+        model = LanguageModel(config.model, HEADS[config.objective.kind])
+        torch.manual_seed(config.train.seed + 1 + info.rank)  # per-rank masks and dropout
+        fpt = flops_per_token(config.model, config.data.seq_len, count_parameters(model, exclude_embeddings=True))
+        result = train_loop(model, objective, train_data, config.train, device=device, eval_data=eval_data,
+                            out_dir=out, resume=resume, info=info, flops_per_token=fpt)
+        if info.is_main:
+            root = out / "checkpoints"
+            best = ckpt.best_step(root)
+            if config.train.early_stopping.patience is not None and best is not None:
+                load_model(model, str(ckpt.step_dir(root, best) / "model.safetensors"))
+            save_model(model, str(out / "model.safetensors"))
+            _summary(result)
+        return result
+    finally:
+        shutdown(info)
+
+
+def _resume_point(config: PretrainConfig, out: Path) -> Optional[Path]:
+    try:
+        return ckpt.resolve_resume(config.resume, out / "checkpoints")
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _vocab(tokenizer_file: Optional[Path]) -> list[str]:
+    if tokenizer_file is None or not tokenizer_file.is_file():
+        raise ConfigError("objective.whole_word: needs the tokenizer.json of the shards directory")
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    return [tok.id_to_token(i) or "" for i in range(tok.get_vocab_size())]
+
+
+def _summary(result: LoopResult) -> None:
+    from lmforge.progress import print_summary
+
+    rows = [("steps", f"{result.step:,}"), ("stopped by", result.stopped), ("skipped steps", str(result.bad_steps))]
+    if result.losses:
+        rows.append(("last train loss", f"{result.losses[max(result.losses)]:.4f}"))
+    if result.evals:
+        rows += [(k, f"{v:.4f}") for k, v in result.evals[-1].items() if k != "step"]
+    print_summary("pretrain", rows)

@@ -1,0 +1,133 @@
+import pytest
+import torch
+
+from lmforge.model.heads import LanguageModel
+from lmforge.model.transformer import Transformer, TransformerConfig, count_parameters
+
+
+def tiny(**kw) -> TransformerConfig:
+    base = dict(vocab_size=500, max_positions=16, n_layers=2, d_model=32, n_heads=4, d_ff=64, dropout=0.0,
+                attn_dropout=0.0)
+    return TransformerConfig(**{**base, **kw})
+
+
+def ids_from(corpus, B=3, T=16):
+    return corpus.tokens[: B * T].view(B, T).clamp(max=499)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "gated_gelu"])
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_shapes_and_options(corpus, norm, activation, positions):
+    cfg = tiny(norm=norm, activation=activation, positions=positions, bias=positions == "learned")
+    model = Transformer(cfg)
+    ids = ids_from(corpus)
+    h = model(ids, torch.ones_like(ids))
+    assert h.shape == (3, 16, 32) and torch.isfinite(h).all()
+    assert (model.final_norm is None) == (norm == "post") and (model.embed.norm is None) == (norm == "pre")
+    assert (model.embed.positions is None) == (positions == "rotary")
+    assert model.blocks[0].mlp.fc.out_features == (128 if activation == "gated_gelu" else 64)
+
+
+def test_padding_mask_hides_padded_keys(corpus):
+    torch.manual_seed(0)
+    model = Transformer(tiny()).eval()
+    ids = ids_from(corpus, B=1)
+    mask = torch.ones_like(ids)
+    mask[:, 10:] = 0
+    other = ids.clone()
+    other[:, 10:] = 7  # different content behind the padding must not change real positions
+    a = model(ids, mask)[:, :10]
+    b = model(other, mask)[:, :10]
+    torch.testing.assert_close(a, b)
+    c = model(other)[:, :10]  # without the mask the content does leak in
+    assert not torch.allclose(a, c)
+
+
+def test_causal_decoder_does_not_see_the_future(corpus):
+    model = Transformer(tiny(causal=True, norm="pre", type_vocab_size=0)).eval()
+    ids = ids_from(corpus, B=1)
+    changed = ids.clone()
+    changed[:, 8:] = 5
+    torch.testing.assert_close(model(ids)[:, :8], model(changed)[:, :8])
+    # padding combined with causality: same result for the prefix, and finite everywhere
+    mask = torch.ones_like(ids)
+    mask[:, 12:] = 0
+    out = model(ids, mask)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[:, :12], model(ids)[:, :12])
+
+
+def test_rotary_is_relative(corpus):
+    """Rotary attention scores depend on offsets only: a causal model sees a shifted prefix the same."""
+    model = Transformer(tiny(causal=True, norm="pre", positions="rotary", type_vocab_size=0)).eval()
+    ids = ids_from(corpus, B=1)
+    first = model(ids[:, 4:12])
+    again = model(ids[:, 4:16])[:, :8]
+    torch.testing.assert_close(first, again)
+
+
+@pytest.mark.parametrize("init,check", [
+    ("normal", lambda w: abs(w.std().item() - 0.02) < 0.004),
+    ("xavier", lambda w: abs(w.std().item() - (2 / (32 + 96)) ** 0.5) < 0.02),
+    ("kaiming", lambda w: abs(w.std().item() - (2 / 32) ** 0.5) < 0.05),
+])
+def test_init_schemes(init, check):
+    torch.manual_seed(0)
+    model = Transformer(tiny(init=init))
+    w = model.blocks[0].attn.qkv.weight  # (96, 32)
+    assert check(w), (init, w.std().item())
+    assert torch.all(model.blocks[0].attn.qkv.bias == 0) and torch.all(model.blocks[0].norm1.weight == 1)
+
+
+def test_names_map_onto_bert_and_gpt2():
+    names = set(LanguageModel(tiny(), heads=("mlm", "sentence")).state_dict())
+    for name in ["backbone.embed.tokens.weight", "backbone.embed.positions.weight", "backbone.embed.types.weight",
+                 "backbone.embed.norm.weight", "backbone.blocks.1.attn.qkv.weight", "backbone.blocks.1.attn.proj.bias",
+                 "backbone.blocks.1.norm1.weight", "backbone.blocks.1.mlp.fc.weight", "backbone.blocks.1.mlp.proj.weight",
+                 "backbone.blocks.1.norm2.bias", "mlm.transform.weight", "mlm.norm.weight", "mlm.bias",
+                 "sentence.pooler.weight", "sentence.classifier.weight"]:
+        assert name in names, name
+    gpt = set(LanguageModel(tiny(causal=True, norm="pre", type_vocab_size=0), heads=("lm",)).state_dict())
+    assert "backbone.final_norm.weight" in gpt and "backbone.embed.types.weight" not in gpt
+
+
+def test_tied_embeddings_and_masked_only_mlm_head(corpus):
+    model = LanguageModel(tiny(), heads=("mlm",))
+    assert model.mlm.decoder.weight is model.backbone.embed.tokens.weight
+    assert count_parameters(model) < sum(p.numel() for p in model.state_dict().values())
+    untied = LanguageModel(tiny(tie_embeddings=False), heads=("mlm",))
+    assert untied.mlm.decoder.weight is not untied.backbone.embed.tokens.weight
+    ids = ids_from(corpus)
+    positions = torch.zeros_like(ids, dtype=torch.bool)
+    positions[0, 3] = positions[2, 5] = True
+    model.eval()
+    out = model(ids, masked_positions=positions)
+    assert out["mlm_logits"].shape == (2, 500)
+    # the same logits as projecting every position and picking the masked ones (HF's way)
+    full = model.mlm(model.backbone(ids))  # (B, T, V)
+    torch.testing.assert_close(out["mlm_logits"], full[positions])
+
+
+def test_heads_shapes(corpus):
+    ids = ids_from(corpus)
+    out = LanguageModel(tiny(), heads=("mlm", "sentence"))(ids, masked_positions=ids > 100)
+    assert out["sentence_logits"].shape == (3, 2) and out["mlm_logits"].shape == ((ids > 100).sum(), 500)
+    lm = LanguageModel(tiny(causal=True, norm="pre", type_vocab_size=0), heads=("lm",))(ids)
+    assert lm["lm_logits"].shape == (3, 16, 500)
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="not divisible"):
+        tiny(d_model=30)
+    with pytest.raises(ValueError, match="exceeds max_positions"):
+        Transformer(tiny())(torch.zeros(1, 20, dtype=torch.long))
+
+
+def test_dropout_only_in_training(corpus):
+    model = Transformer(tiny(dropout=0.5, attn_dropout=0.5))
+    ids = ids_from(corpus)
+    model.eval()
+    torch.testing.assert_close(model(ids), model(ids))
+    model.train()
+    assert not torch.allclose(model(ids), model(ids))
