@@ -55,14 +55,25 @@ def build_corpus(n_sentences: int = 3000, vocab_size: int = 800) -> tuple[TinyCo
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=700, show_progress=False))
+    tok.train_from_iterator(
+        texts,
+        trainers.WordPieceTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=700, show_progress=False
+        ),
+    )
     sep = tok.token_to_id("[SEP]")
     ids: list[int] = []
     for enc in tok.encode_batch(texts):
         ids.extend(enc.ids + [sep])
     vocab = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
-    corpus = TinyCorpus(torch.tensor(ids), vocab, tok.token_to_id("[PAD]"), tok.token_to_id("[CLS]"), sep,
-                        tok.token_to_id("[MASK]"))
+    corpus = TinyCorpus(
+        torch.tensor(ids),
+        vocab,
+        tok.token_to_id("[PAD]"),
+        tok.token_to_id("[CLS]"),
+        sep,
+        tok.token_to_id("[MASK]"),
+    )
     return corpus, tok
 
 

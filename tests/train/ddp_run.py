@@ -1,4 +1,5 @@
-"""One tiny causal-LM run under torchrun (2 processes, gloo): torchrun ... -m tests.train.ddp_run OUT CORPUS."""
+"""One tiny causal-LM run under torchrun (2 processes, gloo):
+torchrun ... -m tests.train.ddp_run OUT CORPUS."""
 
 import json
 import sys
@@ -13,7 +14,11 @@ from tests.train.helpers import run, train_cfg
 if __name__ == "__main__":
     out, corpus = Path(sys.argv[1]), TinyCorpus.load(sys.argv[2])
     info = init_distributed(torch.device("cpu"))
-    cfg = train_cfg(steps=4, batch_size=8 // info.world_size, eval_every=4, eval_batches=2, checkpoint_every=2)
+    cfg = train_cfg(
+        steps=4, batch_size=8 // info.world_size, eval_every=4, eval_batches=2, checkpoint_every=2
+    )
     result = run(corpus, out, cfg, causal=True, eval_data=True, dropout=0.0, info=info)
-    (out / f"result-rank{info.rank}.json").write_text(json.dumps({"losses": result.losses, "evals": result.evals}))
+    (out / f"result-rank{info.rank}.json").write_text(
+        json.dumps({"losses": result.losses, "evals": result.evals})
+    )
     shutdown(info)
