@@ -19,6 +19,7 @@ class TinyCorpus:
     cls: int
     sep: int
     mask: int
+    tokenizer_json: str | None = None  # the trained tokenizer (not saved by save(): ids are what matter)
 
     def save(self, path) -> None:
         """Tokenizer training has ties broken differently per process: hand subprocesses these exact ids."""
@@ -73,6 +74,7 @@ def build_corpus(n_sentences: int = 3000, vocab_size: int = 800) -> tuple[TinyCo
         tok.token_to_id("[CLS]"),
         sep,
         tok.token_to_id("[MASK]"),
+        tok.to_str(),
     )
     return corpus, tok
 

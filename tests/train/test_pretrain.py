@@ -196,3 +196,13 @@ def test_cli_end_to_end_through_the_shards_reader(corpus, tmp_path, monkeypatch)
     assert (out / "tokenizer.json").read_text() == '{"fake": true}'
     assert json.loads((out / "config.json").read_text())["model"]["vocab_size"] == len(corpus.vocab)
     assert (out / "checkpoints" / "step-00000004" / "COMPLETE").is_file()
+
+
+def test_whole_word_masking_run_with_the_shards_tokenizer(corpus, tmp_path):
+    tok = tmp_path / "tokenizer.json"
+    tok.write_text(corpus.tokenizer_json)
+    train, val = _sources(corpus)
+    base = _tiny(tmp_path, steps=2, eval_every=2)
+    config = base.model_copy(update={"objective": base.objective.model_copy(update={"whole_word": True})})
+    result = pretrain(config, train_data=train, eval_data=val, meta=_meta(corpus), tokenizer_file=tok)
+    assert result.step == 2 and 0 < result.evals[-1]["val_loss"] < 20
