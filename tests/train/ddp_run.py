@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from lmforge.train.distributed import init_distributed, shutdown
-from tests.conftest import TinyCorpus
+from tests.lmcorpus import TinyCorpus
 from tests.train.helpers import run, train_cfg
 
 if __name__ == "__main__":

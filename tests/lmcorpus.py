@@ -1,4 +1,4 @@
-"""Shared fixtures: real tokens from People's Daily, encoded with a small WordPiece trained here."""
+"""Real tokens for model and training tests: People's Daily, encoded with a small WordPiece trained here."""
 
 from __future__ import annotations
 
