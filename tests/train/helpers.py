@@ -102,3 +102,44 @@ def run(
         flops_per_token=1e5,
         info=info,
     )
+
+
+class ListSource:
+    """Fixed batches (with ragged padding), for exact comparisons."""
+
+    def __init__(self, batches):
+        self.batches, self.position, self.epoch = batches, 0, 0
+
+    def __iter__(self):
+        while self.position < len(self.batches):
+            self.position += 1
+            yield self.batches[self.position - 1]
+
+    def set_epoch(self, epoch):
+        self.epoch, self.position = epoch, 0
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state):
+        self.epoch, self.position = state["epoch"], state["position"]
+
+
+def padded_batches(corpus, n_rows, rows_per_batch, rank=0, world_size=1):
+    """Batches of rows with random lengths; with world_size > 1, rank's slice of each global batch
+    (so the processes hold different numbers of real tokens)."""
+    ids = corpus.tokens[: n_rows * 16].view(n_rows, 16)
+    attn = torch.ones_like(ids)
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 17, (n_rows,), generator=g)
+    for r, n in enumerate(lengths.tolist()):
+        attn[r, n:] = 0
+    step = rows_per_batch * world_size
+    return [
+        {
+            "input_ids": ids[i + lo : i + lo + rows_per_batch],
+            "attention_mask": attn[i + lo : i + lo + rows_per_batch],
+        }
+        for i in range(0, n_rows, step)
+        for lo in [rank * rows_per_batch]
+    ]

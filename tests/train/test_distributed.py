@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.helpers import run, train_cfg
+import torch
+
+from lmforge.train.loop import train_loop
+from lmforge.train.objectives import causal_lm_objective
+from tests.train.helpers import ListSource, padded_batches, run, tiny_model, train_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +46,18 @@ def test_two_processes_equal_one_with_the_same_global_batch(corpus, tmp_path):
     for step, loss in single.losses.items():
         assert ranks[0]["losses"][str(step)] == pytest.approx(loss, rel=1e-5)
     assert ranks[0]["evals"][0]["val_loss"] == pytest.approx(single.evals[0]["val_loss"], rel=1e-5)
+    # ragged padding, so the processes' token counts differ: the loss is still the global per-token mean
+    model = tiny_model(len(corpus.vocab), causal=True, dropout=0.0, attn_dropout=0.0)
+    data = ListSource(padded_batches(corpus, 32, 8))
+    ragged = train_loop(
+        model,
+        causal_lm_objective,
+        data,
+        train_cfg(steps=4, batch_size=8, optim={"name": "sgd", "lr": 1.0}),
+        device=torch.device("cpu"),
+    )
+    for step, loss in ragged.losses.items():
+        assert ranks[0]["ragged"][str(step)] == pytest.approx(loss, rel=1e-5)
     # only rank 0 wrote: one metrics line per step, checkpoints once
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len([line for line in lines if "train_loss" in line]) == 4
