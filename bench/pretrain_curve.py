@@ -15,7 +15,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -39,39 +38,74 @@ def tokens(work: Path, vocab_size: int = 8000) -> dict:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                                             show_progress=False))
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
+    )
     sep = tok.token_to_id("[SEP]")
     ids = list(itertools.chain.from_iterable(e.ids + [sep] for e in tok.encode_batch(texts)))
     cut = int(len(ids) * 0.97)
     work.mkdir(parents=True, exist_ok=True)
     tok.save(str(work / "tokenizer.json"))
-    save_file({"train": torch.tensor(ids[:cut]), "val": torch.tensor(ids[cut:])}, str(work / "ids.safetensors"))
+    save_file(
+        {"train": torch.tensor(ids[:cut]), "val": torch.tensor(ids[cut:])}, str(work / "ids.safetensors")
+    )
     ids_map = {s: tok.token_to_id(s) for s in SPECIALS}
-    meta = {"tokenizer": {"vocab_size": tok.get_vocab_size(), "kind": "wordpiece", "hash": "bench",
-                          "special_tokens": {"pad": ids_map["[PAD]"], "unk": ids_map["[UNK]"], "cls": ids_map["[CLS]"],
-                                             "sep": sep, "mask": ids_map["[MASK]"], "eos": None}}}
+    meta = {
+        "tokenizer": {
+            "vocab_size": tok.get_vocab_size(),
+            "kind": "wordpiece",
+            "hash": "bench",
+            "special_tokens": {
+                "pad": ids_map["[PAD]"],
+                "unk": ids_map["[UNK]"],
+                "cls": ids_map["[CLS]"],
+                "sep": sep,
+                "mask": ids_map["[MASK]"],
+                "eos": None,
+            },
+        }
+    }
     (work / "meta.json").write_text(json.dumps({"meta": meta}))
     return tokens(work)
 
 
 def child(out: Path, minutes: float) -> None:
     data = tokens(out / "data")
-    config = make_pretrain_config(load_config_file("configs/pretrain-tiny.yaml"), {
-        "out": str(out / "run"), "resume": "auto",
-        "train": {"budget": minutes * 60, "steps": 100_000, "eval_every": 25, "eval_batches": 8,
-                  "checkpoint_every": 25, "log_every": 5, "optim": {"lr": 2e-3}},
-    }, source="bench")
+    config = make_pretrain_config(
+        load_config_file("configs/pretrain-tiny.yaml"),
+        {
+            "out": str(out / "run"),
+            "resume": "auto",
+            "train": {
+                "budget": minutes * 60,
+                "steps": 100_000,
+                "eval_every": 25,
+                "eval_batches": 8,
+                "checkpoint_every": 25,
+                "log_every": 5,
+                "optim": {"lr": 2e-3},
+            },
+        },
+        source="bench",
+    )
     cls = data["meta"]["tokenizer"]["special_tokens"]["cls"]
     train = TensorBlockSource(data["train"], 128, 32, prefix_id=cls)
     val = TensorBlockSource(data["val"], 128, 32, shuffle=False, prefix_id=cls)
-    pretrain(config, train_data=train, eval_data=val, meta=data["meta"], tokenizer_file=out / "data" / "tokenizer.json")
+    pretrain(
+        config,
+        train_data=train,
+        eval_data=val,
+        meta=data["meta"],
+        tokenizer_file=out / "data" / "tokenizer.json",
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--kill-after", type=float, default=6.0, help="minutes before the first process is killed")
+    ap.add_argument(
+        "--kill-after", type=float, default=6.0, help="minutes before the first process is killed"
+    )
     ap.add_argument("--out", default="runs/pd-curve")
     ap.add_argument("--child", action="store_true")
     args = ap.parse_args()

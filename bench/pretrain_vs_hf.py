@@ -51,8 +51,9 @@ def build_data(n_sentences: int) -> dict[str, Any]:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=VOCAB, special_tokens=SPECIALS,
-                                                             show_progress=False))
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False)
+    )
     sep = tok.token_to_id("[SEP]")
     ids: list[int] = []
     for enc in tok.encode_batch(texts):
@@ -75,7 +76,9 @@ def fixed_val_set(data: dict[str, Any], n_blocks: int = 64) -> tuple[torch.Tenso
 
 
 @torch.no_grad()
-def val_mlm_loss(logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], val: tuple[torch.Tensor, torch.Tensor]) -> float:
+def val_mlm_loss(
+    logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], val: tuple[torch.Tensor, torch.Tensor]
+) -> float:
     """One scorer for both models: mean CE at the masked positions of a fixed masked set."""
     masked, labels = val
     total, n = 0.0, 0
@@ -93,18 +96,36 @@ def hf_model(vocab: int) -> Any:
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=vocab, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                     intermediate_size=1024, max_position_embeddings=SEQ)
+    cfg = BertConfig(
+        vocab_size=vocab,
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=SEQ,
+    )
     return BertForMaskedLM(cfg)
 
 
-def hf_train(data: dict[str, Any], precision: str, steps: int, seconds: float | None = None,
-             val: Any = None) -> dict[str, Any]:
-    from transformers import (DataCollatorForLanguageModeling, PreTrainedTokenizerFast, Trainer, TrainerCallback,
-                              TrainingArguments)
+def hf_train(
+    data: dict[str, Any], precision: str, steps: int, seconds: float | None = None, val: Any = None
+) -> dict[str, Any]:
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        PreTrainedTokenizerFast,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
-    fast = PreTrainedTokenizerFast(tokenizer_object=data["tokenizer"], unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=data["tokenizer"],
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     train = [{"input_ids": row} for row in blocks(data["train"], 2)]
     model = hf_model(data["vocab"])
     stamps: list[float] = []
@@ -117,12 +138,30 @@ def hf_train(data: dict[str, Any], precision: str, steps: int, seconds: float | 
                 control.should_training_stop = True
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, max_steps=steps,
-                                 learning_rate=1e-3, warmup_steps=max(1, int(0.06 * steps)), weight_decay=0.01, lr_scheduler_type="linear",
-                                 bf16=precision == "bf16", use_cpu=True, save_strategy="no", report_to=[],
-                                 logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0, seed=0)
-        trainer = Trainer(model=model, args=args, train_dataset=train, callbacks=[Clock()],
-                          data_collator=DataCollatorForLanguageModeling(fast, mlm_probability=0.15))
+        args = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=BATCH,
+            max_steps=steps,
+            learning_rate=1e-3,
+            warmup_steps=max(1, int(0.06 * steps)),
+            weight_decay=0.01,
+            lr_scheduler_type="linear",
+            bf16=precision == "bf16",
+            use_cpu=True,
+            save_strategy="no",
+            report_to=[],
+            logging_strategy="no",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            seed=0,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train,
+            callbacks=[Clock()],
+            data_collator=DataCollatorForLanguageModeling(fast, mlm_probability=0.15),
+        )
         trainer.train()
     out: dict[str, Any] = {"stamps": stamps, "start": start}
     if val is not None:
@@ -135,7 +174,9 @@ def hf_train(data: dict[str, Any], precision: str, steps: int, seconds: float | 
 def lf_model(vocab: int, recipe: bool = False) -> LanguageModel:
     torch.manual_seed(0)
     extra = dict(norm="pre", dropout=0.0, attn_dropout=0.0) if recipe else {}
-    cfg = TransformerConfig(vocab_size=vocab, max_positions=SEQ, n_layers=4, d_model=256, n_heads=4, d_ff=1024, **extra)
+    cfg = TransformerConfig(
+        vocab_size=vocab, max_positions=SEQ, n_layers=4, d_model=256, n_heads=4, d_ff=1024, **extra
+    )
     return LanguageModel(cfg, heads=("mlm",))
 
 
@@ -151,22 +192,44 @@ class Stamped:
         return self.objective(model, batch)
 
 
-def lf_train(data: dict[str, Any], precision: str, steps: int, out: Path | None = None, budget: float | None = None,
-             recipe: bool = False, val: Any = None, lr: float = 1e-3) -> dict[str, Any]:
+def lf_train(
+    data: dict[str, Any],
+    precision: str,
+    steps: int,
+    out: Path | None = None,
+    budget: float | None = None,
+    recipe: bool = False,
+    val: Any = None,
+    lr: float = 1e-3,
+) -> dict[str, Any]:
     model = lf_model(data["vocab"], recipe)
     source = TensorBlockSource(data["train"], SEQ, BATCH, prefix_id=2)
     objective = Stamped(MLMObjective(MLMMasker(data["vocab"], 4, list(range(5)))))
-    cfg = build_config(TrainConfig, {"steps": steps, "budget": budget, "batch_size": BATCH, "precision": precision,
-                                     "log_every": 10, "progress": False, "tensorboard": out is not None,
-                                     "checkpoint_every": None, "peak_flops": 1e12,
-                                     "optim": {"lr": lr}, "schedule": {"warmup": 0.06}})
+    cfg = build_config(
+        TrainConfig,
+        {
+            "steps": steps,
+            "budget": budget,
+            "batch_size": BATCH,
+            "precision": precision,
+            "log_every": 10,
+            "progress": False,
+            "tensorboard": out is not None,
+            "checkpoint_every": None,
+            "peak_flops": 1e12,
+            "optim": {"lr": lr},
+            "schedule": {"warmup": 0.06},
+        },
+    )
     start = time.perf_counter()
     train_loop(model, objective, source, cfg, device=torch.device("cpu"), out_dir=out)
     end = time.perf_counter()
     result: dict[str, Any] = {"stamps": objective.stamps[1:] + [end], "start": start, "end": end}
     if val is not None:
         model.eval()
-        result["val_mlm_loss"] = val_mlm_loss(lambda m, pos: model(m, masked_positions=pos)["mlm_logits"], val)
+        result["val_mlm_loss"] = val_mlm_loss(
+            lambda m, pos: model(m, masked_positions=pos)["mlm_logits"], val
+        )
     return result
 
 
@@ -213,26 +276,34 @@ def main() -> None:
     load: list[float] = []
     tmp_root = Path(tempfile.mkdtemp())
     for r in range(args.repeats):
-        for name, fn in (("hf_fp32", lambda: hf_train(data, "fp32", args.steps)),
-                         ("lmforge_fp32", lambda: lf_train(data, "fp32", args.steps)),
-                         ("hf_bf16", lambda: hf_train(data, "bf16", args.steps)),
-                         ("lmforge_bf16", lambda: lf_train(data, "bf16", args.steps)),
-                         ("bare_fp32", lambda: lf_bare(data, "fp32", args.steps)),
-                         # the full loop: metrics JSONL + TensorBoard every 10 steps, a checkpoint at the end
-                         ("loop_full_fp32", lambda: lf_train(data, "fp32", args.steps, out=tmp_root / f"r{r}"))):
+        for name, fn in (
+            ("hf_fp32", lambda: hf_train(data, "fp32", args.steps)),
+            ("lmforge_fp32", lambda: lf_train(data, "fp32", args.steps)),
+            ("hf_bf16", lambda: hf_train(data, "bf16", args.steps)),
+            ("lmforge_bf16", lambda: lf_train(data, "bf16", args.steps)),
+            ("bare_fp32", lambda: lf_bare(data, "fp32", args.steps)),
+            # the full loop: metrics JSONL + TensorBoard every 10 steps, a checkpoint at the end
+            ("loop_full_fp32", lambda: lf_train(data, "fp32", args.steps, out=tmp_root / f"r{r}")),
+        ):
             runs.setdefault(name, []).append(rate(fn()["stamps"], args.warmup))
             load.append(os.getloadavg()[0])  # other processes on the machine skew absolute numbers
-            print(f"round {r + 1} {name:14s} {runs[name][-1]:8,.0f} tokens/s  (load {load[-1]:.1f})", flush=True)
+            print(
+                f"round {r + 1} {name:14s} {runs[name][-1]:8,.0f} tokens/s  (load {load[-1]:.1f})", flush=True
+            )
     med = {k: statistics.median(v) for k, v in runs.items()}
     # paired per round (bare step and full loop run back to back), then the median
     overheads = [1 - f / b for f, b in zip(runs["loop_full_fp32"], runs["bare_fp32"])]
     report: dict[str, Any] = {
         "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "tokens_per_s": runs, "median": med, "load_average_1min": load,
-        "speedup_fp32": med["lmforge_fp32"] / med["hf_fp32"], "speedup_bf16": med["lmforge_bf16"] / med["hf_bf16"],
+        "tokens_per_s": runs,
+        "median": med,
+        "load_average_1min": load,
+        "speedup_fp32": med["lmforge_fp32"] / med["hf_fp32"],
+        "speedup_bf16": med["lmforge_bf16"] / med["hf_bf16"],
         "lmforge_bf16_vs_hf_fp32": med["lmforge_bf16"] / med["hf_fp32"],
-        "loop_overhead": statistics.median(overheads), "loop_overhead_per_round": overheads,
+        "loop_overhead": statistics.median(overheads),
+        "loop_overhead_per_round": overheads,
     }
     if args.ttq_minutes > 0:
         val = fixed_val_set(data)
@@ -242,9 +313,14 @@ def main() -> None:
         hf = hf_train(data, "bf16", hf_steps, seconds=budget, val=val)
         hf_minutes = (hf["stamps"][-1] - hf["start"]) / 60  # the steps may end before the clock does
         lf = lf_train(data, "bf16", 10**6, budget=hf_minutes * 60 / 3, recipe=True, val=val, lr=2e-3)
-        report["time_to_quality"] = {"hf_minutes": hf_minutes, "hf_steps": len(hf["stamps"]),
-                                     "hf_val_mlm_loss": hf["val_mlm_loss"], "lmforge_minutes": (lf["end"] - lf["start"]) / 60,
-                                     "lmforge_steps": len(lf["stamps"]), "lmforge_val_mlm_loss": lf["val_mlm_loss"]}
+        report["time_to_quality"] = {
+            "hf_minutes": hf_minutes,
+            "hf_steps": len(hf["stamps"]),
+            "hf_val_mlm_loss": hf["val_mlm_loss"],
+            "lmforge_minutes": (lf["end"] - lf["start"]) / 60,
+            "lmforge_steps": len(lf["stamps"]),
+            "lmforge_val_mlm_loss": lf["val_mlm_loss"],
+        }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "tokens_per_s"}, indent=1))

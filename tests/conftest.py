@@ -1,14 +1,10 @@
-"""Shared fixtures: real corpora prepared once per session; real People's Daily tokens encoded with a
-small WordPiece trained here."""
+"""Shared fixtures: real corpora prepared once per session."""
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.utils import run_prepare
 
@@ -19,65 +15,3 @@ def reviews_prepared(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("reviews")
     report = run_prepare(out, {"input": {"paths": ["corpus:reviews"]}})
     return out, report
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-@dataclass
-class TinyCorpus:
-    tokens: torch.Tensor  # (N,) ids of the concatenated sentences, [SEP] between them
-    vocab: list[str]  # id -> token string
-    pad: int
-    cls: int
-    sep: int
-    mask: int
-
-    def save(self, path) -> None:
-        """Tokenizer training has ties broken differently per process: hand subprocesses these exact ids."""
-        import json
-
-        from safetensors.torch import save_file
-
-        save_file({"tokens": self.tokens}, f"{path}.safetensors")
-        meta = {"vocab": self.vocab, "pad": self.pad, "cls": self.cls, "sep": self.sep, "mask": self.mask}
-        with open(f"{path}.json", "w", encoding="utf-8") as f:
-            json.dump(meta, f)
-
-    @classmethod
-    def load(cls, path) -> "TinyCorpus":
-        import json
-
-        from safetensors.torch import load_file
-
-        with open(f"{path}.json", encoding="utf-8") as f:
-            meta = json.load(f)
-        return cls(load_file(f"{path}.safetensors")["tokens"], **meta)
-
-    @property
-    def special_ids(self) -> list[int]:
-        return [self.pad, 1, self.cls, self.sep, self.mask]
-
-
-def build_corpus(n_sentences: int = 3000, vocab_size: int = 800) -> tuple[TinyCorpus, object]:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    from lmforge.corpora import get_corpus
-
-    texts = [r.text for r in itertools.islice(get_corpus("peoples-daily").records(), n_sentences) if r.text]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=700, show_progress=False))
-    sep = tok.token_to_id("[SEP]")
-    ids: list[int] = []
-    for enc in tok.encode_batch(texts):
-        ids.extend(enc.ids + [sep])
-    vocab = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
-    corpus = TinyCorpus(torch.tensor(ids), vocab, tok.token_to_id("[PAD]"), tok.token_to_id("[CLS]"), sep,
-                        tok.token_to_id("[MASK]"))
-    return corpus, tok
-
-
-@pytest.fixture(scope="session")
-def corpus() -> TinyCorpus:
-    return build_corpus()[0]

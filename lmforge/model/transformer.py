@@ -39,7 +39,9 @@ class TransformerConfig(Section):
     d_model: int = Field(256, gt=0)
     n_heads: int = Field(4, gt=0)
     d_ff: int = Field(1024, gt=0)
-    causal: bool = Field(False, description="False: bidirectional encoder (BERT). True: causal decoder (GPT).")
+    causal: bool = Field(
+        False, description="False: bidirectional encoder (BERT). True: causal decoder (GPT)."
+    )
     norm: Literal["pre", "post"] = "post"
     activation: Literal["gelu", "gelu_tanh", "gated_gelu"] = Field(
         "gelu", description="gelu (BERT), gelu_tanh (GPT-2's approximation), gated_gelu (GEGLU)."
@@ -90,10 +92,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)  # fused q, k, v
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]]) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]]
+    ) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        q, k, v = (
+            t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v)
+        )  # (B, nh, T, hs)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         y = F.scaled_dot_product_attention(
@@ -131,7 +137,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]]) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]]
+    ) -> Tensor:
         if self.pre_norm:
             x = x + self.drop(self.attn(self.norm1(x), mask, is_causal, rotary))
             return x + self.drop(self.mlp(self.norm2(x)))
@@ -151,7 +159,9 @@ class Embeddings(nn.Module):
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor]) -> Tensor:
         x = self.tokens(input_ids)  # (B, T, C)
         if self.positions is not None:
-            x = x + self.positions(torch.arange(input_ids.shape[1], device=input_ids.device))  # (T, C) broadcast
+            x = x + self.positions(
+                torch.arange(input_ids.shape[1], device=input_ids.device)
+            )  # (T, C) broadcast
         if self.types is not None:
             x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
         if self.norm is not None:
@@ -167,7 +177,9 @@ class Transformer(nn.Module):
         self.config = cfg
         self.embed = Embeddings(cfg)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm == "pre" else None
+        self.final_norm = (
+            nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm == "pre" else None
+        )
         init_weights(self, cfg)
 
     def forward(

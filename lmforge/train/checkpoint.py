@@ -110,7 +110,13 @@ def save_checkpoint(
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     rng_tensors, rng_meta = rng_state()
     save_file({**opt_tensors, **rng_tensors, **(extra_tensors or {})}, str(tmp / "optimizer.safetensors"))
-    meta = {"format_version": FORMAT_VERSION, "step": step, "optimizer": opt_meta, "rng": rng_meta, "state": state}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "optimizer": opt_meta,
+        "rng": rng_meta,
+        "state": state,
+    }
     (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
     for name in ("model.safetensors", "optimizer.safetensors", "state.json"):
         _fsync_file(tmp / name)

@@ -31,12 +31,16 @@ def parse_duration(value: str | float | int | None) -> Optional[float]:
 class OptimConfig(Section):
     name: Literal["adamw", "adafactor", "lamb", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0, description="Not applied to biases, norms or embeddings' 1-D params.")
+    weight_decay: float = Field(
+        0.01, ge=0, description="Not applied to biases, norms or embeddings' 1-D params."
+    )
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = Field(1e-6, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only.")
     nesterov: bool = Field(False, description="SGD only.")
-    layer_decay: Optional[float] = Field(None, gt=0, le=1, description="Layer-wise LR decay factor per layer.")
+    layer_decay: Optional[float] = Field(
+        None, gt=0, le=1, description="Layer-wise LR decay factor per layer."
+    )
     fused: Optional[bool] = Field(None, description="Fused AdamW; None: where the device supports it.")
 
 
@@ -51,14 +55,22 @@ class ScheduleConfig(Section):
 class EarlyStopping(Section):
     metric: str = Field("val_loss", description="Any logged eval metric (val_loss, val_ppl, val_mlm_acc...).")
     mode: Literal["min", "max"] = "min"
-    patience: Optional[int] = Field(None, ge=1, description="Evaluations without improvement; None: never stop.")
+    patience: Optional[int] = Field(
+        None, ge=1, description="Evaluations without improvement; None: never stop."
+    )
     min_delta: float = Field(0.0, ge=0)
 
 
 class TrainConfig(Section):
-    steps: int = Field(1000, gt=0, description="Optimizer steps (the schedule's length when there is no budget).")
-    budget: Optional[float] = Field(None, gt=0, description="Wall-clock budget ('30m'): schedule follows time.")
-    stop_at_step: Optional[int] = Field(None, gt=0, description="Stop (resumably) at this step, for staged runs.")
+    steps: int = Field(
+        1000, gt=0, description="Optimizer steps (the schedule's length when there is no budget)."
+    )
+    budget: Optional[float] = Field(
+        None, gt=0, description="Wall-clock budget ('30m'): schedule follows time."
+    )
+    stop_at_step: Optional[int] = Field(
+        None, gt=0, description="Stop (resumably) at this step, for staged runs."
+    )
     batch_size: int = Field(32, gt=0, description="Sequences per micro-batch per process.")
     grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
     clip_norm: Optional[float] = Field(1.0, gt=0)
@@ -67,7 +79,9 @@ class TrainConfig(Section):
     activation_checkpointing: bool = False
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     seed: int = 0
-    max_bad_steps: int = Field(10, ge=1, description="Stop after this many steps skipped for non-finite values.")
+    max_bad_steps: int = Field(
+        10, ge=1, description="Stop after this many steps skipped for non-finite values."
+    )
     log_every: int = Field(10, gt=0)
     eval_every: Optional[int] = Field(None, gt=0)
     eval_batches: Optional[int] = Field(None, gt=0, description="Cap on validation batches per evaluation.")
@@ -100,7 +114,9 @@ class DataConfig(Section):
 
 class PretrainConfig(Section):
     out: str = Field("runs/pretrain", description="Output directory.")
-    resume: Optional[str] = Field(None, description="'auto' (newest complete checkpoint) or a checkpoint dir.")
+    resume: Optional[str] = Field(
+        None, description="'auto' (newest complete checkpoint) or a checkpoint dir."
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: TransformerConfig = Field(default_factory=TransformerConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
@@ -109,9 +125,13 @@ class PretrainConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> "PretrainConfig":
         if self.data.seq_len > self.model.max_positions:
-            raise ValueError(f"data.seq_len={self.data.seq_len} exceeds model.max_positions={self.model.max_positions}")
+            raise ValueError(
+                f"data.seq_len={self.data.seq_len} exceeds model.max_positions={self.model.max_positions}"
+            )
         if self.objective.kind == "clm" and not self.model.causal:
             raise ValueError("objective.kind=clm needs model.causal=true")
         if self.objective.kind != "clm" and self.model.causal:
-            raise ValueError(f"objective.kind={self.objective.kind} needs a bidirectional model (model.causal=false)")
+            raise ValueError(
+                f"objective.kind={self.objective.kind} needs a bidirectional model (model.causal=false)"
+            )
         return self

@@ -35,7 +35,9 @@ class TensorBlockSource:
         body = seq_len - (1 if prefix_id is not None else 0)
         n_blocks = tokens.numel() // body
         if n_blocks < batch_size * world_size:
-            raise ValueError(f"{tokens.numel()} tokens make {n_blocks} blocks of {body}: fewer than one global batch")
+            raise ValueError(
+                f"{tokens.numel()} tokens make {n_blocks} blocks of {body}: fewer than one global batch"
+            )
         blocks = tokens[: n_blocks * body].view(n_blocks, body).long()
         if prefix_id is not None:
             blocks = torch.cat([torch.full((n_blocks, 1), prefix_id, dtype=torch.long), blocks], dim=1)
@@ -67,12 +69,20 @@ class TensorBlockSource:
             yield {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "tensor_blocks", "epoch": self.epoch, "position": self.position,
-                "world_size": self.world_size, "n_blocks": len(self.blocks), "seed": self.seed}
+        return {
+            "kind": "tensor_blocks",
+            "epoch": self.epoch,
+            "position": self.position,
+            "world_size": self.world_size,
+            "n_blocks": len(self.blocks),
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = self.state_dict()
         for key in ("kind", "world_size", "n_blocks", "seed"):
             if state.get(key) != mine[key]:
-                raise ValueError(f"data state is from another source: {key}={state.get(key)!r}, here {mine[key]!r}")
+                raise ValueError(
+                    f"data state is from another source: {key}={state.get(key)!r}, here {mine[key]!r}"
+                )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])

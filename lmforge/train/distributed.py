@@ -79,4 +79,7 @@ def barrier(info: DistInfo) -> None:
 
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
+        # leave together: a rank tearing gloo down while a peer is still connected can abort
+        # ("terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()

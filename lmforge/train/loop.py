@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import TrainConfig
-from lmforge.train.distributed import DistInfo, all_reduce_sum, barrier, unwrap, wrap_model
+from lmforge.train.distributed import DistInfo, all_reduce_sum, barrier, wrap_model
 from lmforge.train.objectives import Objective
 from lmforge.train.optim import Schedule, build_optimizer
 from lmforge.train.track import Tracker, measure_peak_flops
@@ -70,8 +70,14 @@ def _to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tens
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def evaluate(model: nn.Module, objective: Objective, data: BatchSource, cfg: TrainConfig,
-             device: torch.device, info: DistInfo) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    objective: Objective,
+    data: BatchSource,
+    cfg: TrainConfig,
+    device: torch.device,
+    info: DistInfo,
+) -> dict[str, float]:
     """Validation loss, perplexity and accuracy metrics; the same masks at every evaluation (seeded
     RNG fork, so training's random stream is untouched)."""
     model.eval()
@@ -86,7 +92,9 @@ def evaluate(model: nn.Module, objective: Objective, data: BatchSource, cfg: Tra
             with autocast_context(cfg.precision, device):
                 out = objective(model, _to_device(batch, device))
             for key, value in {"loss_sum": out.loss_sum, "n_tokens": out.n_tokens, **out.metrics}.items():
-                sums[key] = sums.get(key, torch.zeros((), device=device, dtype=torch.float64)) + value.double()
+                sums[key] = (
+                    sums.get(key, torch.zeros((), device=device, dtype=torch.float64)) + value.double()
+                )
     model.train()
     if not sums:
         raise TrainingError("validation data yields no batches")
@@ -131,8 +139,15 @@ def train_loop(
     ckpt_root = out_dir / "checkpoints" if out_dir is not None else None
     writer = info.is_main and out_dir is not None
 
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "elapsed": 0.0, "bad_steps": 0, "tokens": 0,
-                             "best": None, "evals_since_best": 0}
+    state: dict[str, Any] = {
+        "step": 0,
+        "epoch": 0,
+        "elapsed": 0.0,
+        "bad_steps": 0,
+        "tokens": 0,
+        "best": None,
+        "evals_since_best": 0,
+    }
     if resume is not None:
         state, _ = ckpt.load_checkpoint(resume, base, optimizer)
         train_data.load_state_dict(state["data"])
@@ -164,8 +179,11 @@ def train_loop(
     def save(step: int, best: Optional[tuple[str, float]] = None) -> None:
         if writer and ckpt_root is not None:
             if saved_at[-1:] != [step]:
-                full = {**state, "data": train_data.state_dict(),
-                        "scaler": scaler.state_dict() if scaler is not None else None}
+                full = {
+                    **state,
+                    "data": train_data.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                }
                 ckpt.save_checkpoint(ckpt_root, step, base, optimizer, full)
             if best is not None:
                 ckpt.mark_best(ckpt_root, step, *best)
@@ -193,13 +211,15 @@ def train_loop(
             for micro in range(cfg.grad_accum):
                 batch = _to_device(next(batches), device)
                 sync = micro == cfg.grad_accum - 1 or not info.enabled
-                with (contextlib.nullcontext() if sync else ddp.no_sync()):  # type: ignore[operator]
+                with contextlib.nullcontext() if sync else ddp.no_sync():  # type: ignore[operator]
                     with autocast_context(cfg.precision, device):
                         out = objective(model, batch)
                     (scaler.scale(out.loss_sum) if scaler is not None else out.loss_sum).backward()
                 loss_sum += out.loss_sum.detach().float()
                 n_tokens += out.n_tokens
-                seen += batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+                seen += (
+                    batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+                )
             totals = all_reduce_sum(torch.stack([loss_sum, n_tokens, seen]), info)
             n_global = float(totals[1].clamp(min=1))
             step_loss = float(totals[0]) / n_global
@@ -218,9 +238,12 @@ def train_loop(
                     scaler.update()
                 state["bad_steps"] += 1
                 result.bad_steps = state["bad_steps"]
-                text = (f"step {step + 1}: non-finite {'loss' if not math.isfinite(step_loss) else 'gradient'} "
-                        f"(loss={step_loss}, grad_norm={grad_norm}) in the batch(es) read from data state {where}; "
-                        f"step skipped ({state['bad_steps']} of at most {cfg.max_bad_steps})")
+                text = (
+                    f"step {step + 1}: non-finite {'gradient' if math.isfinite(step_loss) else 'loss'} "
+                    f"(loss={step_loss}, grad_norm={grad_norm}) "
+                    f"in the batch(es) read from data state {where}; "
+                    f"step skipped ({state['bad_steps']} of at most {cfg.max_bad_steps})"
+                )
                 tracker.message(text)
                 if state["bad_steps"] >= cfg.max_bad_steps:
                     raise TrainingError(text + "; stopping: too many non-finite steps")
@@ -243,9 +266,15 @@ def train_loop(
             if step % cfg.log_every == 0:
                 now = time.perf_counter()
                 rate = window["tokens"] / max(now - window["t0"], 1e-9)
-                metrics = {"train_loss": window["loss"] / window["steps"], "lr": lr, "grad_norm": grad_norm,
-                           "tokens_per_s": rate, "tokens": state["tokens"], "bad_steps": state["bad_steps"],
-                           "elapsed_s": state["elapsed"]}
+                metrics = {
+                    "train_loss": window["loss"] / window["steps"],
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "tokens_per_s": rate,
+                    "tokens": state["tokens"],
+                    "bad_steps": state["bad_steps"],
+                    "elapsed_s": state["elapsed"],
+                }
                 if flops_per_token and peak:
                     metrics["mfu"] = flops_per_token * rate / (peak * info.world_size)
                 tracker.log(step, metrics)
@@ -253,8 +282,18 @@ def train_loop(
 
             stop_early = False
             if eval_data is not None and cfg.eval_every and step % cfg.eval_every == 0:
-                stop_early = _eval_and_track(model, eval_objective or objective, eval_data, cfg, device, info,
-                                             state, result, tracker, save)
+                stop_early = _eval_and_track(
+                    model,
+                    eval_objective or objective,
+                    eval_data,
+                    cfg,
+                    device,
+                    info,
+                    state,
+                    result,
+                    tracker,
+                    save,
+                )
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save(step)
             if stop_early:
@@ -270,7 +309,10 @@ def _agreed_elapsed(elapsed: float, info: DistInfo, device: torch.device) -> flo
     ranks would let their weights drift apart or leave one waiting forever in an all-reduce."""
     if not info.enabled:
         return elapsed
-    return float(all_reduce_sum(torch.tensor(elapsed, device=device, dtype=torch.float64), info)) / info.world_size
+    return (
+        float(all_reduce_sum(torch.tensor(elapsed, device=device, dtype=torch.float64), info))
+        / info.world_size
+    )
 
 
 def _batch_stream(data: BatchSource, state: dict[str, Any]) -> Iterator[dict[str, Tensor]]:
@@ -289,9 +331,18 @@ def _batch_stream(data: BatchSource, state: dict[str, Any]) -> Iterator[dict[str
         data.set_epoch(state["epoch"])
 
 
-def _eval_and_track(model: nn.Module, objective: Objective, data: BatchSource, cfg: TrainConfig,
-                    device: torch.device, info: DistInfo, state: dict[str, Any], result: LoopResult,
-                    tracker: Tracker, save: Any) -> bool:
+def _eval_and_track(
+    model: nn.Module,
+    objective: Objective,
+    data: BatchSource,
+    cfg: TrainConfig,
+    device: torch.device,
+    info: DistInfo,
+    state: dict[str, Any],
+    result: LoopResult,
+    tracker: Tracker,
+    save: Any,
+) -> bool:
     """Evaluate, log, keep the best checkpoint; True when early stopping says stop."""
     step = state["step"]
     metrics = evaluate(model, objective, data, cfg, device, info)
@@ -299,10 +350,14 @@ def _eval_and_track(model: nn.Module, objective: Objective, data: BatchSource, c
     tracker.log(step, metrics)
     es = cfg.early_stopping
     if es.metric not in metrics:
-        raise TrainingError(f"train.early_stopping.metric={es.metric!r} is not logged; have {sorted(metrics)}")
+        raise TrainingError(
+            f"train.early_stopping.metric={es.metric!r} is not logged; have {sorted(metrics)}"
+        )
     value = metrics[es.metric]
     best = state["best"]
-    improved = best is None or (value < best[1] - es.min_delta if es.mode == "min" else value > best[1] + es.min_delta)
+    improved = best is None or (
+        value < best[1] - es.min_delta if es.mode == "min" else value > best[1] + es.min_delta
+    )
     if improved:
         state["best"], state["evals_since_best"] = [step, value], 0
         result.best = (step, value)

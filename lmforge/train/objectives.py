@@ -126,7 +126,9 @@ class MLMObjective:
         word_ids = None
         if self.whole_word:
             assert self.id_to_token is not None
-            word_ids = jieba_word_ids([[self.id_to_token[i] for i in row] for row in ids.tolist()]).to(ids.device)
+            word_ids = jieba_word_ids([[self.id_to_token[i] for i in row] for row in ids.tolist()]).to(
+                ids.device
+            )
         masked, labels = self.masker(ids, attn, word_ids, self.generator)
         positions = labels != IGNORE  # (B, T)
         out = model(masked, attn, batch.get("token_type_ids"), masked_positions=positions)
@@ -141,7 +143,9 @@ class MLMObjective:
             # mean by its masked-token count keeps that sum after per-token normalisation.
             loss_sum = loss_sum + sent * n
             correct = (out["sentence_logits"].argmax(-1) == batch["sentence_label"]).sum()
-            metrics.update(sentence_correct=correct, sentence_count=torch.tensor(len(batch["sentence_label"])))
+            metrics.update(
+                sentence_correct=correct, sentence_count=torch.tensor(len(batch["sentence_label"]))
+            )
         return ObjectiveOutput(loss_sum, n, metrics)
 
 

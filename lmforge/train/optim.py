@@ -36,7 +36,12 @@ def param_groups(model: nn.Module, cfg: OptimConfig, n_layers: int) -> list[dict
         scale = cfg.layer_decay ** (n_layers + 1 - layer) if cfg.layer_decay else 1.0
         group = groups.setdefault(
             (decay, layer),
-            {"params": [], "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale, "lr": cfg.lr * scale},
+            {
+                "params": [],
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+                "lr_scale": scale,
+                "lr": cfg.lr * scale,
+            },
         )
         group["params"].append(p)
     return list(groups.values())
@@ -45,8 +50,14 @@ def param_groups(model: nn.Module, cfg: OptimConfig, n_layers: int) -> list[dict
 class Lamb(torch.optim.Optimizer):
     """LAMB (You et al. 2019): Adam direction rescaled per tensor by ||w|| / ||update|| (trust ratio)."""
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-6, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -76,7 +87,9 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, n_layers: int, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, n_layers: int, device: torch.device
+) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg, n_layers)
     if cfg.name == "adamw":
         fused = cfg.fused if cfg.fused is not None else device.type in ("cuda", "cpu")
@@ -119,8 +132,14 @@ def lr_factor(cfg: ScheduleConfig, progress: float, warmup: float) -> float:
 class Schedule:
     """Sets each group's LR from training progress: ``step / steps`` or ``elapsed / budget``."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, base_lr: float,
-                 steps: int, budget_s: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        cfg: ScheduleConfig,
+        base_lr: float,
+        steps: int,
+        budget_s: Optional[float] = None,
+    ) -> None:
         self.optimizer, self.cfg, self.base_lr = optimizer, cfg, base_lr
         self.steps, self.budget_s = steps, budget_s
         if cfg.warmup_steps is not None and budget_s is None:

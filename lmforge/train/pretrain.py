@@ -1,10 +1,10 @@
 """The `lmforge pretrain` stage: shards -> a pretrained model directory.
 
-    OUT/config.json          model + objective (what a loader needs to rebuild the model)
-    OUT/config.yaml          the resolved stage configuration (what ran)
-    OUT/model.safetensors    final weights (the best checkpoint's when early stopping is on)
-    OUT/tokenizer.json       copied from the shards directory
-    OUT/metrics.jsonl, OUT/tb/, OUT/checkpoints/
+OUT/config.json          model + objective (what a loader needs to rebuild the model)
+OUT/config.yaml          the resolved stage configuration (what ran)
+OUT/model.safetensors    final weights (the best checkpoint's when early stopping is on)
+OUT/tokenizer.json       copied from the shards directory
+OUT/metrics.jsonl, OUT/tb/, OUT/checkpoints/
 """
 
 from __future__ import annotations
@@ -27,15 +27,21 @@ from lmforge.train.loop import BatchSource, LoopResult, train_loop
 from lmforge.train.objectives import MLMMasker, MLMObjective, Objective, causal_lm_objective
 
 FORMAT_VERSION = 1
-HEADS: dict[str, tuple[HeadName, ...]] = {"mlm": ("mlm",), "mlm+nsp": ("mlm", "sentence"),
-                                         "mlm+sop": ("mlm", "sentence"), "clm": ("lm",)}
+HEADS: dict[str, tuple[HeadName, ...]] = {
+    "mlm": ("mlm",),
+    "mlm+nsp": ("mlm", "sentence"),
+    "mlm+sop": ("mlm", "sentence"),
+    "clm": ("lm",),
+}
 
 
 def make_pretrain_config(*layers: dict[str, Any], source: str = "config") -> PretrainConfig:
     return build_config(PretrainConfig, *layers, source=source)
 
 
-def _shard_sources(config: PretrainConfig, rank: int, world: int) -> tuple[BatchSource, BatchSource, dict[str, Any]]:
+def _shard_sources(
+    config: PretrainConfig, rank: int, world: int
+) -> tuple[BatchSource, BatchSource, dict[str, Any]]:
     """Train and validation datasets from `lmforge data tokenize` output (issue 3's reader)."""
     shards = config.data.shards
     if not shards:
@@ -45,8 +51,13 @@ def _shard_sources(config: PretrainConfig, rank: int, world: int) -> tuple[Batch
     from lmforge.tokenize import datasets  # lazily: the tokenizer stage is only needed for shard input
 
     kind = config.objective.kind
-    common = dict(seq_len=config.data.seq_len, batch_size=config.train.batch_size, seed=config.train.seed,
-                  rank=rank, world_size=world)
+    common = dict(
+        seq_len=config.data.seq_len,
+        batch_size=config.train.batch_size,
+        seed=config.train.seed,
+        rank=rank,
+        world_size=world,
+    )
     if kind in ("mlm+nsp", "mlm+sop"):
         task = kind.split("+")[1]
         train = datasets.SentencePairDataset(shards, "train", task=task, **common)
@@ -64,8 +75,12 @@ def build_objective(config: PretrainConfig, meta: dict[str, Any], vocab: Optiona
     special = meta["tokenizer"]["special_tokens"]
     if special.get("mask") is None:
         raise ConfigError("objective.kind=mlm: the tokenizer has no mask token (special_tokens.mask is null)")
-    masker = MLMMasker(config.model.vocab_size, special["mask"],
-                       [i for i in special.values() if i is not None], rate=config.objective.mask_rate)
+    masker = MLMMasker(
+        config.model.vocab_size,
+        special["mask"],
+        [i for i in special.values() if i is not None],
+        rate=config.objective.mask_rate,
+    )
     return MLMObjective(masker, id_to_token=vocab, whole_word=config.objective.whole_word)
 
 
@@ -91,7 +106,9 @@ def pretrain(
             raise ConfigError("pretrain: in-memory data needs its meta dict (vocab size, special tokens)")
         vocab_size = int(meta["tokenizer"]["vocab_size"])
         if vocab_size != config.model.vocab_size:
-            config = config.model_copy(update={"model": config.model.model_copy(update={"vocab_size": vocab_size})})
+            config = config.model_copy(
+                update={"model": config.model.model_copy(update={"vocab_size": vocab_size})}
+            )
         vocab = _vocab(tokenizer_file) if config.objective.whole_word else None
         objective = build_objective(config, meta, vocab)
         out = Path(config.out)
@@ -99,19 +116,40 @@ def pretrain(
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             write_config(config, out / "config.yaml")
-            (out / "config.json").write_text(json.dumps({
-                "format_version": FORMAT_VERSION, "architecture": "lmforge.LanguageModel",
-                "heads": list(HEADS[config.objective.kind]), "model": config.model.model_dump(mode="json"),
-                "objective": config.objective.model_dump(mode="json"), "tokenizer": meta["tokenizer"]}, indent=1))
+            (out / "config.json").write_text(
+                json.dumps(
+                    {
+                        "format_version": FORMAT_VERSION,
+                        "architecture": "lmforge.LanguageModel",
+                        "heads": list(HEADS[config.objective.kind]),
+                        "model": config.model.model_dump(mode="json"),
+                        "objective": config.objective.model_dump(mode="json"),
+                        "tokenizer": meta["tokenizer"],
+                    },
+                    indent=1,
+                )
+            )
             if tokenizer_file is not None and tokenizer_file.is_file():
                 shutil.copyfile(tokenizer_file, out / "tokenizer.json")
 
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         model = LanguageModel(config.model, HEADS[config.objective.kind])
         torch.manual_seed(config.train.seed + 1 + info.rank)  # per-rank masks and dropout
-        fpt = flops_per_token(config.model, config.data.seq_len, count_parameters(model, exclude_embeddings=True))
-        result = train_loop(model, objective, train_data, config.train, device=device, eval_data=eval_data,
-                            out_dir=out, resume=resume, info=info, flops_per_token=fpt)
+        fpt = flops_per_token(
+            config.model, config.data.seq_len, count_parameters(model, exclude_embeddings=True)
+        )
+        result = train_loop(
+            model,
+            objective,
+            train_data,
+            config.train,
+            device=device,
+            eval_data=eval_data,
+            out_dir=out,
+            resume=resume,
+            info=info,
+            flops_per_token=fpt,
+        )
         if info.is_main:
             root = out / "checkpoints"
             best = ckpt.best_step(root)
@@ -143,7 +181,11 @@ def _vocab(tokenizer_file: Optional[Path]) -> list[str]:
 def _summary(result: LoopResult) -> None:
     from lmforge.progress import print_summary
 
-    rows = [("steps", f"{result.step:,}"), ("stopped by", result.stopped), ("skipped steps", str(result.bad_steps))]
+    rows = [
+        ("steps", f"{result.step:,}"),
+        ("stopped by", result.stopped),
+        ("skipped steps", str(result.bad_steps)),
+    ]
     if result.losses:
         rows.append(("last train loss", f"{result.losses[max(result.losses)]:.4f}"))
     if result.evals:

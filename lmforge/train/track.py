@@ -9,13 +9,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from lmforge.progress import console
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 1024,
-                       seconds: float = 0.3) -> float:
+def measure_peak_flops(
+    device: torch.device, dtype: torch.dtype = torch.float32, size: int = 1024, seconds: float = 0.3
+) -> float:
     """Achievable matmul FLOP/s of this device and dtype, timed briefly (the MFU denominator when the
     user configures none: no table of vendor figures to go stale or be wrong for this machine)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
@@ -40,8 +48,14 @@ def _sync(device: torch.device) -> None:
 class Tracker:
     """Writes metrics to ``metrics.jsonl`` and TensorBoard (rank 0 only) and drives the progress bar."""
 
-    def __init__(self, out_dir: Optional[Path], enabled: bool, total_steps: int, tensorboard: bool = True,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        out_dir: Optional[Path],
+        enabled: bool,
+        total_steps: int,
+        tensorboard: bool = True,
+        progress: bool = True,
+    ) -> None:
         self.enabled = enabled and out_dir is not None
         self._jsonl = None
         self._tb = None
@@ -54,10 +68,15 @@ class Tracker:
 
                 self._tb = SummaryWriter(log_dir=str(out_dir / "tb"))
         self._progress = Progress(
-            TextColumn("[bold]pretrain"), BarColumn(), TaskProgressColumn(),
+            TextColumn("[bold]pretrain"),
+            BarColumn(),
+            TaskProgressColumn(),
             TextColumn("step {task.completed:,.0f}/{task.total:,.0f} loss {task.fields[loss]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, disable=not (enabled and progress and sys.stderr.isatty()),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not (enabled and progress and sys.stderr.isatty()),
         )
         self._task = self._progress.add_task("train", total=total_steps, loss="-")
 

@@ -23,13 +23,19 @@ def bert_to_lmforge(hf: dict, n_layers: int) -> dict:
         "mlm.norm.bias": hf["cls.predictions.transform.LayerNorm.bias"],
         "mlm.bias": hf["cls.predictions.bias"],
     }
-    names = {"attn.proj": "attention.output.dense", "norm1": "attention.output.LayerNorm",
-             "mlp.fc": "intermediate.dense", "mlp.proj": "output.dense", "norm2": "output.LayerNorm"}
+    names = {
+        "attn.proj": "attention.output.dense",
+        "norm1": "attention.output.LayerNorm",
+        "mlp.fc": "intermediate.dense",
+        "mlp.proj": "output.dense",
+        "norm2": "output.LayerNorm",
+    }
     for i in range(n_layers):
         src = f"bert.encoder.layer.{i}."
         for kind in ("weight", "bias"):
             out[f"backbone.blocks.{i}.attn.qkv.{kind}"] = torch.cat(
-                [hf[f"{src}attention.self.{p}.{kind}"] for p in ("query", "key", "value")])
+                [hf[f"{src}attention.self.{p}.{kind}"] for p in ("query", "key", "value")]
+            )
             for ours, theirs in names.items():
                 out[f"backbone.blocks.{i}.{ours}.{kind}"] = hf[f"{src}{theirs}.{kind}"]
     return out
@@ -40,10 +46,20 @@ def test_matches_bert_for_masked_lm(corpus):
 
     vocab = len(corpus.vocab)
     torch.manual_seed(0)
-    hf = BertForMaskedLM(BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=64, max_position_embeddings=16)).eval()
-    ours = LanguageModel(TransformerConfig(vocab_size=vocab, max_positions=16, n_layers=2, d_model=32, n_heads=4,
-                                           d_ff=64), heads=("mlm",)).eval()
+    hf = BertForMaskedLM(
+        BertConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=16,
+        )
+    ).eval()
+    ours = LanguageModel(
+        TransformerConfig(vocab_size=vocab, max_positions=16, n_layers=2, d_model=32, n_heads=4, d_ff=64),
+        heads=("mlm",),
+    ).eval()
     state = hf.state_dict()
     if "cls.predictions.bias" not in state:
         state["cls.predictions.bias"] = state["cls.predictions.decoder.bias"]

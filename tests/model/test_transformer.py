@@ -6,8 +6,16 @@ from lmforge.model.transformer import Transformer, TransformerConfig, count_para
 
 
 def tiny(**kw) -> TransformerConfig:
-    base = dict(vocab_size=500, max_positions=16, n_layers=2, d_model=32, n_heads=4, d_ff=64, dropout=0.0,
-                attn_dropout=0.0)
+    base = dict(
+        vocab_size=500,
+        max_positions=16,
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_ff=64,
+        dropout=0.0,
+        attn_dropout=0.0,
+    )
     return TransformerConfig(**{**base, **kw})
 
 
@@ -67,11 +75,14 @@ def test_rotary_is_relative(corpus):
     torch.testing.assert_close(first, again)
 
 
-@pytest.mark.parametrize("init,check", [
-    ("normal", lambda w: abs(w.std().item() - 0.02) < 0.004),
-    ("xavier", lambda w: abs(w.std().item() - (2 / (32 + 96)) ** 0.5) < 0.02),
-    ("kaiming", lambda w: abs(w.std().item() - (2 / 32) ** 0.5) < 0.05),
-])
+@pytest.mark.parametrize(
+    "init,check",
+    [
+        ("normal", lambda w: abs(w.std().item() - 0.02) < 0.004),
+        ("xavier", lambda w: abs(w.std().item() - (2 / (32 + 96)) ** 0.5) < 0.02),
+        ("kaiming", lambda w: abs(w.std().item() - (2 / 32) ** 0.5) < 0.05),
+    ],
+)
 def test_init_schemes(init, check):
     torch.manual_seed(0)
     model = Transformer(tiny(init=init))
@@ -82,11 +93,23 @@ def test_init_schemes(init, check):
 
 def test_names_map_onto_bert_and_gpt2():
     names = set(LanguageModel(tiny(), heads=("mlm", "sentence")).state_dict())
-    for name in ["backbone.embed.tokens.weight", "backbone.embed.positions.weight", "backbone.embed.types.weight",
-                 "backbone.embed.norm.weight", "backbone.blocks.1.attn.qkv.weight", "backbone.blocks.1.attn.proj.bias",
-                 "backbone.blocks.1.norm1.weight", "backbone.blocks.1.mlp.fc.weight", "backbone.blocks.1.mlp.proj.weight",
-                 "backbone.blocks.1.norm2.bias", "mlm.transform.weight", "mlm.norm.weight", "mlm.bias",
-                 "sentence.pooler.weight", "sentence.classifier.weight"]:
+    for name in [
+        "backbone.embed.tokens.weight",
+        "backbone.embed.positions.weight",
+        "backbone.embed.types.weight",
+        "backbone.embed.norm.weight",
+        "backbone.blocks.1.attn.qkv.weight",
+        "backbone.blocks.1.attn.proj.bias",
+        "backbone.blocks.1.norm1.weight",
+        "backbone.blocks.1.mlp.fc.weight",
+        "backbone.blocks.1.mlp.proj.weight",
+        "backbone.blocks.1.norm2.bias",
+        "mlm.transform.weight",
+        "mlm.norm.weight",
+        "mlm.bias",
+        "sentence.pooler.weight",
+        "sentence.classifier.weight",
+    ]:
         assert name in names, name
     gpt = set(LanguageModel(tiny(causal=True, norm="pre", type_vocab_size=0), heads=("lm",)).state_dict())
     assert "backbone.final_norm.weight" in gpt and "backbone.embed.types.weight" not in gpt

@@ -19,30 +19,127 @@ from lmforge.train.objectives import MLMMasker, MLMObjective, causal_lm_objectiv
 
 def tiny_model(vocab: int, causal: bool = False, seed: int = 0, **kw: Any) -> LanguageModel:
     torch.manual_seed(seed)
-    cfg = TransformerConfig(vocab_size=vocab, max_positions=16, n_layers=2, d_model=32, n_heads=4, d_ff=64,
-                            causal=causal, norm="pre" if causal else "post",
-                            type_vocab_size=0 if causal else 2, **kw)
+    cfg = TransformerConfig(
+        vocab_size=vocab,
+        max_positions=16,
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_ff=64,
+        causal=causal,
+        norm="pre" if causal else "post",
+        type_vocab_size=0 if causal else 2,
+        **kw,
+    )
     return LanguageModel(cfg, heads=("lm",) if causal else ("mlm",))
 
 
 def train_cfg(**over: Any) -> TrainConfig:
-    base = {"steps": 6, "batch_size": 8, "log_every": 1, "progress": False, "tensorboard": False,
-            "peak_flops": 1e12, "schedule": {"warmup": 0.2}, "optim": {"lr": 3e-3}}
+    base = {
+        "steps": 6,
+        "batch_size": 8,
+        "log_every": 1,
+        "progress": False,
+        "tensorboard": False,
+        "peak_flops": 1e12,
+        "schedule": {"warmup": 0.2},
+        "optim": {"lr": 3e-3},
+    }
     return build_config(TrainConfig, base, over, source="test")
 
 
-def run(corpus, out: Optional[Path], cfg: TrainConfig, *, causal: bool = False, resume: Optional[Path] = None,
-        init_seed: int = 0, eval_data: bool = False, dropout: float = 0.1, objective=None,
-        info: DistInfo = DistInfo()) -> LoopResult:
+def run(
+    corpus,
+    out: Optional[Path],
+    cfg: TrainConfig,
+    *,
+    causal: bool = False,
+    resume: Optional[Path] = None,
+    init_seed: int = 0,
+    eval_data: bool = False,
+    dropout: float = 0.1,
+    objective=None,
+    info: DistInfo = DistInfo(),
+) -> LoopResult:
     vocab = len(corpus.vocab)
     model = tiny_model(vocab, causal, init_seed, dropout=dropout, attn_dropout=dropout)
-    data = TensorBlockSource(corpus.tokens[:40_000], 16, cfg.batch_size, seed=cfg.seed, rank=info.rank,
-                             world_size=info.world_size, prefix_id=None if causal else corpus.cls)
-    val = TensorBlockSource(corpus.tokens[40_000:42_000], 16, 8 // info.world_size, shuffle=False,
-                            rank=info.rank, world_size=info.world_size,
-                            prefix_id=None if causal else corpus.cls) if eval_data else None
+    data = TensorBlockSource(
+        corpus.tokens[:40_000],
+        16,
+        cfg.batch_size,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        prefix_id=None if causal else corpus.cls,
+    )
+    val = (
+        TensorBlockSource(
+            corpus.tokens[40_000:42_000],
+            16,
+            8 // info.world_size,
+            shuffle=False,
+            rank=info.rank,
+            world_size=info.world_size,
+            prefix_id=None if causal else corpus.cls,
+        )
+        if eval_data
+        else None
+    )
     if objective is None:
-        objective = causal_lm_objective if causal else MLMObjective(MLMMasker(vocab, corpus.mask, corpus.special_ids))
+        objective = (
+            causal_lm_objective if causal else MLMObjective(MLMMasker(vocab, corpus.mask, corpus.special_ids))
+        )
     torch.manual_seed(cfg.seed + 1)  # the training stream (masks, dropout) starts from the run's seed
-    return train_loop(model, objective, data, cfg, device=torch.device("cpu"), eval_data=val, out_dir=out,
-                      resume=resume, flops_per_token=1e5, info=info)
+    return train_loop(
+        model,
+        objective,
+        data,
+        cfg,
+        device=torch.device("cpu"),
+        eval_data=val,
+        out_dir=out,
+        resume=resume,
+        flops_per_token=1e5,
+        info=info,
+    )
+
+
+class ListSource:
+    """Fixed batches (with ragged padding), for exact comparisons."""
+
+    def __init__(self, batches):
+        self.batches, self.position, self.epoch = batches, 0, 0
+
+    def __iter__(self):
+        while self.position < len(self.batches):
+            self.position += 1
+            yield self.batches[self.position - 1]
+
+    def set_epoch(self, epoch):
+        self.epoch, self.position = epoch, 0
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state):
+        self.epoch, self.position = state["epoch"], state["position"]
+
+
+def padded_batches(corpus, n_rows, rows_per_batch, rank=0, world_size=1):
+    """Batches of rows with random lengths; with world_size > 1, rank's slice of each global batch
+    (so the processes hold different numbers of real tokens)."""
+    ids = corpus.tokens[: n_rows * 16].view(n_rows, 16)
+    attn = torch.ones_like(ids)
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 17, (n_rows,), generator=g)
+    for r, n in enumerate(lengths.tolist()):
+        attn[r, n:] = 0
+    step = rows_per_batch * world_size
+    return [
+        {
+            "input_ids": ids[i + lo : i + lo + rows_per_batch],
+            "attention_mask": attn[i + lo : i + lo + rows_per_batch],
+        }
+        for i in range(0, n_rows, step)
+        for lo in [rank * rows_per_batch]
+    ]

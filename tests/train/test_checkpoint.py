@@ -24,8 +24,12 @@ def test_roundtrip_is_exact_and_pickle_free(tmp_path):
     model(ids, masked_positions=ids > 50)["mlm_logits"].sum().backward()
     opt.step()
     path = ck.save_checkpoint(tmp_path, 7, model, opt, {"step": 7, "data": {"position": 3}})
-    assert sorted(p.name for p in path.iterdir()) == ["COMPLETE", "model.safetensors", "optimizer.safetensors",
-                                                      "state.json"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "COMPLETE",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    ]
     expected_rng = torch.get_rng_state()
     torch.manual_seed(999)
     other = tiny_model(100, seed=5)
@@ -61,7 +65,10 @@ def test_half_written_checkpoint_is_ignored_on_resume(corpus, tmp_path):
 def test_keep_last_k(corpus, tmp_path):
     run(corpus, tmp_path, train_cfg(steps=8, checkpoint_every=1, keep_last=3))
     assert [p.name for p in ck.complete_checkpoints(tmp_path / "checkpoints")] == [
-        "step-00000006", "step-00000007", "step-00000008"]
+        "step-00000006",
+        "step-00000007",
+        "step-00000008",
+    ]
 
 
 def _losses(path: Path) -> dict[int, float]:
@@ -77,9 +84,15 @@ def test_resume_after_killing_the_process_is_bitwise_identical(corpus, tmp_path)
     over = {"steps": 300, "checkpoint_every": 2, "keep_last": 2}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     corpus.save(tmp_path / "corpus")
-    cmd = [sys.executable, "-m", "tests.train.tiny_run", str(tmp_path / "killed"), json.dumps(over), str(tmp_path / "corpus")]
-    proc = subprocess.Popen(cmd,
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.train.tiny_run",
+        str(tmp_path / "killed"),
+        json.dumps(over),
+        str(tmp_path / "corpus"),
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -96,6 +109,9 @@ def test_resume_after_killing_the_process_is_bitwise_identical(corpus, tmp_path)
     stop = done + 3
     run(corpus, tmp_path / "killed", train_cfg(**over, stop_at_step=stop), resume=resume_from)
     run(corpus, tmp_path / "straight", train_cfg(**over, stop_at_step=stop))
-    killed, straight = _losses(tmp_path / "killed" / "metrics.jsonl"), _losses(tmp_path / "straight" / "metrics.jsonl")
+    killed, straight = (
+        _losses(tmp_path / "killed" / "metrics.jsonl"),
+        _losses(tmp_path / "straight" / "metrics.jsonl"),
+    )
     assert sorted(straight) == list(range(1, stop + 1))
     assert {s: killed[s] for s in straight} == straight  # bitwise, before and after the kill

@@ -6,28 +6,62 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.helpers import run, train_cfg
+import torch
+
+from lmforge.train.loop import train_loop
+from lmforge.train.objectives import causal_lm_objective
+from tests.train.helpers import ListSource, padded_batches, run, tiny_model, train_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_processes_equal_one_with_the_same_global_batch(corpus, tmp_path):
     corpus.save(tmp_path / "corpus")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tests.train.ddp_run", str(tmp_path / "ddp"), str(tmp_path / "corpus")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tests.train.ddp_run",
+        str(tmp_path / "ddp"),
+        str(tmp_path / "corpus"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / "ddp" / f"result-rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["losses"] == ranks[1]["losses"]  # every process logs the global loss
 
-    single = run(corpus, tmp_path / "one", train_cfg(steps=4, batch_size=8, eval_every=4, eval_batches=2),
-                 causal=True, eval_data=True, dropout=0.0)
+    single = run(
+        corpus,
+        tmp_path / "one",
+        train_cfg(steps=4, batch_size=8, eval_every=4, eval_batches=2),
+        causal=True,
+        eval_data=True,
+        dropout=0.0,
+    )
     for step, loss in single.losses.items():
         assert ranks[0]["losses"][str(step)] == pytest.approx(loss, rel=1e-5)
     assert ranks[0]["evals"][0]["val_loss"] == pytest.approx(single.evals[0]["val_loss"], rel=1e-5)
+    # ragged padding, so the processes' token counts differ: the loss is still the global per-token mean
+    model = tiny_model(len(corpus.vocab), causal=True, dropout=0.0, attn_dropout=0.0)
+    data = ListSource(padded_batches(corpus, 32, 8))
+    ragged = train_loop(
+        model,
+        causal_lm_objective,
+        data,
+        train_cfg(steps=4, batch_size=8, optim={"name": "sgd", "lr": 1.0}),
+        device=torch.device("cpu"),
+    )
+    for step, loss in ragged.losses.items():
+        assert ranks[0]["ragged"][str(step)] == pytest.approx(loss, rel=1e-5)
     # only rank 0 wrote: one metrics line per step, checkpoints once
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len([line for line in lines if "train_loss" in line]) == 4
-    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").glob("step-*")) == ["step-00000002",
-                                                                                          "step-00000004"]
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").glob("step-*")) == [
+        "step-00000002",
+        "step-00000004",
+    ]

@@ -7,7 +7,7 @@ from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.data import TensorBlockSource
 from lmforge.train.loop import TrainingError, train_loop
 from lmforge.train.objectives import ObjectiveOutput, causal_lm_objective
-from tests.train.helpers import run, tiny_model, train_cfg
+from tests.train.helpers import ListSource, padded_batches, run, tiny_model, train_cfg
 
 
 def test_loss_falls_on_a_tiny_corpus(corpus, tmp_path):
@@ -18,48 +18,29 @@ def test_loss_falls_on_a_tiny_corpus(corpus, tmp_path):
     assert last < first - 0.4, (first, last)
     assert result.evals[-1]["val_loss"] < result.evals[0]["val_loss"]
     assert 0.01 < result.evals[-1]["val_mlm_acc"] < 1  # frequent tokens get learnt first
-    assert result.evals[-1]["val_ppl"] == pytest.approx(torch.tensor(result.evals[-1]["val_loss"]).exp().item())
-
-
-class ListSource:
-    """Fixed batches (with ragged padding), for exact comparisons."""
-
-    def __init__(self, batches):
-        self.batches, self.position, self.epoch = batches, 0, 0
-
-    def __iter__(self):
-        while self.position < len(self.batches):
-            self.position += 1
-            yield self.batches[self.position - 1]
-
-    def set_epoch(self, epoch):
-        self.epoch, self.position = epoch, 0
-
-    def state_dict(self):
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state):
-        self.epoch, self.position = state["epoch"], state["position"]
-
-
-def padded_batches(corpus, n_rows, rows_per_batch):
-    ids = corpus.tokens[: n_rows * 16].view(n_rows, 16)
-    attn = torch.ones_like(ids)
-    g = torch.Generator().manual_seed(0)
-    lengths = torch.randint(3, 17, (n_rows,), generator=g)
-    for r, n in enumerate(lengths.tolist()):
-        attn[r, n:] = 0
-    return [{"input_ids": ids[i : i + rows_per_batch], "attention_mask": attn[i : i + rows_per_batch]}
-            for i in range(0, n_rows, rows_per_batch)]
+    assert result.evals[-1]["val_ppl"] == pytest.approx(
+        torch.tensor(result.evals[-1]["val_loss"]).exp().item()
+    )
 
 
 def test_accumulating_4x8_equals_one_batch_of_32(corpus):
     results = []
     for rows, accum in ((32, 1), (8, 4)):
         model = tiny_model(len(corpus.vocab), causal=True, dropout=0.0, attn_dropout=0.0)
-        cfg = train_cfg(steps=3, batch_size=rows, grad_accum=accum, optim={"lr": 1e-2}, schedule={"kind": "constant", "warmup": 0.0})
-        res = train_loop(model, causal_lm_objective, ListSource(padded_batches(corpus, 96, rows)), cfg,
-                         device=torch.device("cpu"))
+        cfg = train_cfg(
+            steps=3,
+            batch_size=rows,
+            grad_accum=accum,
+            optim={"name": "sgd", "lr": 1.0},  # SGD: Adam is blind to a wrongly scaled gradient
+            schedule={"kind": "constant", "warmup": 0.0},
+        )
+        res = train_loop(
+            model,
+            causal_lm_objective,
+            ListSource(padded_batches(corpus, 96, rows)),
+            cfg,
+            device=torch.device("cpu"),
+        )
         results.append((res, model))
     (a, ma), (b, mb) = results
     for s in (1, 2, 3):
@@ -118,7 +99,9 @@ def test_non_finite_step_is_skipped_and_weights_unchanged(corpus, kind):
 
     watch = Watch()
     res = train_loop(model, watch, data, train_cfg(steps=4, max_bad_steps=3), device=torch.device("cpu"))
-    assert res.bad_steps == 1 and res.step == 4 and watch.inner.calls == 5  # one extra batch replaced the bad one
+    assert (
+        res.bad_steps == 1 and res.step == 4 and watch.inner.calls == 5
+    )  # one extra batch replaced the bad one
     for before, after in zip(snapshots[3], snapshots[4]):  # weights entering call 3 == entering call 4
         assert torch.equal(before, after)
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -128,8 +111,13 @@ def test_too_many_bad_steps_stop_with_a_clear_message(corpus):
     model = tiny_model(len(corpus.vocab), causal=True)
     data = TensorBlockSource(corpus.tokens[:20_000], 16, 8)
     with pytest.raises(TrainingError, match=r"step 3: non-finite loss .*data state .*'position': 2"):
-        train_loop(model, Poisoned(causal_lm_objective, 3), data, train_cfg(steps=5, max_bad_steps=1),
-                   device=torch.device("cpu"))
+        train_loop(
+            model,
+            Poisoned(causal_lm_objective, 3),
+            data,
+            train_cfg(steps=5, max_bad_steps=1),
+            device=torch.device("cpu"),
+        )
 
 
 def test_exact_resume_after_stopping_mid_run(corpus, tmp_path):
@@ -149,8 +137,13 @@ def test_exact_resume_after_stopping_mid_run(corpus, tmp_path):
 
 def test_early_stopping_keeps_the_best_checkpoint(corpus, tmp_path):
     # val_loss falls, so asking for its maximum stops after `patience` evaluations without a new best
-    cfg = train_cfg(steps=20, eval_every=2, eval_batches=2, keep_last=1,
-                    early_stopping={"metric": "val_loss", "mode": "max", "patience": 2})
+    cfg = train_cfg(
+        steps=20,
+        eval_every=2,
+        eval_batches=2,
+        keep_last=1,
+        early_stopping={"metric": "val_loss", "mode": "max", "patience": 2},
+    )
     res = run(corpus, tmp_path, cfg, eval_data=True, dropout=0.0)
     assert res.stopped == "early_stopping" and res.step == 6 and res.best[0] == 2
     root = tmp_path / "checkpoints"

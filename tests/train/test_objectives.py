@@ -7,8 +7,17 @@ from lmforge.train.objectives import IGNORE, MLMMasker, MLMObjective, causal_lm_
 
 
 def tiny(vocab: int, **kw) -> TransformerConfig:
-    return TransformerConfig(vocab_size=vocab, max_positions=16, n_layers=2, d_model=32, n_heads=4, d_ff=64,
-                             dropout=0.0, attn_dropout=0.0, **kw)
+    return TransformerConfig(
+        vocab_size=vocab,
+        max_positions=16,
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_ff=64,
+        dropout=0.0,
+        attn_dropout=0.0,
+        **kw,
+    )
 
 
 def blocks(corpus, B, T=16):
@@ -67,8 +76,12 @@ def test_whole_word_masking_masks_whole_jieba_words(corpus):
                 continue
             inside = picked[b][(word_ids[b] == w) & (ids[b] != corpus.cls)]
             assert inside.all() or not inside.any(), "a word was partly masked"
-    multi = sum(int((word_ids[b] == w).sum() > 1 and picked[b][word_ids[b] == w].all())
-                for b in range(ids.shape[0]) for w in word_ids[b].unique().tolist() if w >= 0)
+    multi = sum(
+        int((word_ids[b] == w).sum() > 1 and picked[b][word_ids[b] == w].all())
+        for b in range(ids.shape[0])
+        for w in word_ids[b].unique().tolist()
+        if w >= 0
+    )
     assert multi > 0  # multi-token words were masked as a whole
 
 
@@ -76,12 +89,16 @@ def test_mlm_objective_counts_only_masked_tokens(corpus):
     torch.manual_seed(0)
     model = LanguageModel(tiny(len(corpus.vocab)), heads=("mlm",))
     ids = blocks(corpus, 4)
-    obj = MLMObjective(MLMMasker(len(corpus.vocab), corpus.mask, corpus.special_ids),
-                       generator=torch.Generator().manual_seed(0))
+    obj = MLMObjective(
+        MLMMasker(len(corpus.vocab), corpus.mask, corpus.special_ids),
+        generator=torch.Generator().manual_seed(0),
+    )
     out = obj(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
     assert 0 < out.n_tokens < ids.numel()
     mean = out.loss_sum / out.n_tokens
-    assert abs(mean.item() - torch.log(torch.tensor(float(len(corpus.vocab)))).item()) < 1.0  # ~uniform at init
+    assert (
+        abs(mean.item() - torch.log(torch.tensor(float(len(corpus.vocab)))).item()) < 1.0
+    )  # ~uniform at init
     assert 0 <= out.metrics["mlm_correct"] <= out.n_tokens
 
 
@@ -89,14 +106,21 @@ def test_nsp_loss_is_added_to_mlm(corpus):
     torch.manual_seed(0)
     model = LanguageModel(tiny(len(corpus.vocab)), heads=("mlm", "sentence"))
     ids = blocks(corpus, 4)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
-             "sentence_label": torch.tensor([0, 1, 1, 0])}
-    mk = lambda: MLMObjective(MLMMasker(len(corpus.vocab), corpus.mask, corpus.special_ids),
-                              generator=torch.Generator().manual_seed(0))
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+        "sentence_label": torch.tensor([0, 1, 1, 0]),
+    }
+    mk = lambda: MLMObjective(
+        MLMMasker(len(corpus.vocab), corpus.mask, corpus.special_ids),
+        generator=torch.Generator().manual_seed(0),
+    )
     both = mk()(model, batch)
     mlm_only = mk()(model, {k: v for k, v in batch.items() if k != "sentence_label"})
-    sent = torch.nn.functional.cross_entropy(model(ids, token_type_ids=batch["token_type_ids"])["sentence_logits"],
-                                             batch["sentence_label"])
+    sent = torch.nn.functional.cross_entropy(
+        model(ids, token_type_ids=batch["token_type_ids"])["sentence_logits"], batch["sentence_label"]
+    )
     torch.testing.assert_close(both.loss_sum / both.n_tokens, mlm_only.loss_sum / mlm_only.n_tokens + sent)
     assert "sentence_correct" in both.metrics
 
@@ -110,8 +134,9 @@ def test_causal_lm_loss_per_token(corpus):
     out = causal_lm_objective(model, {"input_ids": ids, "attention_mask": attn})
     assert out.n_tokens.item() == 15 + 9  # next-token targets at real positions only
     logits = model(ids, attn)["lm_logits"]
-    ref = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum") + \
-        torch.nn.functional.cross_entropy(logits[1, :9], ids[1, 1:10], reduction="sum")
+    ref = torch.nn.functional.cross_entropy(
+        logits[0, :-1], ids[0, 1:], reduction="sum"
+    ) + torch.nn.functional.cross_entropy(logits[1, :9], ids[1, 1:10], reduction="sum")
     torch.testing.assert_close(out.loss_sum, ref)
 
 

@@ -40,7 +40,9 @@ def test_every_optimizer_reduces_a_loss(name):
     x, y = torch.randn(64, 8), torch.randn(64, 1)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 1))
     lr = {"adamw": 1e-2, "adafactor": 1e-2, "lamb": 1e-2, "sgd": 5e-2}[name]
-    opt = build_optimizer(model, OptimConfig(name=name, lr=lr, nesterov=name == "sgd"), 0, torch.device("cpu"))
+    opt = build_optimizer(
+        model, OptimConfig(name=name, lr=lr, nesterov=name == "sgd"), 0, torch.device("cpu")
+    )
     first = None
     for _ in range(30):
         loss = torch.nn.functional.mse_loss(model(x), y)
@@ -86,7 +88,9 @@ def test_schedule_follows_steps_or_wall_clock():
     by_steps = Schedule(opt, ScheduleConfig(kind="linear", warmup=0.0), 2.0, steps=100)
     assert by_steps.apply(50, elapsed_s=9999) == pytest.approx(1.0)
     by_time = Schedule(opt, ScheduleConfig(kind="linear", warmup=0.0), 2.0, steps=100, budget_s=60)
-    assert by_time.apply(1, elapsed_s=45) == pytest.approx(0.5) and opt.param_groups[0]["lr"] == pytest.approx(0.5)
+    assert by_time.apply(1, elapsed_s=45) == pytest.approx(0.5) and opt.param_groups[0][
+        "lr"
+    ] == pytest.approx(0.5)
     assert by_time.done(1, 60) and not by_time.done(99, 59)
     warm = Schedule(opt, ScheduleConfig(kind="constant", warmup_steps=10), 1.0, steps=100)
     assert warm.apply(5, 0) == pytest.approx(0.5)

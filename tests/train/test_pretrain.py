@@ -20,18 +20,45 @@ def test_every_shipped_config_parses(path):
 
 
 def _meta(corpus):
-    return {"tokenizer": {"vocab_size": len(corpus.vocab), "kind": "wordpiece", "hash": "test",
-                          "special_tokens": {"pad": corpus.pad, "unk": 1, "cls": corpus.cls, "sep": corpus.sep,
-                                             "mask": corpus.mask, "eos": None}}}
+    return {
+        "tokenizer": {
+            "vocab_size": len(corpus.vocab),
+            "kind": "wordpiece",
+            "hash": "test",
+            "special_tokens": {
+                "pad": corpus.pad,
+                "unk": 1,
+                "cls": corpus.cls,
+                "sep": corpus.sep,
+                "mask": corpus.mask,
+                "eos": None,
+            },
+        }
+    }
 
 
 def _tiny(tmp_path, **train):
-    layers = [load_config_file(ROOT / "configs" / "pretrain-tiny.yaml"),
-              {"out": str(tmp_path / "run"), "data": {"seq_len": 16},
-               "model": {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "max_positions": 16},
-               "train": {"steps": 6, "budget": None, "batch_size": 8, "log_every": 2, "eval_every": 3,
-                         "eval_batches": 2, "checkpoint_every": 3, "precision": "fp32", "progress": False,
-                         "peak_flops": 1e12, **train}}]
+    layers = [
+        load_config_file(ROOT / "configs" / "pretrain-tiny.yaml"),
+        {
+            "out": str(tmp_path / "run"),
+            "data": {"seq_len": 16},
+            "model": {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "max_positions": 16},
+            "train": {
+                "steps": 6,
+                "budget": None,
+                "batch_size": 8,
+                "log_every": 2,
+                "eval_every": 3,
+                "eval_batches": 2,
+                "checkpoint_every": 3,
+                "precision": "fp32",
+                "progress": False,
+                "peak_flops": 1e12,
+                **train,
+            },
+        },
+    ]
     return make_pretrain_config(*layers, source="test")
 
 
@@ -64,7 +91,9 @@ def test_pretrain_writes_the_model_directory_and_resumes(corpus, tmp_path):
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     cfg = str(ROOT / "configs" / "pretrain-tiny.yaml")
-    assert main(["pretrain", "--config", cfg, "--shards", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert (
+        main(["pretrain", "--config", cfg, "--shards", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    )
     assert "data.shards" in capsys.readouterr().err
     assert main(["pretrain", "--config", cfg, "train.optim.lr=-1"]) == 2
     assert "train.optim.lr" in capsys.readouterr().err
@@ -73,15 +102,22 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_python_dash_m_lmforge(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lmforge", "pretrain", "--shards", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmforge", "pretrain", "--shards", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 2 and "no meta.json" in proc.stderr
 
 
 def test_whole_word_needs_the_tokenizer(corpus, tmp_path):
     train, val = _sources(corpus)
-    config = _tiny(tmp_path).model_copy(update={"objective": _tiny(tmp_path).objective.model_copy(update={"whole_word": True})})
+    config = _tiny(tmp_path).model_copy(
+        update={"objective": _tiny(tmp_path).objective.model_copy(update={"whole_word": True})}
+    )
     with pytest.raises(ConfigError, match="whole_word"):
         pretrain(config, train_data=train, eval_data=val, meta=_meta(corpus))
 
@@ -95,12 +131,26 @@ def test_cli_end_to_end_through_the_shards_reader(corpus, tmp_path, monkeypatch)
     calls = []
 
     class FakeBlockDataset(TensorBlockSource):
-        def __init__(self, shards_dir, split, seq_len, batch_size, *, seed=0, rank=0, world_size=1,
-                     cross_documents=True, add_special_tokens=True):
-            calls.append((Path(shards_dir).name, split, seq_len, batch_size, rank, world_size, add_special_tokens))
+        def __init__(
+            self,
+            shards_dir,
+            split,
+            seq_len,
+            batch_size,
+            *,
+            seed=0,
+            rank=0,
+            world_size=1,
+            cross_documents=True,
+            add_special_tokens=True,
+        ):
+            calls.append(
+                (Path(shards_dir).name, split, seq_len, batch_size, rank, world_size, add_special_tokens)
+            )
             part = corpus.tokens[:30_000] if split == "train" else corpus.tokens[30_000:32_000]
-            super().__init__(part, seq_len, batch_size, seed=seed, rank=rank, world_size=world_size,
-                             prefix_id=corpus.cls)
+            super().__init__(
+                part, seq_len, batch_size, seed=seed, rank=rank, world_size=world_size, prefix_id=corpus.cls
+            )
             self.meta = json.loads((Path(shards_dir) / "meta.json").read_text())
 
     fake = types.ModuleType("lmforge.tokenize.datasets")
@@ -116,12 +166,43 @@ def test_cli_end_to_end_through_the_shards_reader(corpus, tmp_path, monkeypatch)
     (shards / "tokenizer.json").write_text('{"fake": true}')
     out = tmp_path / "run"
     cfg = str(ROOT / "configs" / "pretrain-tiny.yaml")
-    code = main(["pretrain", "--config", cfg, "--shards", str(shards), "--out", str(out), "--no-progress",
-                 "data.seq_len=16", "model.n_layers=2", "model.d_model=32", "model.d_ff=64", "model.max_positions=16",
-                 "train.steps=4", "train.budget=null", "train.batch_size=8", "train.eval_every=2",
-                 "train.eval_batches=1", "train.checkpoint_every=2", "train.precision=fp32", "train.peak_flops=1e12"])
+    code = main(
+        [
+            "pretrain",
+            "--config",
+            cfg,
+            "--shards",
+            str(shards),
+            "--out",
+            str(out),
+            "--no-progress",
+            "data.seq_len=16",
+            "model.n_layers=2",
+            "model.d_model=32",
+            "model.d_ff=64",
+            "model.max_positions=16",
+            "train.steps=4",
+            "train.budget=null",
+            "train.batch_size=8",
+            "train.eval_every=2",
+            "train.eval_batches=1",
+            "train.checkpoint_every=2",
+            "train.precision=fp32",
+            "train.peak_flops=1e12",
+        ]
+    )
     assert code == 0
     assert calls[0] == ("shards", "train", 16, 8, 0, 1, True) and calls[1][1] == "validation"
     assert (out / "tokenizer.json").read_text() == '{"fake": true}'
     assert json.loads((out / "config.json").read_text())["model"]["vocab_size"] == len(corpus.vocab)
     assert (out / "checkpoints" / "step-00000004" / "COMPLETE").is_file()
+
+
+def test_whole_word_masking_run_with_the_shards_tokenizer(corpus, tmp_path):
+    tok = tmp_path / "tokenizer.json"
+    tok.write_text(corpus.tokenizer_json)
+    train, val = _sources(corpus)
+    base = _tiny(tmp_path, steps=2, eval_every=2)
+    config = base.model_copy(update={"objective": base.objective.model_copy(update={"whole_word": True})})
+    result = pretrain(config, train_data=train, eval_data=val, meta=_meta(corpus), tokenizer_file=tok)
+    assert result.step == 2 and 0 < result.evals[-1]["val_loss"] < 20

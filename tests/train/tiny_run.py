@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from lmforge.train.checkpoint import resolve_resume
-from tests.conftest import TinyCorpus
+from tests.lmcorpus import TinyCorpus
 from tests.train.helpers import run, train_cfg
 
 if __name__ == "__main__":
