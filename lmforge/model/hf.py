@@ -247,13 +247,16 @@ def load_hf(path: str | Path) -> LoadedModel:
         raise ConfigError(f"Hugging Face model directory not found: {root}")
     where = str(root / "config.json")
     config, arch = _dir_config_from_hf(read_json(root / "config.json"), where)
-    model = build_model(config, where)
     state, weights_file = _read_weights(root)
+    if arch == "BertModel" and not any(k.endswith("pooler.dense.weight") for k in state):
+        config.pop("pooling", None)  # saved with add_pooling_layer=False
+    model = build_model(config, where)
     state = _drop_ignorable(state, config["model"]["tie_embeddings"])
     n = model.config.n_layers
     try:
         if arch in BERT_ARCHS:
             heads, task, pooler = BERT_ARCHS[arch]
+            pooler = pooler and config.get("pooling") == "pooler"
             ours, sources = bert_to_lmforge(state, n, heads, task, pooler)
             known = set(bert_names(n, heads, task, pooler).values()) | {
                 f"bert.encoder.layer.{i}.attention.self.{p}.{k}" for i in range(n)
@@ -269,6 +272,9 @@ def load_hf(path: str | Path) -> LoadedModel:
     if unexpected:
         raise ConfigError(f"{weights_file}: unexpected tensor {unexpected[0]} for {arch}")
     check_and_load(model, ours, weights_file, sources)
+    st = root / "sentence_bert_config.json"  # sentence-transformers' own sequence limit
+    if st.is_file() and isinstance(read_json(st).get("max_seq_length"), int):
+        config["max_length"] = read_json(st)["max_seq_length"]
     return LoadedModel(model.eval(), _hf_tokenizer(root), config, list(config.get("labels", [])))
 
 
