@@ -230,7 +230,8 @@ def attention_bias(attention_mask: Optional[Tensor], causal: bool, T: int) -> tu
     if attention_mask is None:
         return None, causal
     keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-    eye = torch.eye(T, dtype=torch.bool, device=attention_mask.device)  # (T, T)
+    idx = torch.arange(T, device=attention_mask.device)
+    eye = idx[:, None] == idx[None, :]  # (T, T); not torch.eye(bool), which ONNX Runtime cannot run
     if causal:
         allowed = keep & torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()
     else:

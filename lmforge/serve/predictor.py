@@ -48,7 +48,7 @@ class Predictor:
         m = self.model
         can = {"classify": m.classifier is not None, "tag": m.tagger is not None,
                "fill_mask": m.mlm is not None and self.special.get("mask") is not None,
-               "embed": not m.config.causal, "generate": m.lm is not None and m.config.causal}
+               "embed": not m.config.causal and getattr(m, "output", "hidden") == "hidden", "generate": m.lm is not None and m.config.causal}
         return tuple(t for t in TASKS if can[t])
 
     def _require(self, task: str) -> None:
@@ -212,7 +212,10 @@ def sample(logits: Tensor, temperature: float, top_k: int, top_p: float, gen: to
 
 
 def load(path: str | Path, batch_size: int = 32, max_length: Optional[int] = None) -> Predictor:
-    """An lmforge model directory (or a Hugging Face BERT/GPT-2 directory) -> a Predictor."""
+    """An lmforge model directory (fp32, int8 or ONNX; or a Hugging Face BERT/GPT-2 directory) -> a Predictor."""
     from lmforge.model.hf import load_any
+    from lmforge.serve.export import is_deployed, load_deployed
 
-    return Predictor(load_any(path), batch_size=batch_size, max_length=max_length)
+    deployed = is_deployed(Path(path))
+    loaded = load_deployed(Path(path), deployed) if deployed else load_any(path)
+    return Predictor(loaded, batch_size=batch_size, max_length=max_length)
