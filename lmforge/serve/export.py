@@ -118,8 +118,9 @@ class OnnxModel:
         from lmforge.model.modeldir import build_model
 
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # idle ORT threads busy-wait by default, stealing the cores torch and the server need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = threads or torch.get_num_threads()  # the same budget as torch
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         shape = build_model(config, str(path.parent / "config.json"))  # structure only: which tasks exist
         self.config, self.heads, self.task = shape.config, (), shape.task

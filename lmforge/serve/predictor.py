@@ -156,14 +156,27 @@ class Predictor:
         if keep_text:
             for enc, text in zip(encs, items):
                 enc.text = text  # type: ignore[attr-defined]
-        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
         answers: list[Any] = [None] * len(encs)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
+            for chunk in self._batches([len(e.ids) for e in encs]):
                 for i, answer in zip(chunk, run([encs[i] for i in chunk])):
                     answers[i] = answer
         return answers[0] if single else answers
+
+    def _batches(self, lengths: list[int], waste: float = 0.25) -> list[list[int]]:
+        """Indices in batches of similar length: at most batch_size, and padding at most `waste` of the
+        real tokens (on CPU compute grows with padded tokens, so one 128-token text must not pad 31 short ones)."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        real = 0
+        for i in sorted(range(len(lengths)), key=lengths.__getitem__):  # ascending: the newest is the longest
+            n = lengths[i]
+            if current and (len(current) == self.batch_size or n * (len(current) + 1) > (1 + waste) * (real + n)):
+                batches.append(current)
+                current, real = [], 0
+            current.append(i)
+            real += n
+        return batches + [current] if current else batches
 
     def _pad(self, encs: list[Encoding]) -> tuple[Tensor, Tensor]:
         width = max(len(e.ids) for e in encs)

@@ -106,3 +106,15 @@ def test_clear_errors(serve_models):
     c = lmforge.load(serve_models["classifier"])
     with pytest.raises(InputError, match="expected text as a string, got int"):
         c.classify(["好", 3])
+
+
+def test_batches_group_similar_lengths(serve_models):
+    p = lmforge.load(serve_models["classifier"], batch_size=4)
+    lengths = [10, 120, 11, 12, 10, 13, 11, 60]
+    batches = p._batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # each text exactly once
+    assert all(len(b) <= 4 for b in batches)
+    assert [1] in batches and [7] in batches  # the long texts do not make the short ones pad
+    for b in batches:
+        padded, real = max(lengths[i] for i in b) * len(b), sum(lengths[i] for i in b)
+        assert padded <= 1.25 * real
