@@ -135,6 +135,10 @@ def check_and_load(model: nn.Module, tensors: dict[str, Tensor], where: str,
     """
     src = sources or {}
     tied = aliases(model)
+    tensors = dict(tensors)
+    for name, target in tied.items():  # a writer may have kept the tied copy's name instead of the first
+        if target not in tensors and name in tensors:
+            tensors[target] = tensors.pop(name)
     expected = {k: v for k, v in model.state_dict().items() if k not in tied}
     for name, value in expected.items():
         if name not in tensors:

@@ -1,7 +1,7 @@
 """CPU deployment formats: int8 dynamic quantisation and ONNX (run with onnxruntime, the `onnx` extra).
 
-int8: `torch.ao.quantization.quantize_dynamic` turns every nn.Linear into an int8-weight Linear whose
-activations are quantised on the fly. It is a deterministic function of the fp32 weights, so an int8
+int8: `torch.ao.quantization.quantize_dynamic` turns the backbone's nn.Linear layers into int8-weight
+(per-channel) Linears whose activations are quantised on the fly. It is a deterministic function of the fp32 weights, so an int8
 model directory is the fp32 directory with `"quantization": "int8-dynamic"` in config.json; loading
 applies it. (Packed int8 weights are not a safetensors format, and this keeps the file loadable by
 every other tool.)
@@ -31,10 +31,16 @@ INT8 = "int8-dynamic"
 
 
 def quantize_int8(model: ForgeModel) -> ForgeModel:
-    """A copy of `model` with int8 dynamic quantisation of every Linear (CPU inference only)."""
-    from torch.ao.quantization import quantize_dynamic
+    """A copy of `model` with int8 dynamic quantisation of the backbone's Linear layers (CPU inference only).
 
-    return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+    Weights are quantised per output channel (one scale per row), which keeps small rows from being
+    flattened by one large one; the heads (a few small matrices next to the logits) stay fp32.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    copy_ = copy.deepcopy(model).eval()
+    names = {name for name, m in copy_.named_modules() if isinstance(m, nn.Linear) and name.startswith("backbone.")}
+    return quantize_dynamic(copy_, {name: per_channel_dynamic_qconfig for name in names}, dtype=torch.qint8)
 
 
 def export_int8(model_dir: str | Path, out: str | Path) -> Path:

@@ -118,3 +118,28 @@ def test_batches_group_similar_lengths(serve_models):
     for b in batches:
         padded, real = max(lengths[i] for i in b) * len(b), sum(lengths[i] for i in b)
         assert padded <= 1.25 * real
+
+
+def test_a_pretrain_output_directory_loads(tmp_path, serve_models):
+    """`lmforge pretrain` writes config.json (heads, model, objective, tokenizer meta) + save_model weights."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_model
+
+    from lmforge.model.heads import LanguageModel
+    from tests.serve.conftest import tiny_config
+
+    tok = json.loads((serve_models["classifier"] / "config.json").read_text())["model"]["vocab_size"]
+    model = LanguageModel(tiny_config(tok), ("mlm", "sentence")).eval()
+    save_model(model, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "format_version": 1, "architecture": "lmforge.LanguageModel", "heads": ["mlm", "sentence"],
+        "model": model.config.model_dump(mode="json"), "objective": {"kind": "mlm+nsp"}, "tokenizer": {}}))
+    shutil.copyfile(serve_models["classifier"] / "tokenizer.json", tmp_path / "tokenizer.json")
+    p = lmforge.load(tmp_path)
+    assert p.tasks == ("fill_mask", "embed")
+    ids = torch.tensor([p.tokenizer.encode("质量 好").ids])
+    with torch.no_grad():
+        expected = model.backbone(ids).mean(dim=1)[0]
+    torch.testing.assert_close(torch.tensor(p.embed("质量 好")), expected, rtol=0, atol=1e-5)
