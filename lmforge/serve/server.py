@@ -135,6 +135,8 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmforge-model")  # one forward pass at a time
     metrics = Metrics()
     limits, mb = config.limits, config.micro_batch
+    # a valid body holds at most max_batch texts of max_chars characters (4 bytes each in UTF-8, JSON escapes aside)
+    max_body = 4 * limits.max_chars * limits.max_batch + 65536
     runners: dict[str, Callable[[list[str]], list[Any]]] = {
         "classify": predictor.classify, "tag": predictor.tag, "embed": predictor.embed}
     batchers = {task: MicroBatcher(run, executor, mb.max_size, mb.max_wait_ms, metrics.batching)
@@ -156,7 +158,12 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
     @app.middleware("http")
     async def _measure(request: Request, call_next: Callable[[Request], Any]) -> Any:
         start = time.perf_counter()
-        response = await call_next(request)
+        size = request.headers.get("content-length", "0")
+        if not size.isdigit() or int(size) > max_body:  # refuse before reading a body no valid request needs
+            response: Any = JSONResponse({"error": f"request body of {size} bytes, the limit is {max_body}"},
+                                         status_code=413)
+        else:
+            response = await call_next(request)
         metrics.record(request.url.path, response.status_code, (time.perf_counter() - start) * 1000)
         return response
 

@@ -86,6 +86,8 @@ MALFORMED = [
     ("get", "/v1/classify", {}, 405, "Method Not Allowed"),
     ("post", "/v1/nothing", {"json": {}}, 404, "Not Found"),
     ("post", "/v1/classify", {"content": b"texts=a", "headers": {"content-type": "text/plain"}}, 422, ""),
+    ("post", "/v1/classify", {"content": b"{" + b" " * 200_000 + b"}", "headers": {"content-type": "application/json"}},
+     413, "the limit is"),
 ]
 
 
