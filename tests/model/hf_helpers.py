@@ -1,4 +1,4 @@
-"""Tiny Hugging Face checkpoints written to disk with a real WordPiece tokenizer (trained in tests/conftest)."""
+"""Tiny Hugging Face checkpoints written to disk with a real WordPiece tokenizer trained on People's Daily."""
 
 from __future__ import annotations
 
@@ -10,6 +10,20 @@ BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermed
             max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 GPT2 = dict(n_positions=32, n_embd=32, n_layer=2, n_head=4, n_inner=64, resid_pdrop=0.0, embd_pdrop=0.0,
             attn_pdrop=0.0)
+
+
+def train_wordpiece(n_sentences: int = 400, vocab_size: int = 300):
+    """lmforge's BERT-style WordPiece pipeline ([CLS] ... [SEP] template) on real sentences."""
+    import itertools
+
+    from lmforge.corpora import get_corpus
+    from lmforge.tokenize.train import build_tokenizer, make_tokenizer_config
+
+    texts = [r.text for r in itertools.islice(get_corpus("peoples-daily").records(), n_sentences) if r.text]
+    tok, trainer = build_tokenizer(make_tokenizer_config({"kind": "wordpiece", "vocab_size": vocab_size,
+                                                          "progress": False}))
+    tok.train_from_iterator(texts, trainer)
+    return tok
 
 
 def write_tokenizer(tok, out: Path) -> None:

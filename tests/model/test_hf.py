@@ -14,8 +14,7 @@ from lmforge.model.hf import export_hf, import_hf, load_hf
 from lmforge.model.modeldir import ForgeModel, load_model_dir, model_dir_config, save_model_dir
 from lmforge.model.transformer import TransformerConfig
 from lmforge.tokenize.train import load_tokenizer
-from tests.conftest import build_corpus
-from tests.model.hf_helpers import hf_bert, hf_gpt2
+from tests.model.hf_helpers import hf_bert, hf_gpt2, train_wordpiece
 
 BERT_ARCHS = ["BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification",
               "BertForTokenClassification"]
@@ -23,7 +22,7 @@ BERT_ARCHS = ["BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequ
 
 @pytest.fixture(scope="module")
 def tok():
-    return build_corpus(n_sentences=400, vocab_size=300)[1]
+    return train_wordpiece()
 
 
 def _inputs(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
