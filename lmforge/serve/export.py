@@ -74,6 +74,10 @@ def onnx_output(model: ForgeModel) -> str:
 
 def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
     """`lmforge export --to onnx`: model.onnx + config.json + tokenizer.json, checked with onnxruntime."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        raise ConfigError("ONNX export needs the onnx package: pip install 'lmforge[onnx]'")
     src = Path(model_dir)
     loaded = load_model_dir(src)
     model = loaded.model.eval()
