@@ -91,6 +91,51 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from lmforge.model.hf import import_hf
+
+    print(f"imported {args.src} -> {import_hf(args.src, args.out)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from lmforge.model.hf import export_hf
+    from lmforge.serve.export import export_int8, export_onnx
+
+    target = {"hf": export_hf, "onnx": export_onnx, "int8": export_int8}[args.to]
+    print(f"exported {args.model} -> {target(args.model, args.out)} ({args.to})")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from lmforge.serve.predict import predict_lines
+    from lmforge.serve.predictor import load
+
+    if args.text:
+        texts = list(args.text)
+    elif args.file:
+        with open(args.file, encoding="utf-8") as f:
+            texts = f.readlines()
+    else:
+        texts = sys.stdin.readlines()
+    gen = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k or 0,
+           "top_p": args.top_p, "seed": args.seed}
+    options = {"top_k": args.top_k or 5, "generate": gen}
+    for line in predict_lines(load(args.model, batch_size=args.batch_size), texts, args.task, args.json, options):
+        print(line)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lmforge.config import build_config
+    from lmforge.serve.config import ServeConfig
+    from lmforge.serve.server import serve
+
+    options = {k: getattr(args, k) for k in ("model", "host", "port") if getattr(args, k) is not None}
+    serve(build_config(ServeConfig, *_config_layers(args, options), source=args.config or "command line"))
+    return 0
+
+
 def _corpora_list(args: argparse.Namespace) -> int:
     from lmforge.corpora import CORPORA
 
@@ -174,6 +219,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(handler=_pretrain)
+
+    p = verbs.add_parser("import", help="a Hugging Face BERT/GPT-2 directory -> an lmforge model directory")
+    p.add_argument("--from", dest="src", required=True, metavar="HF_DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(handler=_import)
+
+    p = verbs.add_parser("export", help="an lmforge model directory -> Hugging Face, ONNX or int8")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--to", required=True, choices=["hf", "onnx", "int8"])
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(handler=_export)
+
+    p = verbs.add_parser("predict", help="classify/tag/fill-mask/embed/generate texts with a model directory")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("text", nargs="*", metavar="TEXT", help="texts (default: lines of --file, else of stdin)")
+    p.add_argument("--file", metavar="FILE", help="one text per line")
+    p.add_argument("--task", choices=["classify", "tag", "fill-mask", "embed", "generate"],
+                   help="default: the model's most specific task")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=32)
+    p.add_argument("--top-k", dest="top_k", type=int, help="fill-mask candidates / generation top-k")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", dest="top_p", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(handler=_predict)
+
+    p = verbs.add_parser("serve", help="an HTTP API (FastAPI on uvicorn) for one model directory")
+    p.add_argument("--model", metavar="DIR")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(handler=_serve)
 
     corpora = verbs.add_parser("corpora", help="built-in real corpora").add_subparsers(dest="action", required=True)
     corpora.add_parser("list", help="list built-in corpora").set_defaults(handler=_corpora_list)

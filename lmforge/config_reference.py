@@ -19,6 +19,7 @@ def stage_models() -> dict[str, type[BaseModel]]:
     from lmforge.data.config import PrepareConfig
     from lmforge.eval.config import EvaluateConfig
     from lmforge.tokenize.config import TokenizeConfig, TokenizerTrainConfig
+    from lmforge.serve.config import ServeConfig
     from lmforge.train.config import PretrainConfig
 
     return {
@@ -27,6 +28,7 @@ def stage_models() -> dict[str, type[BaseModel]]:
         "lmforge data tokenize": TokenizeConfig,
         "lmforge pretrain": PretrainConfig,
         "lmforge evaluate": EvaluateConfig,
+        "lmforge serve": ServeConfig,
     }
 
 

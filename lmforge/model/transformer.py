@@ -39,9 +39,7 @@ class TransformerConfig(Section):
     d_model: int = Field(256, gt=0)
     n_heads: int = Field(4, gt=0)
     d_ff: int = Field(1024, gt=0)
-    causal: bool = Field(
-        False, description="False: bidirectional encoder (BERT). True: causal decoder (GPT)."
-    )
+    causal: bool = Field(False, description="False: bidirectional encoder (BERT). True: causal decoder (GPT).")
     norm: Literal["pre", "post"] = "post"
     activation: Literal["gelu", "gelu_tanh", "gated_gelu"] = Field(
         "gelu", description="gelu (BERT), gelu_tanh (GPT-2's approximation), gated_gelu (GEGLU)."
@@ -84,6 +82,21 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.type_as(x)
 
 
+class KVCache:
+    """Keys and values of the positions already seen, per layer, so that generation feeds only new tokens.
+
+    Off unless passed to Transformer.forward; each layer's entry is (k, v), each (B, nh, T_past, hs).
+    """
+
+    def __init__(self, n_layers: int) -> None:
+        self.layers: list[Optional[tuple[Tensor, Tensor]]] = [None] * n_layers
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0]
+        return 0 if first is None else first[0].shape[2]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -92,16 +105,18 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)  # fused q, k, v
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
 
-    def forward(
-        self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]]
-    ) -> Tensor:
+    def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]],
+                cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
-        q, k, v = (
-            t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v)
-        )  # (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if cache is not None:
+            past = cache.layers[layer]
+            if past is not None:
+                k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)  # (B, nh, T_past+T, hs)
+            cache.layers[layer] = (k, v)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )  # (B, nh, T, hs)
@@ -137,13 +152,12 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(
-        self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]]
-    ) -> Tensor:
+    def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]],
+                cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
         if self.pre_norm:
-            x = x + self.drop(self.attn(self.norm1(x), mask, is_causal, rotary))
+            x = x + self.drop(self.attn(self.norm1(x), mask, is_causal, rotary, cache, layer))
             return x + self.drop(self.mlp(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, mask, is_causal, rotary)))
+        x = self.norm1(x + self.drop(self.attn(x, mask, is_causal, rotary, cache, layer)))
         return self.norm2(x + self.drop(self.mlp(x)))
 
 
@@ -156,12 +170,11 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm == "post" else None
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor]) -> Tensor:
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor], offset: int = 0) -> Tensor:
         x = self.tokens(input_ids)  # (B, T, C)
         if self.positions is not None:
-            x = x + self.positions(
-                torch.arange(input_ids.shape[1], device=input_ids.device)
-            )  # (T, C) broadcast
+            pos = torch.arange(offset, offset + input_ids.shape[1], device=input_ids.device)
+            x = x + self.positions(pos)  # (T, C) broadcast
         if self.types is not None:
             x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
         if self.norm is not None:
@@ -177,9 +190,7 @@ class Transformer(nn.Module):
         self.config = cfg
         self.embed = Embeddings(cfg)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = (
-            nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm == "pre" else None
-        )
+        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm == "pre" else None
         init_weights(self, cfg)
 
     def forward(
@@ -187,17 +198,25 @@ class Transformer(nn.Module):
         input_ids: Tensor,
         attention_mask: Optional[Tensor] = None,
         token_type_ids: Optional[Tensor] = None,
+        cache: Optional[KVCache] = None,
     ) -> Tensor:
         B, T = input_ids.shape
-        if T > self.config.max_positions:
-            raise ValueError(f"sequence length {T} exceeds max_positions={self.config.max_positions}")
-        mask, is_causal = attention_bias(attention_mask, self.config.causal, T)
+        offset = cache.length if cache is not None else 0
+        if offset + T > self.config.max_positions:
+            raise ValueError(f"sequence length {offset + T} exceeds max_positions={self.config.max_positions}")
+        if cache is not None:
+            if attention_mask is not None:
+                raise ValueError("the KV cache is for unpadded sequences: pass attention_mask=None")
+            mask, is_causal = cached_bias(offset, T, self.config.causal, input_ids.device)
+        else:
+            mask, is_causal = attention_bias(attention_mask, self.config.causal, T)
         rotary = None
         if self.config.positions == "rotary":
-            rotary = rotary_tables(T, self.config.head_size, self.config.rotary_base, input_ids.device)
-        x = self.embed(input_ids, token_type_ids)  # (B, T, C)
-        for block in self.blocks:
-            x = block(x, mask, is_causal, rotary)
+            cos, sin = rotary_tables(offset + T, self.config.head_size, self.config.rotary_base, input_ids.device)
+            rotary = cos[offset:], sin[offset:]  # (T, hs/2) each, for the new positions
+        x = self.embed(input_ids, token_type_ids, offset)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, is_causal, rotary, cache, i)
         return self.final_norm(x) if self.final_norm is not None else x
 
 
@@ -211,12 +230,23 @@ def attention_bias(attention_mask: Optional[Tensor], causal: bool, T: int) -> tu
     if attention_mask is None:
         return None, causal
     keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-    eye = torch.eye(T, dtype=torch.bool, device=attention_mask.device)  # (T, T)
+    idx = torch.arange(T, device=attention_mask.device)
+    eye = idx[:, None] == idx[None, :]  # (T, T); not torch.eye(bool), which ONNX Runtime cannot run
     if causal:
         allowed = keep & torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()
     else:
         allowed = keep
     return allowed | eye, False  # (B, 1, T, T)
+
+
+def cached_bias(past: int, T: int, causal: bool, device: torch.device) -> tuple[Optional[Tensor], bool]:
+    """Mask for T new queries against past + T keys: query i sees keys up to past + i."""
+    if not causal or T == 1:
+        return None, False  # one new token may see everything before it
+    if past == 0:
+        return None, True
+    allowed = torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past)  # (T, past+T)
+    return allowed, False
 
 
 def init_weights(module: nn.Module, cfg: TransformerConfig) -> None:
@@ -255,6 +285,7 @@ def flops_per_token(cfg: TransformerConfig, seq_len: int, n_params: int) -> floa
 __all__ = [
     "TransformerConfig",
     "Transformer",
+    "KVCache",
     "attention_bias",
     "count_parameters",
     "flops_per_token",

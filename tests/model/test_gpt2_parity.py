@@ -4,30 +4,8 @@ GPT-2 stores Conv1D weights as (in, out): the map is a transpose, nothing else."
 import torch
 
 from lmforge.model.heads import LanguageModel
+from lmforge.model.hf import gpt2_to_lmforge
 from lmforge.model.transformer import TransformerConfig
-
-
-def gpt2_to_lmforge(hf: dict, n_layers: int) -> dict:
-    out = {
-        "backbone.embed.tokens.weight": hf["transformer.wte.weight"],
-        "backbone.embed.positions.weight": hf["transformer.wpe.weight"],
-        "backbone.final_norm.weight": hf["transformer.ln_f.weight"],
-        "backbone.final_norm.bias": hf["transformer.ln_f.bias"],
-    }
-    names = {
-        "attn.qkv": "attn.c_attn",
-        "attn.proj": "attn.c_proj",
-        "mlp.fc": "mlp.c_fc",
-        "mlp.proj": "mlp.c_proj",
-        "norm1": "ln_1",
-        "norm2": "ln_2",
-    }
-    for i in range(n_layers):
-        for ours, theirs in names.items():
-            w = hf[f"transformer.h.{i}.{theirs}.weight"]
-            out[f"backbone.blocks.{i}.{ours}.weight"] = w if ours.startswith("norm") else w.t()
-            out[f"backbone.blocks.{i}.{ours}.bias"] = hf[f"transformer.h.{i}.{theirs}.bias"]
-    return out
 
 
 def test_matches_gpt2_lm_head_model(corpus):
@@ -35,27 +13,14 @@ def test_matches_gpt2_lm_head_model(corpus):
 
     vocab = len(corpus.vocab)
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(
-        GPT2Config(vocab_size=vocab, n_positions=16, n_embd=32, n_layer=2, n_head=4, n_inner=64)
-    ).eval()
-    ours = LanguageModel(
-        TransformerConfig(
-            vocab_size=vocab,
-            max_positions=16,
-            n_layers=2,
-            d_model=32,
-            n_heads=4,
-            d_ff=64,
-            causal=True,
-            norm="pre",
-            activation="gelu_tanh",
-            type_vocab_size=0,
-            norm_eps=1e-5,
-        ),
-        heads=("lm",),
-    ).eval()
-    missing, unexpected = ours.load_state_dict(gpt2_to_lmforge(hf.state_dict(), 2), strict=False)
-    assert missing == ["lm.decoder.weight"] and not unexpected  # tied to the token embeddings
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=16, n_embd=32, n_layer=2, n_head=4,
+                                    n_inner=64)).eval()
+    ours = LanguageModel(TransformerConfig(vocab_size=vocab, max_positions=16, n_layers=2, d_model=32, n_heads=4,
+                                           d_ff=64, causal=True, norm="pre", activation="gelu_tanh",
+                                           type_vocab_size=0, norm_eps=1e-5), heads=("lm",)).eval()
+    converted, _ = gpt2_to_lmforge(hf.state_dict(), 2)
+    missing, unexpected = ours.load_state_dict(converted, strict=False)
+    assert not missing and not unexpected  # the map (shared with lmforge.model.hf) covers every tensor
     ids = corpus.tokens[:32].view(2, 16)
     with torch.no_grad():
         torch.testing.assert_close(ours(ids)["lm_logits"], hf(input_ids=ids).logits, rtol=1e-4, atol=1e-4)

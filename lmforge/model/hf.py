@@ -1,0 +1,387 @@
+"""Hugging Face checkpoints in and out: BERT and GPT-2 directories <-> lmforge model directories.
+
+Import reads config.json + model.safetensors (or pytorch_model.bin through torch.load(weights_only=True),
+which refuses to run pickled code) + tokenizer.json or vocab.txt. Export writes config.json,
+model.safetensors and tokenizer files that `transformers`' Auto classes load. Both are a name map
+(see lmforge/model/transformer.py): BERT's q/k/v are concatenated into our fused qkv, GPT-2's Conv1D
+weights are transposed; nothing else changes, so HF -> lmforge -> HF gives identical tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor
+
+from lmforge.config import ConfigError
+from lmforge.model.modeldir import (ForgeModel, LoadedModel, build_model, check_and_load, load_model_dir,
+                                    model_dir_config, read_json, read_safetensors, save_model_dir)
+from lmforge.tokenize.train import LoadedTokenizer, _write_hf_config, load_tokenizer
+
+# architecture -> (our pretraining heads, task, BERT pooler kept)
+BERT_ARCHS: dict[str, tuple[tuple[str, ...], Optional[str], bool]] = {
+    "BertModel": ((), None, True),
+    "BertForMaskedLM": (("mlm",), None, False),
+    "BertForPreTraining": (("mlm", "sentence"), None, False),  # its pooler is our sentence.pooler
+    "BertForSequenceClassification": ((), "classification", True),
+    "BertForTokenClassification": ((), "tagging", False),
+}
+GPT2_ARCHS: dict[str, tuple[str, ...]] = {"GPT2Model": (), "GPT2LMHeadModel": ("lm",)}
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+# buffers and tied copies that checkpoints carry but that hold no parameters of their own
+_IGNORED_SUFFIXES = (".position_ids", ".attn.bias", ".attn.masked_bias")
+_BERT_LAYER = {"attn.proj": "attention.output.dense", "norm1": "attention.output.LayerNorm",
+               "mlp.fc": "intermediate.dense", "mlp.proj": "output.dense", "norm2": "output.LayerNorm"}
+_GPT2_LAYER = {"attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "mlp.fc": "mlp.c_fc",
+               "mlp.proj": "mlp.c_proj", "norm1": "ln_1", "norm2": "ln_2"}
+
+
+# ----------------------------------------------------------------------------------------- name maps
+def bert_names(n_layers: int, heads: tuple[str, ...], task: Optional[str], pooler: bool) -> dict[str, str]:
+    """Our name -> BERT's (with the `bert.` prefix of the task models) for every one-to-one tensor."""
+    names = {"backbone.embed.tokens.weight": "bert.embeddings.word_embeddings.weight",
+             "backbone.embed.positions.weight": "bert.embeddings.position_embeddings.weight",
+             "backbone.embed.types.weight": "bert.embeddings.token_type_embeddings.weight",
+             "backbone.embed.norm.weight": "bert.embeddings.LayerNorm.weight",
+             "backbone.embed.norm.bias": "bert.embeddings.LayerNorm.bias"}
+    for i in range(n_layers):
+        for ours, theirs in _BERT_LAYER.items():
+            for kind in ("weight", "bias"):
+                names[f"backbone.blocks.{i}.{ours}.{kind}"] = f"bert.encoder.layer.{i}.{theirs}.{kind}"
+    kinds = ("weight", "bias")
+    if "mlm" in heads:
+        names.update({"mlm.transform.weight": "cls.predictions.transform.dense.weight",
+                      "mlm.transform.bias": "cls.predictions.transform.dense.bias",
+                      "mlm.norm.weight": "cls.predictions.transform.LayerNorm.weight",
+                      "mlm.norm.bias": "cls.predictions.transform.LayerNorm.bias",
+                      "mlm.bias": "cls.predictions.bias",
+                      "mlm.decoder.weight": "cls.predictions.decoder.weight"})
+    if "sentence" in heads:
+        names.update({f"sentence.pooler.{k}": f"bert.pooler.dense.{k}" for k in kinds})
+        names.update({f"sentence.classifier.{k}": f"cls.seq_relationship.{k}" for k in kinds})
+    if pooler:
+        names.update({f"pooler.{k}": f"bert.pooler.dense.{k}" for k in kinds})
+    if task == "classification":
+        names.update({f"classifier.{k}": f"classifier.{k}" for k in kinds})
+    if task == "tagging":
+        names.update({f"tagger.{k}": f"classifier.{k}" for k in kinds})
+    return names
+
+
+def bert_to_lmforge(hf: dict[str, Tensor], n_layers: int, heads: tuple[str, ...] = ("mlm",),
+                    task: Optional[str] = None, pooler: bool = False) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """BERT state dict (with or without the `bert.` prefix) -> (our tensors, our name -> BERT name)."""
+    hf = {k if k.startswith(("bert.", "cls.", "classifier.")) else f"bert.{k}": v for k, v in hf.items()}
+    out: dict[str, Tensor] = {}
+    sources: dict[str, str] = {}
+    for ours, theirs in bert_names(n_layers, heads, task, pooler).items():
+        sources[ours] = theirs
+        if theirs in hf:
+            out[ours] = hf[theirs]
+    for i in range(n_layers):
+        src = f"bert.encoder.layer.{i}.attention.self."
+        for kind in ("weight", "bias"):
+            parts = [f"{src}{p}.{kind}" for p in ("query", "key", "value")]
+            missing = [p for p in parts if p not in hf]
+            if missing:
+                raise ConfigError(f"missing tensor {missing[0]}")
+            ours = f"backbone.blocks.{i}.attn.qkv.{kind}"
+            out[ours], sources[ours] = torch.cat([hf[p] for p in parts]), f"{src}{{query,key,value}}.{kind}"
+    return out, sources
+
+
+def lmforge_to_bert(state: dict[str, Tensor], n_layers: int, heads: tuple[str, ...], task: Optional[str],
+                    pooler: bool, prefix: bool = True) -> dict[str, Tensor]:
+    """Inverse of bert_to_lmforge; prefix=False gives BertModel's names (no `bert.`)."""
+    out: dict[str, Tensor] = {}
+    for ours, theirs in bert_names(n_layers, heads, task, pooler).items():
+        if ours in state:
+            out[theirs] = state[ours]
+    for i in range(n_layers):
+        for kind in ("weight", "bias"):
+            q, k, v = state[f"backbone.blocks.{i}.attn.qkv.{kind}"].chunk(3)
+            for name, t in zip(("query", "key", "value"), (q, k, v)):
+                out[f"bert.encoder.layer.{i}.attention.self.{name}.{kind}"] = t
+    if not prefix:
+        out = {k.removeprefix("bert."): v for k, v in out.items()}
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def gpt2_to_lmforge(hf: dict[str, Tensor], n_layers: int) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """GPT-2 state dict (GPT2Model or GPT2LMHeadModel names) -> (our tensors, our name -> GPT-2 name)."""
+    hf = {k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}": v for k, v in hf.items()}
+    names = {"backbone.embed.tokens.weight": "transformer.wte.weight",
+             "backbone.embed.positions.weight": "transformer.wpe.weight",
+             "backbone.final_norm.weight": "transformer.ln_f.weight",
+             "backbone.final_norm.bias": "transformer.ln_f.bias", "lm.decoder.weight": "lm_head.weight"}
+    out: dict[str, Tensor] = {}
+    sources: dict[str, str] = {}
+    for ours, theirs in names.items():
+        sources[ours] = theirs
+        if theirs in hf:
+            out[ours] = hf[theirs]
+    for i in range(n_layers):
+        for ours, theirs in _GPT2_LAYER.items():
+            for kind in ("weight", "bias"):
+                name = f"transformer.h.{i}.{theirs}.{kind}"
+                if name not in hf:
+                    raise ConfigError(f"missing tensor {name}")
+                w = hf[name]
+                # Conv1D keeps (in, out): transpose weights to nn.Linear's (out, in); norms are vectors
+                key = f"backbone.blocks.{i}.{ours}.{kind}"
+                out[key] = w.t() if kind == "weight" and not ours.startswith("norm") else w
+                sources[key] = name
+    return out, sources
+
+
+def lmforge_to_gpt2(state: dict[str, Tensor], n_layers: int, lm_head: bool) -> dict[str, Tensor]:
+    out = {"transformer.wte.weight": state["backbone.embed.tokens.weight"],
+           "transformer.wpe.weight": state["backbone.embed.positions.weight"],
+           "transformer.ln_f.weight": state["backbone.final_norm.weight"],
+           "transformer.ln_f.bias": state["backbone.final_norm.bias"]}
+    if lm_head and "lm.decoder.weight" in state:
+        out["lm_head.weight"] = state["lm.decoder.weight"]
+    for i in range(n_layers):
+        for ours, theirs in _GPT2_LAYER.items():
+            for kind in ("weight", "bias"):
+                w = state[f"backbone.blocks.{i}.{ours}.{kind}"]
+                out[f"transformer.h.{i}.{theirs}.{kind}"] = w.t() if kind == "weight" and not ours.startswith("norm") else w
+    if not lm_head:
+        out = {k.removeprefix("transformer."): v for k, v in out.items()}
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------- import
+def _read_weights(root: Path) -> tuple[dict[str, Tensor], str]:
+    st, pt = root / "model.safetensors", root / "pytorch_model.bin"
+    if st.is_file():
+        return read_safetensors(st), str(st)
+    if pt.is_file():
+        try:  # weights_only: tensors and plain containers only; a pickle that wants to run code is refused
+            state = torch.load(pt, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ConfigError(f"{pt}: not a loadable weights-only checkpoint ({str(exc).splitlines()[0]})") from None
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            raise ConfigError(f"{pt}: expected a dict of tensors")
+        return state, str(pt)
+    raise ConfigError(f"{root}: no model.safetensors or pytorch_model.bin")
+
+
+def _hf_tokenizer(root: Path) -> Optional[LoadedTokenizer]:
+    if (root / "tokenizer.json").is_file():
+        return load_tokenizer(root / "tokenizer.json")
+    if (root / "vocab.txt").is_file():
+        tc = root / "tokenizer_config.json"
+        lower = bool(read_json(tc).get("do_lower_case", True)) if tc.is_file() else True
+        return load_tokenizer(root / "vocab.txt", lowercase=lower)
+    return None
+
+
+def _get(hf: dict[str, Any], key: str, where: str, default: Any = ...) -> Any:
+    if key in hf:
+        return hf[key]
+    if default is ...:
+        raise ConfigError(f"{where}: missing key {key!r}")
+    return default
+
+
+def _dir_config_from_hf(hf: dict[str, Any], where: str) -> tuple[dict[str, Any], str]:
+    """HF config.json -> (our config.json dict, architecture)."""
+    archs = hf.get("architectures") or []
+    arch = archs[0] if archs else {"bert": "BertModel", "gpt2": "GPT2Model"}.get(hf.get("model_type", ""), "?")
+    supported = [*BERT_ARCHS, *GPT2_ARCHS]
+    if arch not in supported:
+        raise ConfigError(f"{where}: unsupported architecture {arch!r} (model_type {hf.get('model_type')!r}); "
+                          f"supported: {', '.join(supported)}")
+    if arch in BERT_ARCHS:
+        act = _get(hf, "hidden_act", where, "gelu")
+        if act not in _ACTIVATIONS or hf.get("position_embedding_type", "absolute") != "absolute" \
+                or hf.get("is_decoder", False):
+            raise ConfigError(f"{where}: unsupported BERT variant (hidden_act={act!r}, position_embedding_type="
+                              f"{hf.get('position_embedding_type')!r}, is_decoder={hf.get('is_decoder', False)})")
+        model = dict(vocab_size=_get(hf, "vocab_size", where), max_positions=_get(hf, "max_position_embeddings", where),
+                     n_layers=_get(hf, "num_hidden_layers", where), d_model=_get(hf, "hidden_size", where),
+                     n_heads=_get(hf, "num_attention_heads", where), d_ff=_get(hf, "intermediate_size", where),
+                     causal=False, norm="post", activation=_ACTIVATIONS[act],
+                     type_vocab_size=_get(hf, "type_vocab_size", where, 2),
+                     dropout=hf.get("hidden_dropout_prob", 0.1), attn_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+                     tie_embeddings=bool(hf.get("tie_word_embeddings", True)), norm_eps=hf.get("layer_norm_eps", 1e-12),
+                     init_std=hf.get("initializer_range", 0.02))
+        heads, task, pooler = BERT_ARCHS[arch]
+        config: dict[str, Any] = {"heads": list(heads), "model": model, "source": {"hf_architecture": arch}}
+        if task:
+            id2label = hf.get("id2label") or {str(i): f"LABEL_{i}" for i in range(hf.get("num_labels", 2))}
+            config.update(task=task, labels=[id2label[k] for k in sorted(id2label, key=int)])
+        if pooler:
+            config["pooling"] = "pooler"
+        return config, arch
+    act = hf.get("activation_function", "gelu_new")
+    if act not in _ACTIVATIONS or hf.get("scale_attn_by_inverse_layer_idx") or not hf.get("scale_attn_weights", True):
+        raise ConfigError(f"{where}: unsupported GPT-2 variant (activation_function={act!r}, "
+                          f"scale_attn_by_inverse_layer_idx={hf.get('scale_attn_by_inverse_layer_idx')})")
+    d = _get(hf, "n_embd", where)
+    model = dict(vocab_size=_get(hf, "vocab_size", where), max_positions=_get(hf, "n_positions", where),
+                 n_layers=_get(hf, "n_layer", where), d_model=d, n_heads=_get(hf, "n_head", where),
+                 d_ff=hf.get("n_inner") or 4 * d, causal=True, norm="pre", activation=_ACTIVATIONS[act],
+                 type_vocab_size=0, dropout=hf.get("resid_pdrop", 0.1), attn_dropout=hf.get("attn_pdrop", 0.1),
+                 tie_embeddings=bool(hf.get("tie_word_embeddings", True)), norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+                 init_std=hf.get("initializer_range", 0.02))
+    return {"heads": list(GPT2_ARCHS[arch]), "model": model, "source": {"hf_architecture": arch}}, arch
+
+
+def _drop_ignorable(state: dict[str, Tensor], tie: bool) -> dict[str, Tensor]:
+    """Buffers and the tied copies HF writes (decoder bias = predictions.bias; decoder/lm_head = embeddings)."""
+    drop = {"cls.predictions.decoder.bias"}
+    if tie:
+        drop |= {"cls.predictions.decoder.weight", "lm_head.weight"}
+    return {k: v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES) and k not in drop}
+
+
+def load_hf(path: str | Path) -> LoadedModel:
+    """A Hugging Face BERT/GPT-2 directory -> an lmforge model in memory (nothing written)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ConfigError(f"Hugging Face model directory not found: {root}")
+    where = str(root / "config.json")
+    config, arch = _dir_config_from_hf(read_json(root / "config.json"), where)
+    state, weights_file = _read_weights(root)
+    if arch == "BertModel" and not any(k.endswith("pooler.dense.weight") for k in state):
+        config.pop("pooling", None)  # saved with add_pooling_layer=False
+    model = build_model(config, where)
+    state = _drop_ignorable(state, config["model"]["tie_embeddings"])
+    n = model.config.n_layers
+    try:
+        if arch in BERT_ARCHS:
+            heads, task, pooler = BERT_ARCHS[arch]
+            pooler = pooler and config.get("pooling") == "pooler"
+            ours, sources = bert_to_lmforge(state, n, heads, task, pooler)
+            known = set(bert_names(n, heads, task, pooler).values()) | {
+                f"bert.encoder.layer.{i}.attention.self.{p}.{k}" for i in range(n)
+                for p in ("query", "key", "value") for k in ("weight", "bias")}
+            prefixed = {k if k.startswith(("bert.", "cls.", "classifier.")) else f"bert.{k}" for k in state}
+        else:
+            ours, sources = gpt2_to_lmforge(state, n)
+            known = set(sources.values())  # every name the map knows, present or not
+            prefixed = {k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}" for k in state}
+    except ConfigError as exc:
+        raise ConfigError(f"{weights_file}: {exc}") from None
+    unexpected = sorted(prefixed - known)
+    if unexpected:
+        raise ConfigError(f"{weights_file}: unexpected tensor {unexpected[0]} for {arch}")
+    check_and_load(model, ours, weights_file, sources)
+    st = root / "sentence_bert_config.json"  # sentence-transformers' own sequence limit
+    if st.is_file() and isinstance(read_json(st).get("max_seq_length"), int):
+        config["max_length"] = read_json(st)["max_seq_length"]
+    return LoadedModel(model.eval(), _hf_tokenizer(root), config, list(config.get("labels", [])))
+
+
+def import_hf(src: str | Path, out: str | Path) -> Path:
+    """`lmforge import --from HF_DIR --out DIR`: everything is checked before the directory appears."""
+    loaded = load_hf(src)
+    config = dict(loaded.config)
+    if loaded.tokenizer is not None:
+        config["tokenizer"] = {"hash": loaded.tokenizer.hash, "kind": loaded.tokenizer.kind,
+                               "vocab_size": loaded.tokenizer.vocab_size,
+                               "special_tokens": loaded.tokenizer.special_tokens}
+    return save_model_dir(loaded.model, config, out, loaded.tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------- export
+def _refuse(cond: bool, what: str) -> None:
+    if cond:
+        raise ConfigError(f"cannot export to Hugging Face: {what}")
+
+
+def hf_checkpoint(model: ForgeModel, labels: list[str], tokenizer: Optional[LoadedTokenizer]
+                  ) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """An lmforge model -> (HF config.json dict, HF state dict)."""
+    c = model.config
+    tied = {k for k in ("mlm.decoder.weight", "lm.decoder.weight")} if c.tie_embeddings else set()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in tied}
+    _refuse(c.positions != "learned", "rotary positions have no BERT/GPT-2 equivalent")
+    _refuse(c.activation == "gated_gelu", "gated GELU has no BERT/GPT-2 equivalent")
+    _refuse(not c.bias, "bias-free layers have no BERT/GPT-2 equivalent")
+    act = "gelu" if c.activation == "gelu" else "gelu_new"
+    specials = tokenizer.special_tokens if tokenizer is not None else {}
+    if c.causal:
+        _refuse(c.norm != "pre" or c.type_vocab_size != 0 or model.task is not None or "mlm" in model.heads,
+                "a decoder exports as GPT-2, which is pre-LN, has no token types and no task or MLM head")
+        lm = "lm" in model.heads
+        arch = "GPT2LMHeadModel" if lm else "GPT2Model"
+        hf = {"architectures": [arch], "model_type": "gpt2", "vocab_size": c.vocab_size, "n_positions": c.max_positions,
+              "n_embd": c.d_model, "n_layer": c.n_layers, "n_head": c.n_heads, "n_inner": c.d_ff,
+              "activation_function": act, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
+              "attn_pdrop": c.attn_dropout, "layer_norm_epsilon": c.norm_eps, "initializer_range": c.init_std,
+              "tie_word_embeddings": c.tie_embeddings, "bos_token_id": specials.get("eos"),
+              "eos_token_id": specials.get("eos"), "pad_token_id": specials.get("pad")}
+        return hf, lmforge_to_gpt2(state, c.n_layers, lm)
+    _refuse(c.norm != "post" or c.type_vocab_size == 0 or "lm" in model.heads,
+            "an encoder exports as BERT, which is post-LN with token types and has no causal LM head")
+    if model.task == "classification":
+        _refuse(model.pooler is None, f"BertForSequenceClassification needs the tanh pooler; this model pools "
+                                      f"with {model.pooling!r}")
+        arch = "BertForSequenceClassification"
+    elif model.task == "tagging":
+        arch = "BertForTokenClassification"
+    elif "sentence" in model.heads:
+        _refuse("mlm" not in model.heads, "a sentence head without MLM has no BERT equivalent")
+        arch = "BertForPreTraining"
+    else:
+        arch = "BertForMaskedLM" if "mlm" in model.heads else "BertModel"
+    heads, task, pooler = BERT_ARCHS[arch]
+    hf = {"architectures": [arch], "model_type": "bert", "vocab_size": c.vocab_size, "hidden_size": c.d_model,
+          "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "intermediate_size": c.d_ff,
+          "hidden_act": act, "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attn_dropout,
+          "max_position_embeddings": c.max_positions, "type_vocab_size": c.type_vocab_size,
+          "initializer_range": c.init_std, "layer_norm_eps": c.norm_eps, "position_embedding_type": "absolute",
+          "tie_word_embeddings": c.tie_embeddings, "pad_token_id": specials.get("pad") or 0}
+    if task:
+        hf["id2label"] = {str(i): name for i, name in enumerate(labels)}
+        hf["label2id"] = {name: i for i, name in enumerate(labels)}
+    pooler = pooler and model.pooler is not None
+    tensors = lmforge_to_bert(state, c.n_layers, heads, task, pooler, prefix=arch != "BertModel")
+    return hf, tensors
+
+
+def export_hf(model_dir: str | Path, out: str | Path) -> Path:
+    """`lmforge export --to hf`: an lmforge model directory -> a Hugging Face directory (atomic)."""
+    import os
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    loaded = load_model_dir(model_dir)
+    hf, tensors = hf_checkpoint(loaded.model, loaded.labels, loaded.tokenizer)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if loaded.tokenizer is not None:
+            (tmp / "tokenizer.json").write_text(loaded.tokenizer.json_text, encoding="utf-8")
+            _write_hf_config(loaded.tokenizer, tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+Loader = Callable[[str | Path], LoadedModel]
+
+
+def load_any(path: str | Path) -> LoadedModel:
+    """An lmforge model directory, or a Hugging Face one (recognised by its config.json's model_type)."""
+    cfg = read_json(Path(path) / "config.json") if Path(path).is_dir() else {}
+    return load_hf(path) if "model_type" in cfg else load_model_dir(path)
+
+
+__all__ = ["bert_to_lmforge", "gpt2_to_lmforge", "lmforge_to_bert", "lmforge_to_gpt2", "load_hf", "import_hf",
+           "export_hf", "hf_checkpoint", "load_any", "model_dir_config"]

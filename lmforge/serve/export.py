@@ -1,0 +1,170 @@
+"""CPU deployment formats: int8 dynamic quantisation and ONNX (run with onnxruntime, the `onnx` extra).
+
+int8: `torch.ao.quantization.quantize_dynamic` turns the backbone's nn.Linear layers into int8-weight
+(per-channel) Linears whose activations are quantised on the fly. It is a deterministic function of the fp32 weights, so an int8
+model directory is the fp32 directory with `"quantization": "int8-dynamic"` in config.json; loading
+applies it. (Packed int8 weights are not a safetensors format, and this keeps the file loadable by
+every other tool.)
+
+ONNX: the model's main output as one graph with dynamic batch and length axes:
+    classification -> logits (B, L); tagging -> logits (B, T, L); otherwise -> hidden (B, T, C).
+An ONNX directory holds model.onnx, config.json (with "onnx": {"output": ...}) and tokenizer.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from lmforge.config import ConfigError
+from lmforge.model.modeldir import ForgeModel, LoadedModel, load_model_dir, read_json
+
+INT8 = "int8-dynamic"
+
+
+def quantize_int8(model: ForgeModel) -> ForgeModel:
+    """A copy of `model` with int8 dynamic quantisation of the backbone's Linear layers (CPU inference only).
+
+    Weights are quantised per output channel (one scale per row), which keeps small rows from being
+    flattened by one large one; the heads (a few small matrices next to the logits) stay fp32.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    copy_ = copy.deepcopy(model).eval()
+    names = {name for name, m in copy_.named_modules() if isinstance(m, nn.Linear) and name.startswith("backbone.")}
+    return quantize_dynamic(copy_, {name: per_channel_dynamic_qconfig for name in names}, dtype=torch.qint8)
+
+
+def export_int8(model_dir: str | Path, out: str | Path) -> Path:
+    """`lmforge export --to int8`: the directory, marked to be quantised when loaded."""
+    src = Path(model_dir)
+    loaded = load_model_dir(src)  # validates before anything is written
+    quantize_int8(loaded.model)  # fails here, not at serving time, if a layer cannot be quantised
+    config = dict(loaded.config, quantization=INT8)
+    return _write_dir(src, Path(out), config, {"model.safetensors": src / "model.safetensors"})
+
+
+class _Graph(nn.Module):
+    """The traced function: (input_ids, attention_mask) -> the model's main output."""
+
+    def __init__(self, model: ForgeModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        m = self.model
+        if m.classifier is not None:
+            return m.classify(input_ids, attention_mask)  # (B, L)
+        if m.tagger is not None:
+            return m.tag(input_ids, attention_mask)  # (B, T, L)
+        return m.backbone(input_ids, attention_mask)  # (B, T, C)
+
+
+def onnx_output(model: ForgeModel) -> str:
+    return "logits" if model.task else "hidden"
+
+
+def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
+    """`lmforge export --to onnx`: model.onnx + config.json + tokenizer.json, checked with onnxruntime."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        raise ConfigError("ONNX export needs the onnx package: pip install 'lmforge[onnx]'")
+    src = Path(model_dir)
+    loaded = load_model_dir(src)
+    model = loaded.model.eval()
+    if model.config.positions != "learned":
+        raise ConfigError("cannot export to ONNX: rotary positions are not supported by this exporter")
+    ids = torch.randint(5, model.config.vocab_size, (2, 8))
+    attn = torch.ones_like(ids)
+    attn[1, 6:] = 0  # a padded row so the traced graph keeps the masking path
+    tmp = Path(tempfile.mkdtemp(prefix=".onnx-"))
+    try:
+        with torch.no_grad():
+            torch.onnx.export(_Graph(model), (ids, attn), str(tmp / "model.onnx"), dynamo=False,
+                              input_names=["input_ids", "attention_mask"], output_names=[onnx_output(model)],
+                              dynamic_axes={"input_ids": {0: "batch", 1: "length"},
+                                            "attention_mask": {0: "batch", 1: "length"}}, opset_version=17)
+        config = dict(loaded.config, onnx={"output": onnx_output(model), "opset": 17})
+        return _write_dir(src, Path(out), config, {"model.onnx": tmp / "model.onnx"})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_dir(src: Path, out: Path, config: dict[str, Any], files: dict[str, Path]) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
+        for name, path in files.items():
+            shutil.copyfile(path, tmp / name)
+        if (src / "tokenizer.json").is_file():
+            shutil.copyfile(src / "tokenizer.json", tmp / "tokenizer.json")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+class OnnxModel:
+    """Stands in for ForgeModel inside a Predictor: the same calls, answered by onnxruntime."""
+
+    def __init__(self, path: Path, config: dict[str, Any], threads: Optional[int] = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("ONNX inference needs onnxruntime: pip install 'lmforge[onnx]'") from None
+        from lmforge.model.modeldir import build_model
+
+        options = ort.SessionOptions()
+        # idle ORT threads busy-wait by default, stealing the cores torch and the server need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = threads or torch.get_num_threads()  # the same budget as torch
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        shape = build_model(config, str(path.parent / "config.json"))  # structure only: which tasks exist
+        self.config, self.heads, self.task = shape.config, (), shape.task
+        self.classifier = True if shape.task == "classification" else None
+        self.tagger = True if shape.task == "tagging" else None
+        self.mlm = self.lm = None
+        self.output = config["onnx"]["output"]
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def _run(self, ids: Tensor, attn: Optional[Tensor]) -> Tensor:
+        attn = attn if attn is not None else torch.ones_like(ids)
+        (out,) = self.session.run(None, {"input_ids": ids.numpy(), "attention_mask": attn.numpy()})
+        return torch.from_numpy(out)
+
+    classify = tag = backbone = _run  # (B, L), (B, T, L), (B, T, C): whatever the graph was exported for
+
+
+def load_deployed(path: Path, config: dict[str, Any]) -> LoadedModel:
+    """An int8 or ONNX directory -> LoadedModel (model quantised, or an onnxruntime stand-in)."""
+    from lmforge.tokenize.train import load_tokenizer
+
+    if "onnx" in config:
+        tok = load_tokenizer(path / "tokenizer.json") if (path / "tokenizer.json").is_file() else None
+        return LoadedModel(OnnxModel(path / "model.onnx", config), tok, config,  # type: ignore[arg-type]
+                           list(config.get("labels", [])))
+    loaded = load_model_dir(path)
+    if config.get("quantization") == INT8:
+        loaded.model = quantize_int8(loaded.model)
+    return loaded
+
+
+def is_deployed(path: Path) -> Optional[dict[str, Any]]:
+    """config.json of an int8/ONNX directory, else None."""
+    cfg = read_json(path / "config.json") if (path / "config.json").is_file() else {}
+    return cfg if ("onnx" in cfg or cfg.get("quantization") == INT8) else None

@@ -1,0 +1,234 @@
+"""`lmforge.load(DIR)` -> a Predictor: classify, tag, fill_mask, embed and generate, as the model supports.
+
+Lists are cut into batches of `batch_size` (sorted by length so that little padding is computed) and
+answers come back in input order; inputs longer than the model's positions are truncated to
+`max_length` tokens (generation keeps the end of the prompt). Decoders generate with a KV cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+import torch
+from tokenizers import Encoding, Tokenizer
+from torch import Tensor
+
+from lmforge.config import ConfigError
+from lmforge.model.modeldir import ForgeModel, LoadedModel, mean_pool
+from lmforge.model.transformer import KVCache
+
+TASKS = ("classify", "tag", "fill_mask", "embed", "generate")
+T = TypeVar("T")
+
+
+class InputError(ValueError):
+    """A request the model cannot answer (empty text, no [MASK], unsupported task): the caller's fault."""
+
+
+class Predictor:
+    def __init__(self, loaded: LoadedModel, batch_size: int = 32, max_length: Optional[int] = None) -> None:
+        if loaded.tokenizer is None:
+            raise ConfigError(f"{loaded.config.get('source', 'model directory')}: no tokenizer.json: cannot predict")
+        self.model: ForgeModel = loaded.model.eval()
+        self.config = loaded.config
+        self.labels = loaded.labels
+        self.batch_size = batch_size
+        cfg = self.model.config
+        self.max_length = min(max_length or loaded.config.get("max_length") or cfg.max_positions, cfg.max_positions)
+        self.tokenizer: Tokenizer = Tokenizer.from_str(loaded.tokenizer.json_text)
+        self.tokenizer.no_padding()  # we pad per batch ourselves
+        self.tokenizer.enable_truncation(self.max_length)
+        self.special = loaded.tokenizer.special_tokens
+        self.pad_id = self.special.get("pad") or 0
+
+    # ------------------------------------------------------------------------------------- capabilities
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        m = self.model
+        can = {"classify": m.classifier is not None, "tag": m.tagger is not None,
+               "fill_mask": m.mlm is not None and self.special.get("mask") is not None,
+               "embed": not m.config.causal and getattr(m, "output", "hidden") == "hidden", "generate": m.lm is not None and m.config.causal}
+        return tuple(t for t in TASKS if can[t])
+
+    def _require(self, task: str) -> None:
+        if task not in self.tasks:
+            raise InputError(f"this model does not support {task!r}; it supports: {', '.join(self.tasks) or 'nothing'}")
+
+    # -------------------------------------------------------------------------------------------- tasks
+    def classify(self, texts: str | Sequence[str]) -> Any:
+        """Each text -> {"label", "score", "scores": {label: probability}}."""
+        self._require("classify")
+
+        def run(encs: list[Encoding]) -> list[dict[str, Any]]:
+            ids, attn = self._pad(encs)
+            probs = self.model.classify(ids, attn).float().softmax(-1)  # (B, L)
+            return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
+                     "scores": {lab: float(x) for lab, x in zip(self.labels, p)}} for p in probs]
+
+        return self._map(texts, run)
+
+    def tag(self, texts: str | Sequence[str]) -> Any:
+        """Each text -> [{"word", "start", "end", "label", "score"}] for each word (its first sub-token's label)."""
+        self._require("tag")
+
+        def run(encs: list[Encoding]) -> list[list[dict[str, Any]]]:
+            ids, attn = self._pad(encs)
+            probs = self.model.tag(ids, attn).float().softmax(-1)  # (B, T, L)
+            return [self._words(enc, p) for enc, p in zip(encs, probs)]
+
+        return self._map(texts, run, keep_text=True)
+
+    def embed(self, texts: str | Sequence[str], normalize: bool = False) -> Any:
+        """Each text -> its mean-pooled final hidden states (a list of d_model floats)."""
+        self._require("embed")
+
+        def run(encs: list[Encoding]) -> list[list[float]]:
+            ids, attn = self._pad(encs)
+            vec = mean_pool(self.model.backbone(ids, attn), attn)  # (B, C)
+            if normalize:
+                vec = torch.nn.functional.normalize(vec, dim=-1)
+            return vec.tolist()
+
+        return self._map(texts, run)
+
+    def fill_mask(self, text: str, top_k: int = 5) -> list[list[dict[str, Any]]]:
+        """For each mask token in `text`, the `top_k` most likely tokens: [{"token", "id", "score"}]."""
+        self._require("fill_mask")
+        self._check_text(text)
+        enc = self.tokenizer.encode(text)
+        mask_id = self.special["mask"]
+        if mask_id not in enc.ids:
+            name = self.tokenizer.id_to_token(mask_id)
+            raise InputError(f"fill_mask: the text has no {name} token (within the first {self.max_length} tokens)")
+        ids, attn = self._pad([enc])
+        positions = ids == mask_id  # (1, T)
+        with torch.inference_mode():
+            probs = self.model.mlm(self.model.backbone(ids, attn), positions).float().softmax(-1)  # (M, V)
+        out = []
+        for row in probs:
+            top = row.topk(min(top_k, row.numel()))
+            out.append([{"token": self.tokenizer.id_to_token(int(i)), "id": int(i), "score": float(s)}
+                        for s, i in zip(top.values, top.indices)])
+        return out
+
+    @torch.inference_mode()
+    def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: Optional[int] = None, use_cache: bool = True) -> dict[str, Any]:
+        """Sample a continuation; temperature 0 is greedy. Stops at end-of-text or the position limit."""
+        self._require("generate")
+        self._check_text(prompt)
+        if max_new_tokens < 1 or temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+            raise InputError("generate: need max_new_tokens >= 1, temperature >= 0, top_k >= 0, 0 < top_p <= 1")
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
+        limit = self.model.config.max_positions
+        ids = ids[-(limit - 1):]  # keep the end of a long prompt, leave room for one new token
+        gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        eos = self.special.get("eos")
+        cache = KVCache(self.model.config.n_layers) if use_cache else None
+        new: list[int] = []
+        step = torch.tensor([ids])  # (1, T) the whole prompt first, then one token at a time
+        while len(new) < max_new_tokens and len(ids) + len(new) < limit:
+            context = step if use_cache else torch.tensor([ids + new])
+            hidden = self.model.backbone(context, cache=cache)  # (1, T, C)
+            logits = self.model.lm(hidden[:, -1]).float()[0]  # (V,)
+            token = sample(logits, temperature, top_k, top_p, gen)
+            if token == eos:
+                break
+            new.append(token)
+            step = torch.tensor([[token]])
+        return {"text": self.tokenizer.decode(new), "tokens": new, "prompt_tokens": len(ids)}
+
+    # ---------------------------------------------------------------------------------------- plumbing
+    def _check_text(self, text: Any) -> None:
+        if not isinstance(text, str):
+            raise InputError(f"expected text as a string, got {type(text).__name__}")
+        if not text.strip():
+            raise InputError("empty text")
+
+    def _map(self, texts: str | Sequence[str], run: Callable[[list[Encoding]], list[T]], keep_text: bool = False) -> Any:
+        """Encode, batch by similar length, run, and return answers in input order (one answer for a str)."""
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        for t in items:
+            self._check_text(t)
+        encs = self.tokenizer.encode_batch(items)
+        if keep_text:
+            for enc, text in zip(encs, items):
+                enc.text = text  # type: ignore[attr-defined]
+        answers: list[Any] = [None] * len(encs)
+        with torch.inference_mode():
+            for chunk in self._batches([len(e.ids) for e in encs]):
+                for i, answer in zip(chunk, run([encs[i] for i in chunk])):
+                    answers[i] = answer
+        return answers[0] if single else answers
+
+    def _batches(self, lengths: list[int], waste: float = 0.25) -> list[list[int]]:
+        """Indices in batches of similar length: at most batch_size, and padding at most `waste` of the
+        real tokens (on CPU compute grows with padded tokens, so one 128-token text must not pad 31 short ones)."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        real = 0
+        for i in sorted(range(len(lengths)), key=lengths.__getitem__):  # ascending: the newest is the longest
+            n = lengths[i]
+            if current and (len(current) == self.batch_size or n * (len(current) + 1) > (1 + waste) * (real + n)):
+                batches.append(current)
+                current, real = [], 0
+            current.append(i)
+            real += n
+        return batches + [current] if current else batches
+
+    def _pad(self, encs: list[Encoding]) -> tuple[Tensor, Tensor]:
+        width = max(len(e.ids) for e in encs)
+        ids = torch.full((len(encs), width), self.pad_id, dtype=torch.long)  # (B, T)
+        attn = torch.zeros((len(encs), width), dtype=torch.long)
+        for row, enc in enumerate(encs):
+            ids[row, :len(enc.ids)] = torch.tensor(enc.ids)
+            attn[row, :len(enc.ids)] = 1
+        return ids, attn
+
+    def _words(self, enc: Encoding, probs: Tensor) -> list[dict[str, Any]]:
+        """Token-level probabilities (T, L) -> one entry per word, labelled by its first sub-token."""
+        out: list[dict[str, Any]] = []
+        seen: dict[int, dict[str, Any]] = {}
+        text = getattr(enc, "text", "")
+        for pos, word in enumerate(enc.word_ids):
+            if word is None:
+                continue
+            start, end = enc.offsets[pos]
+            if word in seen:
+                seen[word]["end"] = end
+                seen[word]["word"] = text[seen[word]["start"]:end]
+                continue
+            p = probs[pos]
+            entry = {"word": text[start:end], "start": start, "end": end,
+                     "label": self.labels[int(p.argmax())], "score": float(p.max())}
+            seen[word] = entry
+            out.append(entry)
+        return out
+
+
+def sample(logits: Tensor, temperature: float, top_k: int, top_p: float, gen: torch.Generator) -> int:
+    """One token id from (V,) logits: greedy at temperature 0, else top-k then nucleus (top-p) sampling."""
+    if temperature == 0:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if top_k:
+        kth = logits.topk(min(top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, idx = logits.sort(descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, idx, drop), float("-inf"))
+    return int(torch.multinomial(logits.softmax(-1), 1, generator=gen))
+
+
+def load(path: str | Path, batch_size: int = 32, max_length: Optional[int] = None) -> Predictor:
+    """An lmforge model directory (fp32, int8 or ONNX; or a Hugging Face BERT/GPT-2 directory) -> a Predictor."""
+    from lmforge.model.hf import load_any
+    from lmforge.serve.export import is_deployed, load_deployed
+
+    deployed = is_deployed(Path(path))
+    loaded = load_deployed(Path(path), deployed) if deployed else load_any(path)
+    return Predictor(loaded, batch_size=batch_size, max_length=max_length)

@@ -1,0 +1,272 @@
+"""`lmforge serve`: a FastAPI app over one Predictor, on uvicorn.
+
+Concurrent /v1/classify, /v1/tag and /v1/embed requests are grouped into micro-batches: an asyncio
+queue per task; a worker takes the first waiting request, waits up to `max_wait_ms` for more (up to
+`max_size` texts), runs one forward pass in the single model thread and hands each request its rows.
+Bad requests get a 4xx with a one-line message: 422 for malformed JSON, wrong types, empty text or
+an unsupported task; 413 for text or batches over the configured limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lmforge.serve.config import ServeConfig
+from lmforge.serve.predictor import InputError, Predictor
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextsRequest(_Body):
+    texts: list[StrictStr] = Field(description="The texts to process, in order.")
+
+
+class EmbedRequest(TextsRequest):
+    normalize: StrictBool = False
+
+
+class FillMaskRequest(_Body):
+    text: StrictStr
+    top_k: StrictInt = Field(5, ge=1, le=100)
+
+
+class GenerateRequest(_Body):
+    prompt: StrictStr
+    max_new_tokens: StrictInt = Field(50, ge=1)
+    temperature: StrictFloat | StrictInt = Field(1.0, ge=0)
+    top_k: StrictInt = Field(0, ge=0)
+    top_p: StrictFloat | StrictInt = Field(1.0, gt=0, le=1)
+    seed: Optional[StrictInt] = None
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class MicroBatcher:
+    """Collects texts from concurrent requests and answers them with one predictor call."""
+
+    def __init__(self, run: Callable[[list[str]], list[Any]], executor: ThreadPoolExecutor, max_size: int,
+                 max_wait_ms: float, stats: dict[str, float]) -> None:
+        self.run, self.executor, self.max_size, self.max_wait = run, executor, max_size, max_wait_ms / 1000
+        self.queue: asyncio.Queue[tuple[list[str], asyncio.Future[list[Any]]]] = asyncio.Queue()
+        self.stats = stats
+        self.worker: Optional[asyncio.Task[None]] = None
+
+    async def submit(self, texts: list[str]) -> list[Any]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, future))
+        return await future
+
+    async def loop(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            size = len(batch[0][0])
+            deadline = time.monotonic() + self.max_wait
+            while size < self.max_size:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                batch.append(item)
+                size += len(item[0])
+            texts = [t for item, _ in batch for t in item]
+            self.stats["batches"] += 1
+            self.stats["batched_texts"] += len(texts)
+            try:
+                answers = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, texts)
+            except Exception as exc:  # hand the error to every waiting request instead of killing the worker
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for item, future in batch:
+                if not future.done():
+                    future.set_result(answers[start:start + len(item)])
+                start += len(item)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.count: dict[str, int] = defaultdict(int)
+        self.status: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.latency_ms: dict[str, list[float]] = defaultdict(list)
+        self.batching: dict[str, float] = {"batches": 0, "batched_texts": 0}
+
+    def record(self, path: str, status: int, ms: float) -> None:
+        self.count[path] += 1
+        self.status[path][str(status)] += 1
+        lat = self.latency_ms[path]
+        lat.append(ms)
+        del lat[:-10000]  # a bounded window for the percentiles
+
+    def snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for path, n in self.count.items():
+            lat = sorted(self.latency_ms[path])
+            out[path] = {"requests": n, "status": dict(self.status[path]),
+                         "latency_ms": {"mean": sum(lat) / len(lat), "p50": lat[len(lat) // 2],
+                                        "p95": lat[min(len(lat) - 1, int(len(lat) * 0.95))], "max": lat[-1]}}
+        b = self.batching
+        return {"endpoints": out, "micro_batches": {"count": int(b["batches"]), "texts": int(b["batched_texts"]),
+                                                    "mean_size": b["batched_texts"] / b["batches"] if b["batches"] else 0}}
+
+
+def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmforge-model")  # one forward pass at a time
+    metrics = Metrics()
+    limits, mb = config.limits, config.micro_batch
+    # a valid body holds at most max_batch texts of max_chars characters (4 bytes each in UTF-8, JSON escapes aside)
+    max_body = 4 * limits.max_chars * limits.max_batch + 65536
+    runners: dict[str, Callable[[list[str]], list[Any]]] = {
+        "classify": predictor.classify, "tag": predictor.tag, "embed": predictor.embed}
+    batchers = {task: MicroBatcher(run, executor, mb.max_size, mb.max_wait_ms, metrics.batching)
+                for task, run in runners.items() if task in predictor.tasks}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if mb.enabled:
+            for b in batchers.values():
+                b.worker = asyncio.create_task(b.loop())
+        yield
+        for b in batchers.values():
+            if b.worker is not None:
+                b.worker.cancel()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="lmforge", description=f"Predictions from {config.model or 'a model'}", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        start = time.perf_counter()
+        size = request.headers.get("content-length", "0")
+        if not size.isdigit() or int(size) > max_body:  # refuse before reading a body no valid request needs
+            response: Any = JSONResponse({"error": f"request body of {size} bytes, the limit is {max_body}"},
+                                         status_code=413)
+        else:
+            response = await call_next(request)
+        metrics.record(request.url.path, response.status_code, (time.perf_counter() - start) * 1000)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first.get("loc", ())]
+        if first.get("type") == "json_invalid":
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            return JSONResponse({"error": f"malformed JSON body{at}: {first.get('ctx', {}).get('error', '')}"},
+                                status_code=422)
+        where = ".".join(p for p in loc if p != "body") or "body"
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    def check(task: str, texts: list[str]) -> None:
+        if task not in predictor.tasks:
+            raise RequestError(422, f"this model does not support {task}; it supports: {', '.join(predictor.tasks)}")
+        if not texts:
+            raise RequestError(422, "texts: empty list")
+        if len(texts) > limits.max_batch:
+            raise RequestError(413, f"texts: {len(texts)} texts, the limit is {limits.max_batch} per request")
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise RequestError(422, f"texts.{i}: empty text")
+            if len(text) > limits.max_chars:
+                raise RequestError(413, f"texts.{i}: {len(text)} characters, the limit is {limits.max_chars}")
+
+    async def run(task: str, texts: list[str]) -> list[Any]:
+        check(task, texts)
+        try:
+            if mb.enabled:
+                return await batchers[task].submit(texts)
+            return await asyncio.get_running_loop().run_in_executor(executor, runners[task], texts)
+        except InputError as exc:
+            raise RequestError(422, str(exc)) from None
+
+    @app.post("/v1/classify", summary="Label each text")
+    async def classify(body: TextsRequest) -> dict[str, Any]:
+        return {"results": await run("classify", body.texts)}
+
+    @app.post("/v1/tag", summary="Label each word of each text")
+    async def tag(body: TextsRequest) -> dict[str, Any]:
+        return {"results": await run("tag", body.texts)}
+
+    @app.post("/v1/embed", summary="Mean-pooled sentence embeddings")
+    async def embed(body: EmbedRequest) -> dict[str, Any]:
+        vectors = await run("embed", body.texts)
+        if body.normalize:
+            vectors = [[x / max(sum(y * y for y in v) ** 0.5, 1e-12) for x in v] for v in vectors]
+        return {"results": vectors}
+
+    async def single(task: str, text: str, call: Callable[[], Any]) -> Any:
+        check(task, [text])
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, call)
+        except InputError as exc:
+            raise RequestError(422, str(exc)) from None
+
+    @app.post("/v1/fill-mask", summary="Most likely tokens for each mask token")
+    async def fill_mask(body: FillMaskRequest) -> dict[str, Any]:
+        return {"results": await single("fill_mask", body.text, lambda: predictor.fill_mask(body.text, body.top_k))}
+
+    @app.post("/v1/generate", summary="Continue a prompt (KV-cached sampling)")
+    async def generate(body: GenerateRequest) -> dict[str, Any]:
+        if body.max_new_tokens > limits.max_new_tokens:
+            raise RequestError(413, f"max_new_tokens: {body.max_new_tokens}, the limit is {limits.max_new_tokens}")
+        args = body.model_dump(exclude={"prompt"})
+        return await single("generate", body.prompt, lambda: predictor.generate(body.prompt, **args))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": config.model, "tasks": list(predictor.tasks),
+                "micro_batching": mb.enabled}
+
+    @app.get("/metrics")
+    async def metrics_view() -> dict[str, Any]:
+        return metrics.snapshot()
+
+    return app
+
+
+def serve(config: ServeConfig) -> None:
+    """Load the one model this server answers for, then run uvicorn until interrupted."""
+    import torch
+    import uvicorn
+
+    from lmforge.config import ConfigError
+    from lmforge.serve.predictor import load
+
+    if not config.model:
+        raise ConfigError("serve: give the model directory (--model DIR)")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    predictor = load(config.model, batch_size=config.batch_size)
+    app = create_app(predictor, config)
+    print(f"lmforge: serving {config.model} ({', '.join(predictor.tasks)}) on http://{config.host}:{config.port}"
+          f" - API docs at /docs", flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")

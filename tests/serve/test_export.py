@@ -1,0 +1,47 @@
+"""int8 dynamic quantisation and ONNX Runtime: same answers as fp32 within tolerance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lmforge
+from lmforge.serve.export import export_int8, export_onnx
+from tests.serve.conftest import review_texts
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return review_texts(48)
+
+
+def _probs(p, texts) -> torch.Tensor:
+    return torch.tensor([[r["scores"][lab] for lab in p.labels] for r in p.classify(texts)])
+
+
+def test_int8_classifier_is_close_to_fp32(serve_models, texts, tmp_path):
+    fp32 = lmforge.load(serve_models["classifier"])
+    out = export_int8(serve_models["classifier"], tmp_path / "int8")
+    int8 = lmforge.load(out)
+    assert any("quantized" in type(m).__module__ for m in int8.model.modules())  # really int8 Linear layers
+    a, b = _probs(fp32, texts), _probs(int8, texts)
+    assert (a - b).abs().max() < 0.05  # int8 weights: small, bounded drift
+    agree = (a.argmax(-1) == b.argmax(-1)).float().mean()
+    assert agree >= 0.9
+    torch.testing.assert_close(torch.tensor(int8.embed(texts[:4])), torch.tensor(fp32.embed(texts[:4])),
+                               rtol=0, atol=0.1)
+
+
+@pytest.mark.parametrize("kind", ["classifier", "tagger"])
+def test_onnx_runtime_matches_fp32(kind, serve_models, texts, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
+    fp32 = lmforge.load(serve_models[kind], batch_size=16)
+    onnx = lmforge.load(export_onnx(serve_models[kind], tmp_path / "onnx"), batch_size=16)
+    assert type(onnx.model).__name__ == "OnnxModel"
+    if kind == "classifier":
+        torch.testing.assert_close(_probs(onnx, texts), _probs(fp32, texts), rtol=0, atol=1e-4)
+        assert onnx.tasks == ("classify",)
+    else:
+        ours, theirs = fp32.tag(texts[:10]), onnx.tag(texts[:10])
+        assert [[w["label"] for w in s] for s in ours] == [[w["label"] for w in s] for s in theirs]
+        assert all(abs(x["score"] - y["score"]) < 1e-4 for s, t in zip(ours, theirs) for x, y in zip(s, t))
