@@ -89,6 +89,9 @@ class Attention(nn.Module):
         self.dropout = cfg.attn_dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)  # fused q, k, v
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        # Optional module called as prefix(B) -> (keys, values), each (B, nh, P, hs): extra positions every
+        # query may attend to (prefix tuning). None (the default) leaves attention exactly as it was.
+        self.prefix: Optional[nn.Module] = None
 
     def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]]) -> Tensor:
         B, T, C = x.shape
@@ -96,6 +99,10 @@ class Attention(nn.Module):
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if self.prefix is not None:
+            pk, pv = self.prefix(B)  # (B, nh, P, hs) each
+            k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)  # (B, nh, P+T, hs)
+            mask, is_causal = prefix_mask(mask, is_causal, T, pk.shape[2], x.device), False
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )  # (B, nh, T, hs)
@@ -207,6 +214,15 @@ def attention_bias(attention_mask: Optional[Tensor], causal: bool, T: int) -> tu
     return allowed | eye, False  # (B, 1, T, T)
 
 
+def prefix_mask(mask: Optional[Tensor], is_causal: bool, T: int, P: int, device: torch.device) -> Tensor:
+    """Extend an attention mask (B|1, 1, T, T) or an implicit causal/full one by P always-visible prefix keys."""
+    if mask is None:
+        mask = torch.ones(T, T, dtype=torch.bool, device=device)
+        mask = (mask.tril() if is_causal else mask)[None, None]  # (1, 1, T, T)
+    visible = torch.ones(*mask.shape[:-1], P, dtype=torch.bool, device=device)  # (B|1, 1, T, P)
+    return torch.cat([visible, mask], dim=-1)  # (B|1, 1, T, P+T)
+
+
 def init_weights(module: nn.Module, cfg: TransformerConfig) -> None:
     """normal(0, init_std) as BERT and GPT-2 do, or Glorot/Xavier, or He/Kaiming; biases 0, norms 1."""
     for sub in module.modules():
@@ -247,4 +263,5 @@ __all__ = [
     "count_parameters",
     "flops_per_token",
     "init_weights",
+    "prefix_mask",
 ]
