@@ -105,6 +105,8 @@ class FinetuneConfig(Section):
     method: Literal["full", "lora", "adalora", "adapter", "prefix"] = "full"
     epochs: int = Field(3, gt=0)
     head_dropout: float = Field(0.1, ge=0, lt=1)
+    average_last: Optional[int] = Field(None, ge=2, description="Export the mean weights of the last N epoch "
+                                        "checkpoints instead of the best one (checkpoint averaging).")
     data: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)
     lora: LoRAConfig = Field(default_factory=LoRAConfig)
     adalora: AdaLoRAConfig = Field(default_factory=AdaLoRAConfig)

@@ -70,12 +70,13 @@ def encode_classification(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[
     return Encoded([e.ids for e in encs], [e.type_ids for e in encs], [label_to_id[x] for x in labels], [])
 
 
-def encode_tagging(tok: Tokenizer, texts: Sequence[str], tags: Sequence[Sequence[str]],
+def encode_tagging(tok: Tokenizer, units: Sequence[Sequence[str]], tags: Sequence[Sequence[str]],
                    label_to_id: dict[str, int], max_length: int) -> Encoded:
+    """``units``: the tagged units of each example (characters for Chinese; a str counts as its characters)."""
     tok.enable_truncation(max_length)
-    encs = tok.encode_batch([list(t) for t in texts], is_pretokenized=True)
+    encs = tok.encode_batch([list(u) for u in units], is_pretokenized=True)
     ids, types, labels, firsts = [], [], [], []
-    for enc, text, row_tags in zip(encs, texts, tags):
+    for enc, text, row_tags in zip(encs, units, tags):
         first = [-1] * len(text)
         row_labels = [IGNORE] * len(enc.ids)
         for pos, word in enumerate(enc.word_ids):

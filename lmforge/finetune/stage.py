@@ -125,7 +125,10 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     val_src = ExampleSource(_encode(config, tok, val_split, label_to_id, max_length), tc.batch_size, pad,
                             shuffle=False, drop_last=False)
     steps = config.epochs * len(train_src)
-    train_cfg = tc.model_copy(update={"steps": steps, "eval_every": len(train_src)})
+    update: dict[str, Any] = {"steps": steps, "eval_every": len(train_src)}
+    if config.average_last:
+        update.update(checkpoint_every=len(train_src), keep_last=max(tc.keep_last, config.average_last))
+    train_cfg = tc.model_copy(update=update)
 
     torch.manual_seed(tc.seed)
     model = TaskModel(TransformerConfig(**arch), config.task, labels, dropout=config.head_dropout)
@@ -158,7 +161,11 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     train_s = time.perf_counter() - started
     model.cpu()
     best = ckpt.best_step(out / "checkpoints")
-    if tc.early_stopping.patience is not None and best is not None:
+    if config.average_last:
+        from lmforge.finetune.ensemble import average_checkpoints
+
+        model.load_state_dict(average_checkpoints(out, config.average_last))
+    elif tc.early_stopping.patience is not None and best is not None:
         load_model(model, str(ckpt.step_dir(out / "checkpoints", best) / "model.safetensors"))
     meta = {"task": config.task, "labels": labels, "method": config.method, "settings": settings,
             "model": arch, "base": str(Path(config.init_from).resolve()) if config.init_from else None,
