@@ -49,11 +49,13 @@ def load_base(model: TaskModel, base_dir: str | Path) -> None:
     if not weights.is_file():
         raise ConfigError(f"init_from: {base_dir} has no model.safetensors")
     state = {k: v for k, v in load_file(str(weights)).items() if k.startswith("backbone.")}
-    mine = {k for k in model.state_dict() if k.startswith("backbone.")}
-    missing = sorted(mine - set(state))
+    # a PEFT wrapper keeps the wrapped Linear as `.base`: backbone.blocks.0.attn.qkv.base.weight <- ...qkv.weight
+    wanted = {k: k.replace(".base.", ".") for k in model.state_dict()
+              if k.startswith("backbone.") and not peft.is_peft_param(k)}
+    missing = sorted(v for v in wanted.values() if v not in state)
     if missing:
         raise ConfigError(f"init_from: {weights} lacks {len(missing)} backbone tensors, e.g. {missing[0]}")
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict({k: state[v] for k, v in wanted.items()}, strict=False)
 
 
 def apply_method(model: TaskModel, method: str, settings: dict[str, Any]) -> None:
