@@ -74,7 +74,7 @@ def evaluate(config: EvaluateConfig, rows: Sequence[dict[str, Any]] = ()) -> dic
         raise ConfigError("no data to evaluate on: give --data DIR (a `lmforge data prepare` output)")
     data = check_prepared(config.data)
     if not rows and not config.baselines.enabled and not config.models:
-        raise ConfigError("nothing to evaluate: pass --model DIR and/or --baselines")
+        raise ConfigError("nothing to evaluate: pass --baselines and/or --model DIR")
     curves = read_curves(config.curves) if config.curves else None  # checked before the slow part
     out = Path(config.out) if config.out else data / "evaluation"
     all_rows = list(rows)

@@ -106,3 +106,13 @@ def ft_layers(out: Path, base: Path, data: Path, **over) -> list[dict]:
                   "train": {"batch_size": 16, "log_every": 1, "progress": False, "tensorboard": False,
                             "peak_flops": 1e12, "device": "cpu", "optim": {"lr": 3e-3}, "keep_last": 10}}
     return [base_layer, over]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine their spin-waits
+    cost more than the matmuls: one thread keeps these tests fast and their timings steady."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
