@@ -45,6 +45,9 @@ class LoRAConfig(Section):
         description="Backbone Linear layers (name suffixes): attn.qkv, attn.proj, mlp.fc, mlp.proj.",
     )
     merge: bool = Field(False, description="Also export model.safetensors with the update merged (LoRA only).")
+    backend: Literal["lmforge", "peft"] = Field(
+        "lmforge", description="method=lora only: our LoRALinear, or the `peft` library's (pip install lmforge[peft])."
+    )
 
 
 class AdaLoRAConfig(Section):

@@ -49,8 +49,9 @@ def load_base(model: TaskModel, base_dir: str | Path) -> None:
     if not weights.is_file():
         raise ConfigError(f"init_from: {base_dir} has no model.safetensors")
     state = {k: v for k, v in load_file(str(weights)).items() if k.startswith("backbone.")}
-    # a PEFT wrapper keeps the wrapped Linear as `.base`: backbone.blocks.0.attn.qkv.base.weight <- ...qkv.weight
-    wanted = {k: k.replace(".base.", ".") for k in model.state_dict()
+    # a PEFT wrapper keeps the wrapped Linear as `.base` (ours) or `.base_layer` (peft's):
+    # backbone.blocks.0.attn.qkv.base.weight <- backbone.blocks.0.attn.qkv.weight
+    wanted = {k: k.replace(".base_layer.", ".").replace(".base.", ".") for k in model.state_dict()
               if k.startswith("backbone.") and not peft.is_peft_param(k)}
     missing = sorted(v for v in wanted.values() if v not in state)
     if missing:
@@ -63,7 +64,8 @@ def apply_method(model: TaskModel, method: str, settings: dict[str, Any]) -> Non
     if method == "full":
         return
     if method == "lora":
-        peft.add_lora(model, settings["targets"], settings["rank"], settings["alpha"], settings["dropout"])
+        peft.add_lora(model, settings["targets"], settings["rank"], settings["alpha"], settings["dropout"],
+                      settings.get("backend", "lmforge"))
     elif method == "adalora":
         add_adalora(model, settings["targets"], settings["rank"], settings["alpha"], settings["dropout"])
     elif method == "adapter":

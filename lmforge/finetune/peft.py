@@ -9,12 +9,14 @@ AdaLoRA lives in lmforge.finetune.adalora.
 from __future__ import annotations
 
 import math
+import re
 from typing import Iterable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lmforge.config import ConfigError
 from lmforge.model.heads import TaskModel
 
 __all__ = ["Adapter", "AdapterLinear", "LoRALinear", "PrefixKV", "add_adapters", "add_lora", "add_prefix",
@@ -54,9 +56,21 @@ class LoRALinear(nn.Module):
         return self.base(x) + F.linear(F.linear(self.drop(x), self.lora_A), self.lora_B) * self.scaling
 
 
-def add_lora(model: TaskModel, targets: list[str], rank: int, alpha: float, dropout: float) -> int:
-    """Wrap the target Linears in LoRA; returns how many were wrapped."""
+def add_lora(model: TaskModel, targets: list[str], rank: int, alpha: float, dropout: float,
+             backend: str = "lmforge") -> int:
+    """Wrap the target Linears in LoRA; returns how many were wrapped. ``backend="peft"`` lets the
+    `peft` library do the wrapping (its layers keep the Linear as ``.base_layer``)."""
     found = _targets(model, targets)
+    if backend == "peft":
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError:
+            raise ConfigError("lora.backend=peft: the peft library is not installed (pip install lmforge[peft])") from None
+        names = "|".join(re.escape(t) for t in targets)
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
+                            target_modules=rf"backbone\.blocks\.\d+\..*(?:{names})")
+        inject_adapter_in_model(config, model)
+        return len(found)
     for parent, attr, linear in found:
         setattr(parent, attr, LoRALinear(linear, rank, alpha, dropout))
     return len(found)
@@ -68,7 +82,12 @@ def merge_lora(model: nn.Module) -> int:
     the merged model computes the same function with no extra matmuls. Returns the count merged."""
     merged = 0
     for name, module in list(model.named_modules()):
-        if isinstance(module, LoRALinear) or type(module).__name__ == "AdaLoRALinear":
+        if hasattr(module, "get_base_layer") and hasattr(module, "merge"):  # a peft LoRA layer
+            module.merge()
+            parent_name, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), attr, module.get_base_layer())
+            merged += 1
+        elif isinstance(module, LoRALinear) or type(module).__name__ == "AdaLoRALinear":
             module.base.weight += module.delta_weight().to(module.base.weight.dtype)
             parent_name, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent_name), attr, module.base)

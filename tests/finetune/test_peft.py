@@ -146,3 +146,31 @@ def test_lora_run_resumes_exactly(tmp_path, base_dir, reviews_small):
         assert resumed["result"].losses[step] == straight["result"].losses[step], step
     x, y = load_file(str(tmp_path / "a" / "adapter.safetensors")), load_file(str(tmp_path / "b" / "adapter.safetensors"))
     assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_peft_library_lora_matches_ours(tmp_path, base_dir, tokenizer_file):
+    """lora.backend=peft (the `peft` library's layers on our modules) computes what our LoRALinear does,
+    merges the same way, and round-trips through adapter.safetensors."""
+    arch = json.loads((base_dir / "config.json").read_text())["model"]
+    ours = build_task_model(arch, "classification", ["a", "b"], "lora", SETTINGS["lora"]).eval()
+    theirs = build_task_model(arch, "classification", ["a", "b"], "lora", {**SETTINGS["lora"], "backend": "peft"}).eval()
+    assert trainable_summary(ours) == trainable_summary(theirs)
+    from lmforge.finetune.modeldir import load_base
+
+    load_base(ours, base_dir)
+    _randomise(ours)
+    mine = ours.state_dict()
+    with torch.no_grad():
+        for name, value in theirs.state_dict().items():
+            key = name.replace(".base_layer.", ".base.").replace(".default.weight", "")
+            value.copy_(mine[key] if key in mine else mine[key.replace(".base.", ".")])
+    ids = torch.randint(5, arch["vocab_size"], (3, 12))
+    assert torch.allclose(ours(ids), theirs(ids), atol=1e-6)
+    meta = {"task": "classification", "labels": ["a", "b"], "method": "lora", "data": {},
+            "settings": {**SETTINGS["lora"], "backend": "peft"}, "model": arch, "base": str(base_dir)}
+    save_task_model(theirs, tmp_path / "p", meta, tokenizer_file)
+    loaded, _ = load_task_model(tmp_path / "p")
+    assert torch.equal(loaded(ids), theirs(ids))
+    expected = ours(ids)
+    merge_lora(theirs)
+    assert torch.allclose(theirs(ids), expected, atol=1e-5)
