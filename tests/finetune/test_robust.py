@@ -128,3 +128,15 @@ def test_checkpoint_averaging_exports_the_mean(tmp_path, base_dir, reviews_small
     tuned = load_file(str(out / "model.safetensors"))
     key = "head.classifier.weight"
     assert torch.allclose(tuned[key], (last[0][key] + last[1][key]) / 2, atol=1e-6)
+
+
+def test_layer_wise_lr_decay_gives_lower_layers_smaller_steps():
+    from lmforge.train.config import OptimConfig
+    from lmforge.train.optim import param_groups
+
+    model = TaskModel(tiny_arch(100), "classification", ["a", "b"])
+    groups = param_groups(model, OptimConfig(lr=1.0, layer_decay=0.5), n_layers=2)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert lr_of[id(model.backbone.embed.tokens.weight)] == 0.125  # 0.5 ** 3
+    assert lr_of[id(model.backbone.blocks[1].attn.qkv.weight)] == 0.5
+    assert lr_of[id(model.head.classifier.weight)] == 1.0
