@@ -10,8 +10,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from lmforge.config import ConfigError
-from lmforge.finetune.data import (ExampleSource, encode_classification, encode_tagging, read_classification,
-                                   read_tagging)
+from lmforge.finetune.data import (
+    ExampleSource,
+    encode_classification,
+    encode_tagging,
+    read_classification,
+    read_tagging,
+)
 from lmforge.finetune.modeldir import load_task_model, load_tokenizer, pad_id, predict
 from lmforge.model.heads import TaskModel
 

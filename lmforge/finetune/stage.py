@@ -19,10 +19,22 @@ from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.prepared import check_prepared
 from lmforge.finetune.adalora import RankAllocator
 from lmforge.finetune.config import FinetuneConfig
-from lmforge.finetune.data import (Encoded, ExampleSource, encode_classification, encode_tagging,
-                                   read_classification, read_tagging)
-from lmforge.finetune.modeldir import (apply_method, load_base, load_tokenizer, pad_id, read_model_config,
-                                       save_task_model)
+from lmforge.finetune.data import (
+    Encoded,
+    ExampleSource,
+    encode_classification,
+    encode_tagging,
+    read_classification,
+    read_tagging,
+)
+from lmforge.finetune.modeldir import (
+    apply_method,
+    load_base,
+    load_tokenizer,
+    pad_id,
+    read_model_config,
+    save_task_model,
+)
 from lmforge.finetune.objective import FinetuneObjective
 from lmforge.finetune.peft import trainable_summary
 from lmforge.model.heads import TaskModel
@@ -61,7 +73,7 @@ def _architecture(config: FinetuneConfig) -> tuple[dict[str, Any], Path]:
     assert config.model is not None and config.tokenizer is not None
     try:
         arch = TransformerConfig(**config.model).model_dump(mode="json")
-    except Exception as exc:
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise ConfigError(f"model: {str(exc).splitlines()[0]}") from None
     return arch, Path(config.tokenizer)
 
@@ -110,6 +122,9 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     check_prepared(config.data.path)
     arch, tokenizer_file = _architecture(config)
     tok = load_tokenizer(tokenizer_file)
+    if tok.get_vocab_size() > int(arch["vocab_size"]):
+        raise ConfigError(f"model.vocab_size={arch['vocab_size']} is smaller than the tokenizer's "
+                          f"{tok.get_vocab_size()} tokens ({tokenizer_file})")
     max_length = min(config.data.max_length, int(arch["max_positions"]))
     train_split = _augment(config, *_read(config, "train"))
     val_split = _read(config, "validation")

@@ -3,7 +3,6 @@ trained here on a few hundred real sentences, and random-init lmforge model dirs
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 from pathlib import Path

@@ -102,7 +102,7 @@ def test_adalora_budget_shrinks_inside_the_loop(tmp_path, base_dir, reviews_smal
     budgets = [allocator.budget(s) for s in range(steps + 1)]
     assert budgets[0] == 16 and budgets[-1] == 4 and budgets == sorted(budgets, reverse=True)
     kept = sum(int(m.lora_rank_mask.sum()) for m in layers)
-    assert kept <= 4 < 16  # the loop actually pruned to the target budget
+    assert kept <= budgets[-1] < budgets[0]  # the loop actually pruned to the target budget
     for m in layers:  # pruned singular values are zero, kept ones trained away from their zero init
         e = m.lora_E.squeeze(1)
         assert torch.all(e[m.lora_rank_mask == 0] == 0)

@@ -76,3 +76,24 @@ def test_bad_inputs_fail_with_one_line_errors(tmp_path, base_dir, reviews_small,
         finetune(make_finetune_config({"init_from": str(base_dir)}, source="t"))
     assert main(["finetune", "--init-from", str(base_dir), "--data", str(reviews_small), "method=dora"]) == 2
     assert "method" in capsys.readouterr().err
+
+
+def test_no_pretraining_from_an_architecture_and_a_tokenizer(tmp_path, tokenizer_file, reviews_small):
+    from tests.finetune.conftest import tiny_arch
+
+    arch = tiny_arch(700).model_dump(mode="json")
+    arch.pop("vocab_size")
+    layers = ft_layers(tmp_path / "s", tokenizer_file, reviews_small, epochs=1)
+    layers[0].pop("init_from")
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tokenizer_file)).get_vocab_size()
+    with pytest.raises(ConfigError, match="vocab_size"):
+        finetune(make_finetune_config(*layers, {"tokenizer": str(tokenizer_file),
+                                                "model": {**arch, "vocab_size": vocab - 1}}, source="t"))
+    run = finetune(make_finetune_config(*layers, {"tokenizer": str(tokenizer_file),
+                                                  "model": {**arch, "vocab_size": vocab}}, source="t"))
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["base"] is None
+    assert _model_row(run["report"])["metrics"]["task"] == "classification"
+    with pytest.raises(ConfigError, match="tokenizer"):
+        make_finetune_config({"data": {"path": str(reviews_small)}}, source="t")
