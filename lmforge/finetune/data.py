@@ -20,7 +20,7 @@ from lmforge.config import ConfigError
 from lmforge.data.prepared import iter_split, split_file
 from lmforge.train.objectives import IGNORE
 
-__all__ = ["Encoded", "ExampleSource", "encode_classification", "encode_tagging", "read_classification",
+__all__ = ["Encoded", "ExampleSource", "chunk_units", "encode_classification", "encode_tagging", "read_classification",
            "read_tagging"]
 
 
@@ -55,6 +55,21 @@ def read_tagging(data: str, split: str) -> tuple[list[str], list[list[str]]]:
     if task is None:
         raise ConfigError(f"{split_file(data, split)}: tagging needs rows with chars+tags (BMES) or words+pos (NER)")
     return read_tagged(data, split, task)
+
+
+def chunk_units(texts: Sequence[str], tags: Sequence[Sequence[str]], size: int) -> tuple[list[str], list[list[str]], list[int]]:
+    """Cut tagged texts into windows of at most ``size`` units so no character is lost to truncation
+    (most People's Daily sentences are longer than a small model's positions); returns the windows,
+    their tags and, per window, the index of the text it came from (to stitch predictions back)."""
+    out_texts: list[str] = []
+    out_tags: list[list[str]] = []
+    owner: list[int] = []
+    for i, (text, row) in enumerate(zip(texts, tags)):
+        for start in range(0, max(len(text), 1), size):
+            out_texts.append(text[start : start + size])
+            out_tags.append(list(row[start : start + size]))
+            owner.append(i)
+    return out_texts, out_tags, owner
 
 
 def encode_classification(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[Optional[str]],

@@ -12,6 +12,7 @@ import numpy as np
 from lmforge.config import ConfigError
 from lmforge.finetune.data import (
     ExampleSource,
+    chunk_units,
     encode_classification,
     encode_tagging,
     read_classification,
@@ -37,16 +38,21 @@ def split_probabilities(model: TaskModel, meta: dict[str, Any], tokenizer_dir: s
         source = ExampleSource(enc, batch_size, pad_id(tok), shuffle=False, drop_last=False)
         return gold, np.concatenate(predict(model, source)), texts
     texts, tags = read_tagging(data, split)
-    enc = encode_tagging(tok, texts, tags, model.label_to_id, max_length)
+    windows, window_tags, owner = chunk_units(texts, tags, max_length - 2)  # no character lost to truncation
+    enc = encode_tagging(tok, windows, window_tags, model.label_to_id, max_length)
     source = ExampleSource(enc, batch_size, pad_id(tok), shuffle=False, drop_last=False)
-    probs: list[np.ndarray] = []
-    fallback = np.zeros(len(model.labels))
-    fallback[model.label_to_id.get("O", model.label_to_id.get("S", 0))] = 1.0  # truncated characters
+    K = len(model.labels)
+    fallback = np.zeros(K)
+    fallback[model.label_to_id.get("O", model.label_to_id.get("S", 0))] = 1.0  # a character cut off anyway
+    pieces: list[list[np.ndarray]] = [[] for _ in texts]
+    w = 0
     for batch_probs in predict(model, source):
         for row in batch_probs:
-            first = enc.first_token[len(probs)]
-            probs.append(np.stack([row[i] if i >= 0 else fallback for i in first]) if first
-                         else np.zeros((0, len(model.labels))))
+            first = enc.first_token[w]
+            pieces[owner[w]].append(np.stack([row[i] if i >= 0 else fallback for i in first]) if first
+                                    else np.zeros((0, K)))
+            w += 1
+    probs = [np.concatenate(p) if p else np.zeros((0, K)) for p in pieces]
     return tags, probs, texts
 
 

@@ -22,6 +22,7 @@ from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.data import (
     Encoded,
     ExampleSource,
+    chunk_units,
     encode_classification,
     encode_tagging,
     read_classification,
@@ -78,11 +79,11 @@ def _architecture(config: FinetuneConfig) -> tuple[dict[str, Any], Path]:
     return arch, Path(config.tokenizer)
 
 
-def _read(config: FinetuneConfig, split: str) -> tuple[list[str], list[Optional[str]], list[Any]]:
+def _read(config: FinetuneConfig, split: str, max_length: int) -> tuple[list[str], list[Optional[str]], list[Any]]:
     d = config.data
     if config.task == "classification":
         return read_classification(str(d.path), split, d.text_field, d.pair_field, d.label_field)
-    texts, tags = read_tagging(str(d.path), split)
+    texts, tags, _ = chunk_units(*read_tagging(str(d.path), split), max_length - 2)  # room for [CLS], [SEP]
     return texts, [None] * len(texts), tags
 
 
@@ -126,8 +127,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         raise ConfigError(f"model.vocab_size={arch['vocab_size']} is smaller than the tokenizer's "
                           f"{tok.get_vocab_size()} tokens ({tokenizer_file})")
     max_length = min(config.data.max_length, int(arch["max_positions"]))
-    train_split = _augment(config, *_read(config, "train"))
-    val_split = _read(config, "validation")
+    train_split = _augment(config, *_read(config, "train", max_length))
+    val_split = _read(config, "validation", max_length)
     if config.task == "classification":
         labels = sorted(set(train_split[2]))
     else:

@@ -68,3 +68,25 @@ def test_label_names_travel_in_config_json(tmp_path, base_dir, reviews_small):
     assert model.labels == ["negative", "positive"]
     for name in ("model.safetensors", "tokenizer.json", "metrics.jsonl", "report/report.json"):
         assert (out / name).is_file(), name
+
+
+def test_long_tagged_texts_are_windowed_not_truncated(tmp_path, base_dir, seg_small):
+    """Every character of a text longer than max_length gets a model prediction (windows, stitched back)."""
+    from lmforge.finetune.data import chunk_units
+    from lmforge.finetune.predict import split_probabilities
+
+    texts, tags, owner = chunk_units(["abcdefg", "xy"], [list("BMMEBES"), list("BE")], 3)
+    assert texts == ["abc", "def", "g", "xy"] and owner == [0, 0, 0, 1] and tags[1] == ["E", "B", "E"]
+    out = tmp_path / "seg"
+    finetune(make_finetune_config(*ft_layers(out, base_dir, seg_small, task="tagging", epochs=1),
+                                  {"data": {"max_length": 8}}, source="test"))
+    model, meta = load_task_model(out)
+    gold, probs, texts = split_probabilities(model, meta, out, str(seg_small), "test")
+    assert any(len(t) > 8 for t in texts)
+    for text, p in zip(texts, probs):
+        assert p.shape == (len(text), 4)
+    # the second window's first character (index 6) has a softmax row, not the one-hot truncation fallback
+    import numpy as np
+
+    long_rows = [p for p in probs if len(p) > 6]
+    assert long_rows and all(not np.isin(p[6], [0.0, 1.0]).all() for p in long_rows)
