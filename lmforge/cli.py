@@ -45,6 +45,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     for key in ("data", "out", "split", "curves"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
+    if args.model:
+        options["models"] = args.model
     if args.baselines:
         options["baselines"] = {"enabled": True}
     if args.no_progress:
@@ -136,6 +138,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from lmforge.finetune.stage import finetune, make_finetune_config
+
+    options: dict[str, Any] = {k: getattr(args, k) for k in ("out", "resume", "init_from") if getattr(args, k)}
+    if args.data is not None:
+        options["data"] = {"path": args.data}
+    if args.no_progress:
+        options["train"] = {"progress": False}
+    finetune(make_finetune_config(*_config_layers(args, options), source=args.config or "command line"))
+    return 0
+
+
 def _corpora_list(args: argparse.Namespace) -> int:
     from lmforge.corpora import CORPORA
 
@@ -181,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DIR", help="a `lmforge data prepare` output directory")
     p.add_argument("--out", metavar="DIR", help="report directory (default DATA/evaluation)")
     p.add_argument("--split", choices=["test", "validation"])
+    p.add_argument("--model", nargs="+", metavar="DIR", help="fine-tuned model dir(s); several form an ensemble")
     p.add_argument("--baselines", action="store_true", help="majority-class and TF-IDF + logistic regression")
     p.add_argument("--curves", metavar="FILE", help="metrics.jsonl with training/validation losses to plot")
     p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
@@ -253,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(handler=_serve)
+
+    p = verbs.add_parser("finetune", help="adapt a pretrained model to a labelled task (full, LoRA, AdaLoRA, ...)")
+    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
+    p.add_argument("--init-from", dest="init_from", metavar="DIR", help="pretrained model dir (`lmforge pretrain`)")
+    p.add_argument("--data", metavar="DIR", help="a `lmforge data prepare` output directory (data.path)")
+    p.add_argument("--out", metavar="DIR")
+    p.add_argument("--resume", metavar="auto|DIR", help="'auto': the newest complete checkpoint in OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or summary")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(handler=_finetune)
 
     corpora = verbs.add_parser("corpora", help="built-in real corpora").add_subparsers(dest="action", required=True)
     corpora.add_parser("list", help="list built-in corpora").set_defaults(handler=_corpora_list)

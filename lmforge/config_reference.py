@@ -18,6 +18,7 @@ def stage_models() -> dict[str, type[BaseModel]]:
     """Every stage's top-level config model, by command."""
     from lmforge.data.config import PrepareConfig
     from lmforge.eval.config import EvaluateConfig
+    from lmforge.finetune.config import FinetuneConfig
     from lmforge.tokenize.config import TokenizeConfig, TokenizerTrainConfig
     from lmforge.serve.config import ServeConfig
     from lmforge.train.config import PretrainConfig
@@ -27,6 +28,7 @@ def stage_models() -> dict[str, type[BaseModel]]:
         "lmforge tokenizer train": TokenizerTrainConfig,
         "lmforge data tokenize": TokenizeConfig,
         "lmforge pretrain": PretrainConfig,
+        "lmforge finetune": FinetuneConfig,
         "lmforge evaluate": EvaluateConfig,
         "lmforge serve": ServeConfig,
     }

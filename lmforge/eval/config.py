@@ -42,6 +42,9 @@ class EvaluateConfig(Section):
     """Score systems on one split of a prepared directory and write report.json/md/html with plots."""
 
     data: Optional[str] = Field(None, description="A `lmforge data prepare` output directory.")
+    models: list[str] = Field(
+        default_factory=list, description="Fine-tuned model dirs; several are averaged into one ensemble row."
+    )
     split: Literal["test", "validation"] = Field(
         "test", description="The split every row of the report is scored on."
     )

@@ -73,11 +73,15 @@ def evaluate(config: EvaluateConfig, rows: Sequence[dict[str, Any]] = ()) -> dic
     if not config.data:
         raise ConfigError("no data to evaluate on: give --data DIR (a `lmforge data prepare` output)")
     data = check_prepared(config.data)
-    if not rows and not config.baselines.enabled:
-        raise ConfigError("nothing to evaluate: pass --baselines (model evaluation plugs in as report rows)")
+    if not rows and not config.baselines.enabled and not config.models:
+        raise ConfigError("nothing to evaluate: pass --baselines and/or --model DIR")
     curves = read_curves(config.curves) if config.curves else None  # checked before the slow part
     out = Path(config.out) if config.out else data / "evaluation"
     all_rows = list(rows)
+    if config.models:
+        from lmforge.finetune.predict import model_rows
+
+        all_rows += model_rows(config.models, str(data), config.split)
     if config.baselines.enabled:
         all_rows += _baseline_rows(data, config)
     report = write_report(all_rows, out, data=str(data), split=config.split, curves=curves)

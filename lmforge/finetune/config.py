@@ -1,12 +1,13 @@
-"""Typed configuration of fine-tuning components (augmentation so far; task and method configs join here)."""
+"""Typed configuration of fine-tuning: augmentation, PEFT methods, robustness and the `lmforge finetune` stage."""
 
 from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lmforge.config import Section
+from lmforge.train.config import TrainConfig
 
 Operation = Literal["synonym_replacement", "random_insertion", "random_swap", "random_deletion"]
 
@@ -33,3 +34,101 @@ class AugmentConfig(Section):
     swap_ratio: float = Field(0.1, ge=0, le=1, description="Swaps, as a share of the text's words.")
     deletion_prob: float = Field(0.1, ge=0, le=1, description="Probability of deleting each word.")
     seed: int = 0
+
+
+class LoRAConfig(Section):
+    rank: int = Field(8, gt=0)
+    alpha: float = Field(16.0, gt=0, description="The update is scaled by alpha / rank.")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: list[str] = Field(
+        default_factory=lambda: ["attn.qkv", "attn.proj"], min_length=1,
+        description="Backbone Linear layers (name suffixes): attn.qkv, attn.proj, mlp.fc, mlp.proj.",
+    )
+    merge: bool = Field(False, description="Also export model.safetensors with the update merged (LoRA only).")
+    backend: Literal["lmforge", "peft"] = Field(
+        "lmforge", description="method=lora only: our LoRALinear, or the `peft` library's (pip install lmforge[peft])."
+    )
+
+
+class AdaLoRAConfig(Section):
+    target_rank: int = Field(2, gt=0, description="Average rank per matrix at the end of the schedule.")
+    warmup: float = Field(0.1, ge=0, lt=1, description="Share of steps before pruning starts.")
+    final: float = Field(0.2, ge=0, lt=1, description="Share of steps at the end with the rank pattern frozen.")
+    beta1: float = Field(0.85, gt=0, lt=1, description="EMA of sensitivity.")
+    beta2: float = Field(0.85, gt=0, lt=1, description="EMA of uncertainty.")
+    orthogonal_weight: float = Field(0.1, ge=0, description="Weight of the orthogonality penalty on P and Q.")
+
+
+class AdapterConfig(Section):
+    placement: Literal["houlsby", "pfeiffer"] = "houlsby"
+    bottleneck: int = Field(16, gt=0)
+
+
+class PrefixConfig(Section):
+    length: int = Field(8, gt=0, description="Prefix positions per layer.")
+
+
+class RobustConfig(Section):
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    rdrop_alpha: float = Field(0.0, ge=0, description="R-Drop: weight of the symmetric KL; 0 = off.")
+    adversarial: Literal["none", "fgm", "pgd"] = "none"
+    epsilon: float = Field(1.0, gt=0, description="Radius of the embedding perturbation (L2 per example).")
+    pgd_steps: int = Field(3, ge=1)
+    pgd_alpha: float = Field(0.3, gt=0, description="PGD step size.")
+
+
+class FreezeConfig(Section):
+    embeddings: bool = Field(False, description="Full fine-tuning: keep the embeddings fixed.")
+    layers: int = Field(0, ge=0, description="Full fine-tuning: keep the lowest N blocks fixed.")
+
+
+class FinetuneDataConfig(Section):
+    path: Optional[str] = Field(None, description="A `lmforge data prepare` output directory.")
+    text_field: str = "text"
+    pair_field: Optional[str] = Field(None, description="Second text of a text-pair task.")
+    label_field: str = "label"
+    max_length: int = Field(128, gt=2, description="Tokens per example, special tokens included.")
+
+
+class ReportConfig(Section):
+    baselines: bool = Field(True, description="Score the majority and TF-IDF/jieba baselines in the same report.")
+    max_train_examples: Optional[int] = Field(None, gt=0, description="Subsample the baselines' training set.")
+
+
+class FinetuneConfig(Section):
+    """Adapt a pretrained lmforge model to a labelled task with the one training loop."""
+
+    out: str = Field("runs/finetune", description="Output directory.")
+    init_from: Optional[str] = Field(None, description="A pretrained model dir (config.json, model.safetensors, "
+                                     "tokenizer.json); None trains from scratch (needs model_dir for the tokenizer).")
+    tokenizer: Optional[str] = Field(None, description="tokenizer.json when there is no init_from.")
+    model: Optional[dict] = Field(None, description="TransformerConfig fields when there is no init_from.")
+    resume: Optional[str] = Field(None, description="'auto' (newest complete checkpoint) or a checkpoint dir.")
+    task: Literal["classification", "tagging"] = "classification"
+    method: Literal["full", "lora", "adalora", "adapter", "prefix"] = "full"
+    epochs: int = Field(3, gt=0)
+    head_dropout: float = Field(0.1, ge=0, lt=1)
+    average_last: Optional[int] = Field(None, ge=2, description="Export the mean weights of the last N epoch "
+                                        "checkpoints instead of the best one (checkpoint averaging).")
+    data: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    adalora: AdaLoRAConfig = Field(default_factory=AdaLoRAConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    prefix: PrefixConfig = Field(default_factory=PrefixConfig)
+    robust: RobustConfig = Field(default_factory=RobustConfig)
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(steps=1, batch_size=16, optim={"lr": 5e-5}, schedule={"warmup": 0.1},
+                                            early_stopping={"metric": "val_acc", "mode": "max", "patience": 2}),
+        description="train.steps is replaced by epochs x batches per epoch; evaluation runs every epoch.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "FinetuneConfig":
+        if self.method != "full" and (self.freeze.embeddings or self.freeze.layers):
+            raise ValueError(f"freeze.* applies to method=full; method={self.method} freezes the backbone anyway")
+        if self.init_from is None and (self.tokenizer is None or self.model is None):
+            raise ValueError("without init_from, give tokenizer (a tokenizer.json) and model (architecture fields)")
+        return self

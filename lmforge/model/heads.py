@@ -104,3 +104,80 @@ class LanguageModel(nn.Module):
         if self.lm is not None:
             out["lm_logits"] = self.lm(hidden)  # (B, T, V)
         return out
+
+
+# ---------------------------------------------------------------- fine-tuning heads
+
+Pooling = Literal["first", "last"]
+
+
+def pool(hidden: Tensor, attention_mask: Optional[Tensor], pooling: Pooling) -> Tensor:
+    """(B, T, C) -> (B, C): the first token ([CLS], encoders) or the last real token (decoders, where
+    only the last position has seen the whole text; padding is on the right, so its index is len - 1)."""
+    if pooling == "first":
+        return hidden[:, 0]
+    if attention_mask is None:
+        return hidden[:, -1]
+    last = attention_mask.long().sum(1).clamp(min=1) - 1  # (B,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class SequenceClassificationHead(nn.Module):
+    """Pooled token -> dropout -> dense + tanh (BERT's pooler) -> dropout -> K logits."""
+
+    def __init__(self, cfg: TransformerConfig, n_labels: int, pooling: Pooling = "first", dropout: float = 0.1) -> None:
+        super().__init__()
+        self.pooling: Pooling = pooling
+        self.pooler = nn.Linear(cfg.d_model, cfg.d_model)
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(cfg.d_model, n_labels)
+
+    def forward(self, hidden: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
+        pooled = torch.tanh(self.pooler(self.drop(pool(hidden, attention_mask, self.pooling))))  # (B, C)
+        return self.classifier(self.drop(pooled))  # (B, K)
+
+
+class TokenClassificationHead(nn.Module):
+    """One set of K logits per token (tags are read from each unit's first sub-token)."""
+
+    def __init__(self, cfg: TransformerConfig, n_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(cfg.d_model, n_labels)
+
+    def forward(self, hidden: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
+        return self.classifier(self.drop(hidden))  # (B, T, K)
+
+
+TaskName = Literal["classification", "tagging"]
+
+
+class TaskModel(nn.Module):
+    """Backbone (names ``backbone.*`` as in LanguageModel, so pretrained weights load by name) + a task head.
+
+    ``labels`` are the label names in logit order; they travel with the model in its config.json.
+    """
+
+    def __init__(self, cfg: TransformerConfig, task: TaskName, labels: list[str], pooling: Optional[Pooling] = None,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError(f"a task needs at least two distinct labels, got {labels}")
+        self.config, self.task, self.labels = cfg, task, list(labels)
+        self.backbone = Transformer(cfg)
+        self.head: nn.Module
+        if task == "classification":
+            self.head = SequenceClassificationHead(cfg, len(labels), pooling or ("last" if cfg.causal else "first"),
+                                                   dropout)
+        else:
+            self.head = TokenClassificationHead(cfg, len(labels), dropout)
+        init_weights(self.head, cfg)
+
+    @property
+    def label_to_id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.labels)}
+
+    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
+                token_type_ids: Optional[Tensor] = None) -> Tensor:
+        hidden = self.backbone(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        return self.head(hidden, attention_mask)  # (B, K) or (B, T, K)

@@ -104,6 +104,9 @@ class Attention(nn.Module):
         self.dropout = cfg.attn_dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)  # fused q, k, v
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        # Optional module called as prefix(B) -> (keys, values), each (B, nh, P, hs): extra positions every
+        # query may attend to (prefix tuning). None (the default) leaves attention exactly as it was.
+        self.prefix: Optional[nn.Module] = None
 
     def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]],
                 cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
@@ -117,6 +120,10 @@ class Attention(nn.Module):
             if past is not None:
                 k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)  # (B, nh, T_past+T, hs)
             cache.layers[layer] = (k, v)
+        if self.prefix is not None:
+            pk, pv = self.prefix(B)  # (B, nh, P, hs) each
+            k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)  # (B, nh, P+T, hs)
+            mask, is_causal = prefix_mask(mask, is_causal, T, pk.shape[2], x.device), False
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )  # (B, nh, T, hs)
@@ -249,6 +256,15 @@ def cached_bias(past: int, T: int, causal: bool, device: torch.device) -> tuple[
     return allowed, False
 
 
+def prefix_mask(mask: Optional[Tensor], is_causal: bool, T: int, P: int, device: torch.device) -> Tensor:
+    """Extend an attention mask (B|1, 1, T, T) or an implicit causal/full one by P always-visible prefix keys."""
+    if mask is None:
+        mask = torch.ones(T, T, dtype=torch.bool, device=device)
+        mask = (mask.tril() if is_causal else mask)[None, None]  # (1, 1, T, T)
+    visible = torch.ones(*mask.shape[:-1], P, dtype=torch.bool, device=device)  # (B|1, 1, T, P)
+    return torch.cat([visible, mask], dim=-1)  # (B|1, 1, T, P+T)
+
+
 def init_weights(module: nn.Module, cfg: TransformerConfig) -> None:
     """normal(0, init_std) as BERT and GPT-2 do, or Glorot/Xavier, or He/Kaiming; biases 0, norms 1."""
     for sub in module.modules():
@@ -290,4 +306,5 @@ __all__ = [
     "count_parameters",
     "flops_per_token",
     "init_weights",
+    "prefix_mask",
 ]

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -108,6 +108,8 @@ def evaluate(
             result[f"val_{key.split('_')[0]}_acc"] = s[key] / n
     if "mlm_loss_sum" in s:
         result["val_mlm_loss"] = s["mlm_loss_sum"] / n
+    if "task_correct" in s:  # fine-tuning: examples (classification) or labelled tokens (tagging)
+        result["val_acc"] = s["task_correct"] / max(s["task_count"], 1.0)
     if "sentence_correct" in s:
         result["val_sentence_acc"] = s["sentence_correct"] / max(s["sentence_count"], 1.0)
     return result
@@ -126,8 +128,11 @@ def train_loop(
     resume: Optional[Path] = None,
     info: DistInfo = DistInfo(),
     flops_per_token: Optional[float] = None,
+    after_step: Optional[Callable[[int], None]] = None,
 ) -> LoopResult:
-    """Train ``model`` in place; checkpoints and metrics go under ``out_dir`` (rank 0 only)."""
+    """Train ``model`` in place; checkpoints and metrics go under ``out_dir`` (rank 0 only).
+    ``after_step(step)`` runs after each update while the gradients are still there (AdaLoRA's
+    rank reallocation)."""
     if cfg.precision == "fp16" and device.type != "cuda":
         raise TrainingError("train.precision=fp16 needs a CUDA device (use bf16 on CPU)")
     model.to(device)
@@ -253,6 +258,8 @@ def train_loop(
                 scaler.update()
             else:
                 optimizer.step()
+            if after_step is not None:
+                after_step(step + 1)
             optimizer.zero_grad(set_to_none=True)
             state["step"] = step = step + 1
             state["tokens"] += int(totals[2])

@@ -13,10 +13,23 @@ from lmforge.train.pretrain import make_pretrain_config, pretrain
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("pretrain-*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_parses(path):
     config = make_pretrain_config(load_config_file(path), source=str(path))
     assert config.train.steps > 0 and config.data.seq_len <= config.model.max_positions
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("finetune-*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_finetune_config_parses(path):
+    from lmforge.finetune.stage import make_finetune_config
+
+    config = make_finetune_config(load_config_file(path), {"init_from": "runs/pretrain"}, source=str(path))
+    assert config.epochs > 0 and config.method in ("full", "lora", "adalora", "adapter", "prefix")
+
+
+def test_no_shipped_config_is_left_unparsed():
+    names = [p.name for p in (ROOT / "configs").glob("*.yaml")]
+    assert all(n.startswith(("pretrain-", "finetune-")) for n in names), names
 
 
 def _meta(corpus):

@@ -1,0 +1,171 @@
+"""Labelled examples for fine-tuning: read a prepared split, encode with the model's tokenizer, batch.
+
+Classification: ``text`` (and optionally a second text field for pairs) + ``label``.
+Tagging: one tag per character (BMES segmentation from chars/tags rows, BIO NER from words/pos rows,
+via lmforge.eval.tagging_baselines.read_tagged). Characters are fed pre-split; a character cut into
+several sub-tokens carries its tag on the first one and IGNORE on the rest, and predictions are read
+back from first sub-tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+
+from lmforge.config import ConfigError
+from lmforge.data.prepared import iter_split, split_file
+from lmforge.train.objectives import IGNORE
+
+__all__ = ["Encoded", "ExampleSource", "chunk_units", "encode_classification", "encode_tagging", "read_classification",
+           "read_tagging"]
+
+
+@dataclass
+class Encoded:
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: list[Any]  # int per example, or per-token lists with IGNORE
+    first_token: list[list[int]]  # tagging: token index of each character's first sub-token (-1: truncated)
+
+
+def read_classification(data: str, split: str, text_field: str, pair_field: Optional[str],
+                        label_field: str = "label") -> tuple[list[str], list[Optional[str]], list[str]]:
+    texts, pairs, labels = [], [], []
+    path = split_file(data, split)
+    for number, row in enumerate(iter_split(data, split), start=1):
+        if row.get(label_field) is None or row.get(text_field) is None:
+            raise ConfigError(f"{path}:{number}: needs fields {text_field!r} and {label_field!r} for classification")
+        if pair_field is not None and row.get(pair_field) is None:
+            raise ConfigError(f"{path}:{number}: no {pair_field!r} (data.pair_field) for a text-pair task")
+        texts.append(str(row[text_field]))
+        pairs.append(str(row[pair_field]) if pair_field else None)
+        labels.append(str(row[label_field]))
+    return texts, pairs, labels
+
+
+def read_tagging(data: str, split: str) -> tuple[list[str], list[list[str]]]:
+    from lmforge.eval.tagging_baselines import detect_tag_task, read_tagged
+
+    first = next(iter(iter_split(data, split)), None)
+    task = detect_tag_task(first) if first is not None else None
+    if task is None:
+        raise ConfigError(f"{split_file(data, split)}: tagging needs rows with chars+tags (BMES) or words+pos (NER)")
+    return read_tagged(data, split, task)
+
+
+def chunk_units(texts: Sequence[str], tags: Sequence[Sequence[str]], size: int) -> tuple[list[str], list[list[str]], list[int]]:
+    """Cut tagged texts into windows of at most ``size`` units so no character is lost to truncation
+    (most People's Daily sentences are longer than a small model's positions); returns the windows,
+    their tags and, per window, the index of the text it came from (to stitch predictions back)."""
+    out_texts: list[str] = []
+    out_tags: list[list[str]] = []
+    owner: list[int] = []
+    for i, (text, row) in enumerate(zip(texts, tags)):
+        for start in range(0, max(len(text), 1), size):
+            out_texts.append(text[start : start + size])
+            out_tags.append(list(row[start : start + size]))
+            owner.append(i)
+    return out_texts, out_tags, owner
+
+
+def encode_classification(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[Optional[str]],
+                          labels: Sequence[str], label_to_id: dict[str, int], max_length: int) -> Encoded:
+    tok.enable_truncation(max_length)
+    unknown = sorted(set(labels) - set(label_to_id))
+    if unknown:
+        raise ConfigError(f"labels {unknown} are not among the model's labels {list(label_to_id)}")
+    if any(p is not None for p in pairs):
+        encs = tok.encode_batch(list(zip(texts, pairs)))
+    else:
+        encs = tok.encode_batch(list(texts))
+    return Encoded([e.ids for e in encs], [e.type_ids for e in encs], [label_to_id[x] for x in labels], [])
+
+
+def encode_tagging(tok: Tokenizer, units: Sequence[Sequence[str]], tags: Sequence[Sequence[str]],
+                   label_to_id: dict[str, int], max_length: int) -> Encoded:
+    """``units``: the tagged units of each example (characters for Chinese; a str counts as its characters)."""
+    tok.enable_truncation(max_length)
+    encs = tok.encode_batch([list(u) for u in units], is_pretokenized=True)
+    ids, types, labels, firsts = [], [], [], []
+    for enc, text, row_tags in zip(encs, units, tags):
+        first = [-1] * len(text)
+        row_labels = [IGNORE] * len(enc.ids)
+        for pos, word in enumerate(enc.word_ids):
+            if word is not None and first[word] < 0:  # label on the first sub-token only
+                first[word] = pos
+                row_labels[pos] = label_to_id.get(row_tags[word], IGNORE)
+        ids.append(enc.ids)
+        types.append(enc.type_ids)
+        labels.append(row_labels)
+        firsts.append(first)
+    return Encoded(ids, types, labels, firsts)
+
+
+def collate(enc: Encoded, index: Sequence[int], pad_id: int) -> dict[str, Tensor]:
+    """Dynamic padding (right side) to the longest example of the batch."""
+    T = max(len(enc.input_ids[i]) for i in index)
+    B = len(index)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    types = torch.zeros((B, T), dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    tagging = isinstance(enc.labels[index[0]], list)
+    labels = torch.full((B, T), IGNORE, dtype=torch.long) if tagging else torch.empty(B, dtype=torch.long)
+    for row, i in enumerate(index):
+        n = len(enc.input_ids[i])
+        ids[row, :n] = torch.tensor(enc.input_ids[i])
+        types[row, :n] = torch.tensor(enc.token_type_ids[i])
+        mask[row, :n] = 1
+        if tagging:
+            labels[row, :n] = torch.tensor(enc.labels[i])
+        else:
+            labels[row] = enc.labels[i]
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
+
+
+class ExampleSource:
+    """Batches of encoded examples, shuffled per epoch with ``seed + epoch``; resumable exactly
+    (``state_dict`` records epoch and position), as the training loop's BatchSource contract asks."""
+
+    def __init__(self, enc: Encoded, batch_size: int, pad_id: int, *, seed: int = 0, shuffle: bool = True,
+                 drop_last: bool = True) -> None:
+        n = len(enc.input_ids)
+        if n == 0 or (drop_last and n < batch_size):
+            raise ConfigError(f"{n} examples: fewer than one batch of {batch_size}")
+        self.enc, self.batch_size, self.pad_id = enc, batch_size, pad_id
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.epoch, self.position = 0, 0
+
+    def __len__(self) -> int:
+        n = len(self.enc.input_ids)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.position = epoch, 0
+
+    def _order(self) -> list[int]:
+        n = len(self.enc.input_ids)
+        if not self.shuffle:
+            return list(range(n))
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        order = self._order()
+        while self.position < len(self):
+            index = order[self.position * self.batch_size : (self.position + 1) * self.batch_size]
+            self.position += 1
+            yield collate(self.enc, index, self.pad_id)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "examples", "epoch": self.epoch, "position": self.position,
+                "n_examples": len(self.enc.input_ids), "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        mine = self.state_dict()
+        for key in ("kind", "n_examples", "seed"):
+            if state.get(key) != mine[key]:
+                raise ValueError(f"data state is from another source: {key}={state.get(key)!r}, here {mine[key]!r}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])

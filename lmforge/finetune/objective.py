@@ -1,0 +1,131 @@
+"""The fine-tuning objective for the one training loop: ``(model, batch) -> ObjectiveOutput``.
+
+Cross-entropy over examples (classification) or labelled tokens (tagging), with the regularisers
+that only change the loss: label smoothing, R-Drop (Liang et al. 2021: two dropout passes, symmetric
+KL between them), and adversarial training on the token embeddings (FGM, Miyato et al. 2017; PGD,
+Madry et al. 2018). The adversarial term is added to the clean loss, so the loop's single backward
+gives the clean plus the adversarial gradients, exactly what the usual two-backward recipe sums.
+During evaluation (no grad) only the clean loss is computed.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmforge.finetune.adalora import orthogonal_penalty
+from lmforge.finetune.config import RobustConfig
+from lmforge.model.heads import TaskModel
+from lmforge.train.objectives import IGNORE, ObjectiveOutput
+
+__all__ = ["EmbeddingNoise", "FinetuneObjective", "task_logits"]
+
+
+class EmbeddingNoise:
+    """Forward hook on the token embedding: adds ``delta`` (B, T, C) to its output when one is set."""
+
+    def __init__(self) -> None:
+        self.delta: Optional[Tensor] = None
+
+    def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        return output + self.delta.to(output.dtype) if self.delta is not None else output
+
+
+def task_logits(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    return model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+
+
+def _select(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits and targets of the units that carry a label: (N, K), (N,)."""
+    if logits.dim() == 3:  # tagging (B, T, K)
+        keep = labels != IGNORE
+        return logits[keep], labels[keep]
+    return logits, labels
+
+
+def _per_example_unit(g: Tensor) -> Tensor:
+    """g / ||g|| with the L2 norm over each example's (T, C) slice."""
+    norm = g.flatten(1).norm(dim=1).clamp(min=1e-12)  # (B,)
+    return g / norm[:, None, None]
+
+
+class FinetuneObjective:
+    def __init__(self, model: TaskModel, robust: RobustConfig, orthogonal_weight: float = 0.0) -> None:
+        self.robust = robust
+        self.orthogonal_weight = orthogonal_weight
+        self.model = model
+        self.noise = EmbeddingNoise()
+        if robust.adversarial != "none":
+            model.backbone.embed.tokens.register_forward_hook(self.noise)
+
+    def loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(summed loss, unit count, correct count) for one forward pass."""
+        flat, target = _select(logits.float(), labels)
+        loss = F.cross_entropy(flat, target, reduction="sum", label_smoothing=self.robust.label_smoothing)
+        return loss, torch.tensor(target.numel(), device=loss.device), (flat.argmax(-1) == target).sum()
+
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> ObjectiveOutput:
+        labels = batch["labels"]
+        training = torch.is_grad_enabled() and model.training
+        r = self.robust
+        if training and r.adversarial != "none":
+            loss_sum, n, correct = self.adversarial(model, batch)
+        else:
+            logits = task_logits(model, batch)
+            loss_sum, n, correct = self.loss(logits, labels)
+            if training and r.rdrop_alpha > 0:
+                loss_sum = self.rdrop(model, batch, logits, loss_sum)
+        if training and self.orthogonal_weight > 0:
+            loss_sum = loss_sum + self.orthogonal_weight * orthogonal_penalty(self.model) * n
+        return ObjectiveOutput(loss_sum, n, {"task_correct": correct, "task_count": n})
+
+    def rdrop(self, model: nn.Module, batch: dict[str, Tensor], logits: Tensor, loss_sum: Tensor) -> Tensor:
+        """Mean of the two passes' CE + alpha * symmetric KL between their predictions."""
+        labels = batch["labels"]
+        second = task_logits(model, batch)
+        loss2, _, _ = self.loss(second, labels)
+        a, _ = _select(logits.float(), labels)
+        b, _ = _select(second.float(), labels)
+        la, lb = F.log_softmax(a, -1), F.log_softmax(b, -1)
+        kl = (F.kl_div(la, lb, log_target=True, reduction="sum") + F.kl_div(lb, la, log_target=True, reduction="sum")) / 2
+        return (loss_sum + loss2) / 2 + self.robust.rdrop_alpha * kl
+
+    def adversarial_delta(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(delta, clean loss sum, count, correct). FGM: one step of size epsilon along the normalised
+        gradient; PGD: ``pgd_steps`` steps of ``pgd_alpha``, projected back into the epsilon ball."""
+        r = self.robust
+        ids = batch["input_ids"]
+        shape = (*ids.shape, self.model.config.d_model)  # (B, T, C)
+        self.noise.delta = torch.zeros(shape, device=ids.device, requires_grad=True)
+        clean, n, correct = self.loss(task_logits(model, batch), batch["labels"])
+        (g,) = torch.autograd.grad(clean, self.noise.delta, retain_graph=True)  # clean graph stays for backward
+        if r.adversarial == "fgm":
+            delta = r.epsilon * _per_example_unit(g)
+        else:
+            delta = r.pgd_alpha * _per_example_unit(g)
+            for _ in range(r.pgd_steps - 1):
+                delta = self._project(delta, r.epsilon).detach().requires_grad_(True)
+                self.noise.delta = delta
+                loss_k, _, _ = self.loss(task_logits(model, batch), batch["labels"])
+                (g,) = torch.autograd.grad(loss_k, delta)
+                delta = delta + r.pgd_alpha * _per_example_unit(g)
+            delta = self._project(delta, r.epsilon)
+        self.noise.delta = None
+        return delta.detach(), clean, n, correct
+
+    def adversarial(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        delta, clean, n, correct = self.adversarial_delta(model, batch)
+        self.noise.delta = delta
+        try:
+            adv, _, _ = self.loss(task_logits(model, batch), batch["labels"])
+        finally:
+            self.noise.delta = None
+        return clean + adv, n, correct
+
+    @staticmethod
+    def _project(delta: Tensor, epsilon: float) -> Tensor:
+        norm = delta.flatten(1).norm(dim=1).clamp(min=1e-12)  # (B,)
+        return delta * (epsilon / norm).clamp(max=1.0)[:, None, None]

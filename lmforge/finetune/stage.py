@@ -1,0 +1,232 @@
+"""The `lmforge finetune` stage: a pretrained model dir + a prepared labelled dataset -> a fine-tuned model
+dir with its evaluation report (the model row next to the baselines on the test split).
+
+Training is the one loop of lmforge.train.loop with a fine-tuning objective; evaluation on the
+validation split runs every epoch and drives early stopping (``train.early_stopping``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.torch import load_model
+
+from lmforge.config import ConfigError, build_config, write_config
+from lmforge.data.prepared import check_prepared
+from lmforge.finetune.adalora import RankAllocator
+from lmforge.finetune.config import FinetuneConfig
+from lmforge.finetune.data import (
+    Encoded,
+    ExampleSource,
+    chunk_units,
+    encode_classification,
+    encode_tagging,
+    read_classification,
+    read_tagging,
+)
+from lmforge.finetune.modeldir import (
+    apply_method,
+    load_base,
+    load_tokenizer,
+    pad_id,
+    read_model_config,
+    save_task_model,
+)
+from lmforge.finetune.objective import FinetuneObjective
+from lmforge.finetune.peft import trainable_summary
+from lmforge.model.heads import TaskModel
+from lmforge.model.transformer import TransformerConfig
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.distributed import resolve_device
+from lmforge.train.loop import LoopResult, train_loop
+
+__all__ = ["finetune", "make_finetune_config", "method_settings"]
+
+
+def make_finetune_config(*layers: dict[str, Any], source: str = "config") -> FinetuneConfig:
+    return build_config(FinetuneConfig, *layers, source=source)
+
+
+def method_settings(config: FinetuneConfig) -> dict[str, Any]:
+    if config.method == "lora":
+        return config.lora.model_dump(mode="json")
+    if config.method == "adalora":
+        # AdaLoRA starts from the LoRA shape (rank, alpha, dropout, targets) and prunes toward target_rank
+        return {**config.lora.model_dump(mode="json"), **config.adalora.model_dump(mode="json")}
+    if config.method == "adapter":
+        return config.adapter.model_dump(mode="json")
+    if config.method == "prefix":
+        return config.prefix.model_dump(mode="json")
+    return {}
+
+
+def _architecture(config: FinetuneConfig) -> tuple[dict[str, Any], Path]:
+    """(TransformerConfig fields, tokenizer.json path) from the pretrained dir or the config."""
+    if config.init_from:
+        base = read_model_config(config.init_from)
+        if "model" not in base:
+            raise ConfigError(f"init_from: {config.init_from}/config.json has no 'model' section")
+        return base["model"], Path(config.init_from) / "tokenizer.json"
+    assert config.model is not None and config.tokenizer is not None
+    try:
+        arch = TransformerConfig(**config.model).model_dump(mode="json")
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"model: {str(exc).splitlines()[0]}") from None
+    return arch, Path(config.tokenizer)
+
+
+def _read(config: FinetuneConfig, split: str, max_length: int) -> tuple[list[str], list[Optional[str]], list[Any]]:
+    d = config.data
+    if config.task == "classification":
+        return read_classification(str(d.path), split, d.text_field, d.pair_field, d.label_field)
+    texts, tags, _ = chunk_units(*read_tagging(str(d.path), split), max_length - 2)  # room for [CLS], [SEP]
+    return texts, [None] * len(texts), tags
+
+
+def _augment(config: FinetuneConfig, texts: list[str], pairs: list[Optional[str]], labels: list[Any]) -> tuple:
+    if not config.augment.enabled:
+        return texts, pairs, labels
+    if config.task != "classification":
+        raise ConfigError("augment.enabled: EDA edits move words, which breaks per-character tags; "
+                          "use it with task=classification")
+    from lmforge.finetune.augment import augment_examples
+
+    rows = [{"text": t, "pair": p, "label": y} for t, p, y in zip(texts, pairs, labels)]
+    out = list(augment_examples(rows, config.augment))
+    return [r["text"] for r in out], [r["pair"] for r in out], [r["label"] for r in out]
+
+
+def _encode(config: FinetuneConfig, tok: Any, split_data: tuple, label_to_id: dict[str, int], max_length: int) -> Encoded:
+    texts, pairs, labels = split_data
+    if config.task == "classification":
+        return encode_classification(tok, texts, pairs, labels, label_to_id, max_length)
+    return encode_tagging(tok, texts, labels, label_to_id, max_length)
+
+
+def _freeze(model: TaskModel, config: FinetuneConfig) -> None:
+    if config.freeze.embeddings:
+        model.backbone.embed.requires_grad_(False)
+    if config.freeze.layers > len(model.backbone.blocks):
+        raise ConfigError(f"freeze.layers={config.freeze.layers}: the model has {len(model.backbone.blocks)} blocks")
+    for block in list(model.backbone.blocks)[: config.freeze.layers]:
+        block.requires_grad_(False)
+
+
+def finetune(config: FinetuneConfig) -> dict[str, Any]:
+    """Run fine-tuning; returns {"result": LoopResult, "report": report dict, "trainable": (n, total)}."""
+    if not config.data.path:
+        raise ConfigError("data.path: no prepared data directory given (the output of `lmforge data prepare`)")
+    check_prepared(config.data.path)
+    arch, tokenizer_file = _architecture(config)
+    tok = load_tokenizer(tokenizer_file)
+    if tok.get_vocab_size() > int(arch["vocab_size"]):
+        raise ConfigError(f"model.vocab_size={arch['vocab_size']} is smaller than the tokenizer's "
+                          f"{tok.get_vocab_size()} tokens ({tokenizer_file})")
+    max_length = min(config.data.max_length, int(arch["max_positions"]))
+    train_split = _augment(config, *_read(config, "train", max_length))
+    val_split = _read(config, "validation", max_length)
+    if config.task == "classification":
+        labels = sorted(set(train_split[2]))
+    else:
+        labels = sorted({t for row in train_split[2] for t in row})
+    label_to_id = {name: i for i, name in enumerate(labels)}
+    pad = pad_id(tok)
+    tc = config.train
+    train_src = ExampleSource(_encode(config, tok, train_split, label_to_id, max_length), tc.batch_size, pad,
+                              seed=tc.seed)
+    val_src = ExampleSource(_encode(config, tok, val_split, label_to_id, max_length), tc.batch_size, pad,
+                            shuffle=False, drop_last=False)
+    steps = config.epochs * len(train_src)
+    update: dict[str, Any] = {"steps": steps, "eval_every": len(train_src)}
+    if config.average_last:
+        update.update(checkpoint_every=len(train_src), keep_last=max(tc.keep_last, config.average_last))
+    train_cfg = tc.model_copy(update=update)
+
+    torch.manual_seed(tc.seed)
+    model = TaskModel(TransformerConfig(**arch), config.task, labels, dropout=config.head_dropout)
+    if config.init_from:
+        load_base(model, config.init_from)
+    settings = method_settings(config)
+    apply_method(model, config.method, settings)
+    _freeze(model, config)
+    trainable, total = trainable_summary(model)
+    _print_trainable(config.method, trainable, total, config.train.progress)
+
+    allocator = None
+    if config.method == "adalora":
+        a = config.adalora
+        allocator = RankAllocator(model, a.target_rank, steps, int(a.warmup * steps), int(a.final * steps),
+                                  a.beta1, a.beta2)
+    objective = FinetuneObjective(model, config.robust,
+                                  config.adalora.orthogonal_weight if config.method == "adalora" else 0.0)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(config, out / "config.yaml")
+    try:
+        resume = ckpt.resolve_resume(config.resume, out / "checkpoints")
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    torch.manual_seed(tc.seed + 1)  # dropout stream
+    started = time.perf_counter()
+    result = train_loop(model, objective, train_src, train_cfg, device=resolve_device(tc.device), eval_data=val_src,
+                        out_dir=out, resume=resume, after_step=allocator.step if allocator else None)
+    train_s = time.perf_counter() - started
+    model.cpu()
+    best = ckpt.best_step(out / "checkpoints")
+    if config.average_last:
+        from lmforge.finetune.ensemble import average_checkpoints
+
+        model.load_state_dict(average_checkpoints(out, config.average_last))
+    elif tc.early_stopping.patience is not None and best is not None:
+        load_model(model, str(ckpt.step_dir(out / "checkpoints", best) / "model.safetensors"))
+    meta = {"task": config.task, "labels": labels, "method": config.method, "settings": settings,
+            "model": arch, "base": str(Path(config.init_from).resolve()) if config.init_from else None,
+            "pad_id": pad, "data": config.data.model_dump(mode="json"),
+            "report_info": {"trainable_params": trainable, "trainable_share": round(trainable / total, 5),
+                            "train_s": round(train_s, 1), "steps": result.step, "stopped": result.stopped}}
+    save_task_model(model, out, meta, tokenizer_file, merge=config.method == "lora" and config.lora.merge)
+    _write_curves(result, out / "curves.jsonl")
+    report = _report(config, model, meta, out)
+    return {"result": result, "report": report, "trainable": (trainable, total)}
+
+
+def _print_trainable(method: str, trainable: int, total: int, show: bool) -> None:
+    if show:
+        from lmforge.progress import console
+
+        console.print(f"method={method}: {trainable:,} trainable parameters of {total:,} "
+                      f"({100 * trainable / total:.2f}%)")
+
+
+def _write_curves(result: LoopResult, path: Path) -> None:
+    """Train and validation loss per step in the shape lmforge.eval.report.read_curves plots."""
+    with open(path, "w", encoding="utf-8") as f:
+        for step, loss in sorted(result.losses.items()):
+            f.write(json.dumps({"step": step, "split": "train", "loss": loss}) + "\n")
+        for row in result.evals:
+            f.write(json.dumps({"step": int(row["step"]), "split": "validation", "loss": row["val_loss"]}) + "\n")
+
+
+def _report(config: FinetuneConfig, model: TaskModel, meta: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Score the model on the test split next to the baselines (lmforge.eval's report)."""
+    from lmforge.eval.evaluate import evaluate, make_evaluate_config, prediction_row, tagging_row
+    from lmforge.finetune.predict import split_probabilities, tag_predictions
+
+    gold, probs, _ = split_probabilities(model, meta, out, str(config.data.path), "test")
+    name = f"lmforge {config.method}"
+    if config.task == "classification":
+        pred = [meta["labels"][i] for i in probs.argmax(-1)]
+        row = prediction_row(name, gold, pred, probs, meta["labels"], info=meta["report_info"])
+    else:
+        row = tagging_row(name, gold, tag_predictions(probs, meta["labels"]), info=meta["report_info"])
+    baselines: dict[str, Any] = {"enabled": config.report.baselines}
+    if config.report.max_train_examples:
+        baselines["max_train_examples"] = config.report.max_train_examples
+    eval_cfg = make_evaluate_config({"data": str(config.data.path), "split": "test", "out": str(out / "report"),
+                                     "curves": str(out / "curves.jsonl"), "baselines": baselines,
+                                     "progress": config.train.progress}, source="finetune")
+    return evaluate(eval_cfg, rows=[row])

@@ -1,0 +1,92 @@
+"""Task heads, label maps, pooling, pair inputs and sub-token alignment of tags."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from tokenizers import Tokenizer
+
+from lmforge.finetune.data import collate, encode_classification, encode_tagging
+from lmforge.finetune.modeldir import load_task_model
+from lmforge.finetune.stage import finetune, make_finetune_config
+from lmforge.model.heads import TaskModel, pool
+from lmforge.train.objectives import IGNORE
+from tests.finetune.conftest import ft_layers, tiny_arch
+
+
+def test_classification_and_tagging_heads_shapes():
+    arch = tiny_arch(100).model_copy(update={"dropout": 0.0, "attn_dropout": 0.0})
+    ids = torch.randint(5, 100, (3, 7))
+    cls = TaskModel(arch, "classification", ["negative", "positive"]).eval()
+    tag = TaskModel(arch, "tagging", ["B", "E", "M", "S"]).eval()
+    assert cls(ids).shape == (3, 2) and tag(ids).shape == (3, 7, 4)
+    assert cls.label_to_id == {"negative": 0, "positive": 1}
+
+
+def test_last_token_pooling_ignores_right_padding():
+    """A decoder classifies from its last real token: padding the batch must not change a prediction."""
+    arch = tiny_arch(100, causal=True).model_copy(update={"dropout": 0.0, "attn_dropout": 0.0})
+    torch.manual_seed(0)
+    model = TaskModel(arch, "classification", ["a", "b", "c"]).eval()
+    assert model.head.pooling == "last"
+    short = torch.randint(5, 100, (1, 5))
+    padded = torch.cat([short, torch.zeros(1, 4, dtype=torch.long)], 1)
+    mask = torch.tensor([[1] * 5 + [0] * 4])
+    assert torch.allclose(model(short), model(padded, mask), atol=1e-6)
+    hidden = torch.arange(2 * 4 * 1.0).view(2, 4, 1)
+    assert pool(hidden, torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]), "last").flatten().tolist() == [1.0, 7.0]
+
+
+def test_pair_inputs_get_segment_ids(tokenizer_file):
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    enc = encode_classification(tok, ["质量很好"], ["物流很快"], ["positive"], {"negative": 0, "positive": 1}, 32)
+    types = enc.token_type_ids[0]
+    assert types[0] == 0 and types[-1] == 1 and 0 < sum(types) < len(types)
+    assert enc.labels == [1]
+
+
+def test_tags_sit_on_first_sub_token(tokenizer_file):
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    units = [["unbelievably", "好", "的"]]  # the English word splits into several WordPieces
+    enc = encode_tagging(tok, units, [["B-X", "O", "O"]], {"B-X": 0, "O": 1}, 32)
+    first, labels = enc.first_token[0], enc.labels[0]
+    assert first[1] - first[0] > 1, "the test needs a unit cut into several sub-tokens"
+    assert labels[first[0]] == 0 and labels[first[1]] == 1 and labels[first[2]] == 1
+    assert all(labels[i] == IGNORE for i in range(first[0] + 1, first[1]))  # continuation pieces ignored
+    assert labels[0] == IGNORE and labels[-1] == IGNORE  # [CLS], [SEP]
+    batch = collate(enc, [0], 0)
+    assert batch["labels"].shape == batch["input_ids"].shape
+
+
+def test_label_names_travel_in_config_json(tmp_path, base_dir, reviews_small):
+    out = tmp_path / "run"
+    finetune(make_finetune_config(*ft_layers(out, base_dir, reviews_small, epochs=1), source="test"))
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["task"] == "classification" and meta["labels"] == ["negative", "positive"] and meta["method"] == "full"
+    model, _ = load_task_model(out)
+    assert model.labels == ["negative", "positive"]
+    for name in ("model.safetensors", "tokenizer.json", "metrics.jsonl", "report/report.json"):
+        assert (out / name).is_file(), name
+
+
+def test_long_tagged_texts_are_windowed_not_truncated(tmp_path, base_dir, seg_small):
+    """Every character of a text longer than max_length gets a model prediction (windows, stitched back)."""
+    from lmforge.finetune.data import chunk_units
+    from lmforge.finetune.predict import split_probabilities
+
+    texts, tags, owner = chunk_units(["abcdefg", "xy"], [list("BMMEBES"), list("BE")], 3)
+    assert texts == ["abc", "def", "g", "xy"] and owner == [0, 0, 0, 1] and tags[1] == ["E", "B", "E"]
+    out = tmp_path / "seg"
+    finetune(make_finetune_config(*ft_layers(out, base_dir, seg_small, task="tagging", epochs=1),
+                                  {"data": {"max_length": 8}}, source="test"))
+    model, meta = load_task_model(out)
+    gold, probs, texts = split_probabilities(model, meta, out, str(seg_small), "test")
+    assert any(len(t) > 8 for t in texts)
+    for text, p in zip(texts, probs):
+        assert p.shape == (len(text), 4)
+    # the second window's first character (index 6) has a softmax row, not the one-hot truncation fallback
+    import numpy as np
+
+    long_rows = [p for p in probs if len(p) > 6]
+    assert long_rows and all(not np.isin(p[6], [0.0, 1.0]).all() for p in long_rows)

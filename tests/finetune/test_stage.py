@@ -1,0 +1,99 @@
+"""The finetune stage end to end on tiny models: tagging (segmentation, NER), decoder classification,
+the CLI, `lmforge evaluate --model` with baselines and ensembles, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmforge.cli import main
+from lmforge.config import ConfigError
+from lmforge.finetune.stage import finetune, make_finetune_config
+from tests.finetune.conftest import ft_layers
+
+
+def _model_row(report):
+    rows = [r for r in report["rows"] if r["kind"] == "model"]
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_word_segmentation_with_lora_reports_span_f1(tmp_path, base_dir, seg_small):
+    run = finetune(make_finetune_config(*ft_layers(tmp_path / "seg", base_dir, seg_small, task="tagging",
+                                                   method="lora"), source="t"))
+    meta = json.loads((tmp_path / "seg" / "config.json").read_text())
+    assert meta["labels"] == ["B", "E", "M", "S"]
+    row = _model_row(run["report"])
+    assert row["metrics"]["task"] == "tagging" and 0 <= row["metrics"]["f1"] <= 1
+    assert row["info"]["trainable_share"] < 0.1
+    evals = [json.loads(x) for x in (tmp_path / "seg" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("val_acc" in e for e in evals) == 2  # evaluated once per epoch
+
+
+def test_ner_tags_come_from_pos_rows(tmp_path, base_dir, pos_small):
+    run = finetune(make_finetune_config(*ft_layers(tmp_path / "ner", base_dir, pos_small, task="tagging",
+                                                   method="adapter", adapter={"placement": "pfeiffer"}), source="t"))
+    labels = json.loads((tmp_path / "ner" / "config.json").read_text())["labels"]
+    assert "O" in labels and {"B-PER", "B-LOC"} <= set(labels)
+    assert _model_row(run["report"])["metrics"]["task"] == "tagging"
+
+
+def test_decoder_classifies_by_last_token(tmp_path, decoder_base_dir, reviews_small):
+    run = finetune(make_finetune_config(*ft_layers(tmp_path / "dec", decoder_base_dir, reviews_small,
+                                                   method="lora", robust={"rdrop_alpha": 1.0}), source="t"))
+    assert _model_row(run["report"])["metrics"]["task"] == "classification"
+    assert run["result"].step == 2 * (144 // 16)
+
+
+def test_cli_finetune_then_evaluate_model_and_ensemble(tmp_path, base_dir, reviews_small, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--init-from", str(base_dir), "--data", str(reviews_small), "--no-progress", "epochs=1",
+              "data.max_length=32", "train.batch_size=16", "train.tensorboard=false", "train.peak_flops=1e12",
+              "train.device=cpu"]
+    assert main(["finetune", "--config", "configs/finetune-reviews-lora.yaml", "--out", str(a), *common,
+                 "report.baselines=true", "report.max_train_examples=100"]) == 0
+    report = json.loads((a / "report" / "report.json").read_text())
+    names = [r["name"] for r in report["rows"]]
+    assert names[0] == "lmforge lora" and len(names) >= 3  # next to the majority and TF-IDF baselines
+    assert main(["finetune", "--config", "configs/finetune-reviews-full.yaml", "--out", str(b), *common,
+                 "report.baselines=false", "train.seed=1"]) == 0
+    assert main(["evaluate", "--model", str(a), "--data", str(reviews_small), "--out", str(tmp_path / "ev"),
+                 "--no-progress"]) == 0
+    single = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert [r["name"] for r in single["rows"]] == ["lmforge lora"]
+    assert single["rows"][0]["metrics"]["accuracy"] == report["rows"][0]["metrics"]["accuracy"]
+    assert main(["evaluate", "--model", str(a), str(b), "--data", str(reviews_small), "--out",
+                 str(tmp_path / "ens"), "--no-progress"]) == 0
+    ens = json.loads((tmp_path / "ens" / "report.json").read_text())
+    assert ens["rows"][0]["name"] == "ensemble of 2" and ens["rows"][0]["info"]["models"] == [str(a), str(b)]
+
+
+def test_bad_inputs_fail_with_one_line_errors(tmp_path, base_dir, reviews_small, capsys):
+    with pytest.raises(ConfigError, match="no model.safetensors|config.json"):
+        finetune(make_finetune_config(*ft_layers(tmp_path / "x", tmp_path, reviews_small), source="t"))
+    with pytest.raises(ConfigError, match="data.path"):
+        finetune(make_finetune_config({"init_from": str(base_dir)}, source="t"))
+    assert main(["finetune", "--init-from", str(base_dir), "--data", str(reviews_small), "method=dora"]) == 2
+    assert "method" in capsys.readouterr().err
+
+
+def test_no_pretraining_from_an_architecture_and_a_tokenizer(tmp_path, tokenizer_file, reviews_small):
+    from tests.finetune.conftest import tiny_arch
+
+    arch = tiny_arch(700).model_dump(mode="json")
+    arch.pop("vocab_size")
+    layers = ft_layers(tmp_path / "s", tokenizer_file, reviews_small, epochs=1)
+    layers[0].pop("init_from")
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tokenizer_file)).get_vocab_size()
+    with pytest.raises(ConfigError, match="vocab_size"):
+        finetune(make_finetune_config(*layers, {"tokenizer": str(tokenizer_file),
+                                                "model": {**arch, "vocab_size": vocab - 1}}, source="t"))
+    run = finetune(make_finetune_config(*layers, {"tokenizer": str(tokenizer_file),
+                                                  "model": {**arch, "vocab_size": vocab}}, source="t"))
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["base"] is None
+    assert _model_row(run["report"])["metrics"]["task"] == "classification"
+    with pytest.raises(ConfigError, match="tokenizer"):
+        make_finetune_config({"data": {"path": str(reviews_small)}}, source="t")
