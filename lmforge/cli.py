@@ -136,6 +136,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from lmforge.pipeline import load_pipeline, run_pipeline
+
+    pipeline = load_pipeline(args.pipeline, args.overrides, run_dir=args.run_dir)
+    run_pipeline(pipeline, source=args.pipeline, force=args.force or [])
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from lmforge.pipeline.quickstart import quickstart
+
+    quickstart(minutes=args.minutes, out=args.out, device=args.device, overrides=args.overrides, force=args.force or [])
+    return 0
+
+
 def _corpora_list(args: argparse.Namespace) -> int:
     from lmforge.corpora import CORPORA
 
@@ -253,6 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(handler=_serve)
+
+    p = verbs.add_parser("run", help="run a pipeline file: stages in order, complete unchanged stages skipped")
+    p.add_argument("pipeline", metavar="PIPELINE.yaml")
+    p.add_argument("--run-dir", dest="run_dir", metavar="DIR", help="where the stages write (overrides run_dir)")
+    p.add_argument("--force", action="append", metavar="STAGE", help="redo STAGE and the stages that read it")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="stages.NAME.key=value or NAME.key=value")
+    p.set_defaults(handler=_run)
+
+    p = verbs.add_parser("quickstart", help="the main job on built-in data: data to evaluated model in ~10 minutes")
+    p.add_argument("--minutes", type=float, help="total time to aim for (scales the training budgets)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/quickstart)")
+    p.add_argument("--device", help="auto (default: a GPU when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--force", action="append", metavar="STAGE", help="redo STAGE and the stages that read it")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="NAME.key=value, as for `lmforge run`")
+    p.set_defaults(handler=_quickstart)
 
     corpora = verbs.add_parser("corpora", help="built-in real corpora").add_subparsers(dest="action", required=True)
     corpora.add_parser("list", help="list built-in corpora").set_defaults(handler=_corpora_list)
