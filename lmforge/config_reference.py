@@ -18,6 +18,7 @@ def stage_models() -> dict[str, type[BaseModel]]:
     """Every stage's top-level config model, by command."""
     from lmforge.data.config import PrepareConfig
     from lmforge.eval.config import EvaluateConfig
+    from lmforge.pipeline.config import PipelineConfig
     from lmforge.tokenize.config import TokenizeConfig, TokenizerTrainConfig
     from lmforge.serve.config import ServeConfig
     from lmforge.train.config import PretrainConfig
@@ -29,6 +30,7 @@ def stage_models() -> dict[str, type[BaseModel]]:
         "lmforge pretrain": PretrainConfig,
         "lmforge evaluate": EvaluateConfig,
         "lmforge serve": ServeConfig,
+        "lmforge run (pipeline file)": PipelineConfig,
     }
 
 

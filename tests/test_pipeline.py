@@ -174,3 +174,25 @@ def test_shipped_pipelines_found():
 @pytest.mark.parametrize("path", _shipped_pipelines(), ids=lambda p: p.name)
 def test_every_shipped_pipeline_parses(path, tmp_path):
     plan_pipeline(load_pipeline(path, run_dir=str(tmp_path / "run")), str(path))
+
+
+def test_report_renders_in_a_headless_browser(finished, tmp_path):
+    """The self-contained report.html shows tables and plots in Chromium (a screenshot with ink on it)."""
+    import shutil
+    import subprocess
+
+    import matplotlib.image
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    _, run, _ = finished
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=1000,1600",
+         (run / "report.html").resolve().as_uri()],
+        check=True, capture_output=True, timeout=60,
+    )
+    pixels = matplotlib.image.imread(shot)[..., :3]  # (H, W, 3) floats in [0, 1]
+    ink = (pixels.mean(axis=2) < 0.5).mean()  # share of dark pixels: text, table rules, plots
+    assert 0.005 < ink < 0.5

@@ -35,7 +35,7 @@ class PipelineConfig(Section):
         None, gt=0, description="About how long the whole pipeline takes; `quickstart --minutes N` scales budgets by N/minutes."
     )
     stages: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Stage name -> {kind, enabled, ...the stage's own config}."
+        default_factory=dict, description="Stage name -> {kind, enabled, config: the stage's own config or its file}."
     )
 
     @field_validator("stages")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import yaml
+from rich.markup import escape
 
 from lmforge.eval.report import _CSS, _cell  # the evaluation report's look, shared
 from lmforge.pipeline.config import PipelineConfig
@@ -119,7 +120,7 @@ def print_run_summary(stages: Sequence[PlannedStage], results: Sequence[StageRes
     status = {r.name: r.status for r in results}
     rows: list[tuple[str, str]] = []
     for stage in stages:
-        rows.append((f"[{stage.name}] {stage.kind.name}", f"{status.get(stage.name, '')}  {stage.out}"))
+        rows.append((f"{stage.name} ({stage.kind.name})", f"{status.get(stage.name, '')}  {stage.out}"))
         rows += [(f"  {what}", value) for what, value in stage.kind.report(stage.out).rows]
     rows.append(("report", f"{run_dir / 'report.html'} (and report.md)"))
-    print_summary(f"lmforge run: {run_dir}", rows)
+    print_summary(f"lmforge run: {run_dir}", [(escape(a), escape(b)) for a, b in rows])

@@ -109,7 +109,8 @@ def run_pipeline(
         same = record.get("fingerprint") == fp and stage.name not in forced
         if same and record.get("status") == "done" and stage.kind.done(stage.out):
             print_rule(f"[dim]{stage.name} ({stage.kind.name}): up to date, skipped")
-            results.append(StageResult(stage.name, stage.kind.name, "skipped", 0.0, stage.out))
+            seconds = float(record.get("seconds", 0.0))  # what the stage took when it ran
+            results.append(StageResult(stage.name, stage.kind.name, "skipped", seconds, stage.out))
             continue
         resuming = same and record.get("status") == "running"
         if not resuming and stage.out.exists():
