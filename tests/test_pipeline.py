@@ -196,3 +196,27 @@ def test_report_renders_in_a_headless_browser(finished, tmp_path):
     pixels = matplotlib.image.imread(shot)[..., :3]  # (H, W, 3) floats in [0, 1]
     ink = (pixels.mean(axis=2) < 0.5).mean()  # share of dark pixels: text, table rules, plots
     assert 0.005 < ink < 0.5
+
+
+def test_stage_config_from_a_file_and_wiring_by_kind(tmp_path):
+    """`config: FILE` reuses a stage's own config file (its `out` yields to RUN_DIR/<stage>)."""
+    spec = {
+        "run_dir": str(tmp_path / "run"),
+        "stages": {
+            "data": {"kind": "prepare", "config": {"input": {"paths": ["corpus:peoples-daily"]}}},
+            "tok": {"kind": "tokenizer"},
+            "shards": {"kind": "tokenize"},
+            "pretrain": {"kind": "pretrain", "config": str(ROOT / "configs" / "pretrain-tiny.yaml")},
+        },
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    stages = {s.name: s for s in plan_pipeline(load_pipeline(path), str(path))}
+    assert stages["pretrain"].config.out == str(tmp_path / "run" / "pretrain")
+    assert stages["pretrain"].config.data.shards == str(tmp_path / "run" / "shards")
+    assert stages["pretrain"].config.model.d_model == 256  # from the file
+    assert stages["shards"].refs == {"data": "data", "tokenizer": "tok"}
+    spec["stages"]["pretrain"]["config"] = {"out": "elsewhere"}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(ConfigError, match="stages.pretrain.out: set by the pipeline"):
+        plan_pipeline(load_pipeline(path), str(path))

@@ -97,6 +97,7 @@ def load_pipeline(path: str | Path, overrides: Iterable[str] = (), **top: Any) -
     for name, entry in (data.get("stages") or {}).items() if isinstance(data.get("stages"), dict) else []:
         if isinstance(entry, dict) and isinstance(entry.get("config"), str):  # a stage's own config file
             entry["config"] = load_config_file(Path(path).parent / entry["config"])
+            entry["config"].pop("out", None)  # a stage's own file names its out; here RUN_DIR/<stage> is
     names = list((data.get("stages") or {}) if isinstance(data.get("stages"), dict) else [])
     layers = [data, {k: v for k, v in top.items() if v is not None}, stage_overrides(overrides, names)]
     return build_config(PipelineConfig, *layers, source=str(path))
