@@ -29,7 +29,8 @@ def quickstart_pipeline(
     items = list(overrides)
     pipeline = load_pipeline(shipped_config(QUICKSTART), [], run_dir=out)
     if device is not None:
-        items = [f"{name}.train.device={device}" for name, e in pipeline.stages.items() if e["kind"] == "pretrain"] + items
+        trains = [n for n, e in pipeline.stages.items() if isinstance((e.get("config") or {}).get("train"), dict)]
+        items = [f"{name}.train.device={device}" for name in trains] + items  # pretrain, finetune...
     pipeline = load_pipeline(shipped_config(QUICKSTART), items, run_dir=out)
     if minutes is not None:
         pipeline = scale_budgets(pipeline, minutes / (pipeline.minutes or 10.0))
