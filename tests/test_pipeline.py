@@ -220,3 +220,10 @@ def test_stage_config_from_a_file_and_wiring_by_kind(tmp_path):
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     with pytest.raises(ConfigError, match="stages.pretrain.out: set by the pipeline"):
         plan_pipeline(load_pipeline(path), str(path))
+
+
+def test_cli_run_skips_a_finished_run_and_prints_the_summary(finished, capsys):
+    path, run, _ = finished
+    assert main(["run", str(path), "--run-dir", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "up to date, skipped" in err and "(and report.md)" in err and "tfidf-logreg" in err
