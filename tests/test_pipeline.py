@@ -228,3 +228,20 @@ def test_cli_run_skips_a_finished_run_and_prints_the_summary(finished, capsys):
     err = capsys.readouterr().err
     assert err.count("up to date, skipped") == 5
     assert "(and report.md)" in err and "tfidf-logreg" in err
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    path = _pipeline(tmp_path)
+    (tmp_path / "run").mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "run" / ".lmforge-run.lock").write_text(f"{other.pid}\n")
+        with pytest.raises(ConfigError, match=f"another `lmforge run` \\(pid {other.pid}\\)"):
+            _run(path)
+    finally:
+        other.kill()
+        other.wait()
+    assert not (tmp_path / "run" / "sentiment").exists()

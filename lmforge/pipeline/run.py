@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 import uuid
@@ -89,8 +90,6 @@ def run_pipeline(
     stdout_summary: bool = True,
 ) -> list[StageResult]:
     """Validate every stage, then run those not already done; writes RUN_DIR/report.{md,html}."""
-    from lmforge.progress import console
-
     stages = plan_pipeline(pipeline, source)
     names = [s.name for s in stages]
     forced = set(force)
@@ -99,23 +98,65 @@ def run_pipeline(
     forced = _downstream(stages, forced)
     run_dir = Path(pipeline.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(pipeline, run_dir / "pipeline.yaml")
+    with _RunLock(run_dir):
+        write_config(pipeline, run_dir / "pipeline.yaml")
+        results = _run_stages(stages, run_dir, forced)
+        if report:
+            from lmforge.pipeline.report import print_run_summary, write_run_report
+
+            write_run_report(pipeline, stages, results)
+            if stdout_summary:
+                print_run_summary(stages, results, run_dir)
+    return results
+
+
+class _RunLock:
+    """One `lmforge run` per run directory: two would empty and fill the same stage folders."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lmforge-run.lock"
+
+    def __enter__(self) -> "_RunLock":
+        try:
+            pid = int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            raise ConfigError(f"{self.path.parent}: another `lmforge run` (pid {pid}) is using this run directory")
+        self.path.write_text(f"{os.getpid()}\n")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run_stages(stages: list[PlannedStage], run_dir: Path, forced: set[str]) -> list[StageResult]:
+    from lmforge.progress import console
 
     results: list[StageResult] = []
     for stage in stages:
-        print_rule = console.rule
         fp = fingerprint(stage, run_dir)
         record = read_record(stage.out)
         same = record.get("fingerprint") == fp and stage.name not in forced
         if same and record.get("status") == "done" and stage.kind.done(stage.out):
-            print_rule(f"[dim]{stage.name} ({stage.kind.name}): up to date, skipped")
+            console.rule(f"[dim]{stage.name} ({stage.kind.name}): up to date, skipped")
             seconds = float(record.get("seconds", 0.0))  # what the stage took when it ran
             results.append(StageResult(stage.name, stage.kind.name, "skipped", seconds, stage.out))
             continue
         resuming = same and record.get("status") == "running"
         if not resuming and stage.out.exists():
             shutil.rmtree(stage.out)  # changed config or inputs: stale outputs must not be resumed
-        print_rule(f"[bold]{stage.name} ({stage.kind.name})" + (": resuming" if resuming else ""))
+        console.rule(f"[bold]{stage.name} ({stage.kind.name})" + (": resuming" if resuming else ""))
         _write_record(stage, fingerprint=fp, status="running")
         started = time.perf_counter()
         stage.kind.run(stage.config)
@@ -124,13 +165,6 @@ def run_pipeline(
             raise RuntimeError(f"stage {stage.name} finished but its output in {stage.out} is not complete")
         _write_record(stage, fingerprint=fp, status="done", run_id=uuid.uuid4().hex, seconds=round(seconds, 3))
         results.append(StageResult(stage.name, stage.kind.name, "ran", seconds, stage.out))
-
-    if report:
-        from lmforge.pipeline.report import print_run_summary, write_run_report
-
-        write_run_report(pipeline, stages, results)
-        if stdout_summary:
-            print_run_summary(stages, results, run_dir)
     return results
 
 
