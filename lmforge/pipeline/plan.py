@@ -7,7 +7,7 @@ Every error names the pipeline file, the stage and the key.
 
 from __future__ import annotations
 
-import json
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -165,7 +165,7 @@ def plan_pipeline(pipeline: PipelineConfig, source: str = "pipeline") -> list[Pl
     for name, entry in pipeline.stages.items():
         if name in planner.disabled:
             continue
-        planner.planned[name] = planner.stage(name, dict(json.loads(json.dumps(entry))))
+        planner.planned[name] = planner.stage(name, copy.deepcopy(entry))  # defaults are filled in place
     if not planner.planned:
         raise ConfigError(f"{source}: every stage is disabled; nothing to run")
     return list(planner.planned.values())

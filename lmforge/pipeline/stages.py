@@ -58,8 +58,9 @@ def _prepare_report(out: Path) -> StageReport:
             ],
         ),
     ]
+    rows.insert(0, ("inputs", ", ".join(report.get("inputs", []))))
     if counts:
-        rows.insert(0, ("inputs", ", ".join(report.get("inputs", []))[:60]))
+        rows.append(("rejected", f"{counts.get('rejected', 0):,} (reasons in the report)"))
     return StageReport(rows=rows, tables=tables)
 
 
