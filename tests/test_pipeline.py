@@ -46,6 +46,7 @@ def _pipeline(tmp_path: Path) -> Path:
                 },
             },
             "baselines": {"kind": "evaluate", "config": {"baselines": {"enabled": True}, "progress": False}},
+            "export": {"kind": "export", "config": {"to": "int8"}},
             "later": {"kind": "finetune", "enabled": False, "config": {"init_from": "@pretrain"}},
         },
     }
@@ -68,7 +69,8 @@ def finished(tmp_path_factory):
 
 def test_tiny_pipeline_runs_end_to_end(finished):
     _, run, first = finished
-    assert first == dict.fromkeys(["sentiment", "tokenizer", "shards", "pretrain", "baselines"], "ran")
+    assert first == dict.fromkeys(["sentiment", "tokenizer", "shards", "pretrain", "baselines", "export"], "ran")
+    assert json.loads((run / "export" / "config.json").read_text())  # an int8 model directory of the pretrain
     assert (run / "sentiment" / "DONE").is_file() and (run / "shards" / "DONE").is_file()
     assert (run / "pretrain" / "model.safetensors").is_file()
     tok = json.loads((run / "tokenizer" / "meta.json").read_text())
@@ -97,11 +99,11 @@ def test_second_run_skips_everything_and_changes_rerun_downstream(finished):
     assert set(_run(path).values()) == {"skipped"}
     # a tokenizer change re-runs it and every stage that reads it, directly or not; data prep is kept
     statuses = _run(path, "tokenizer.vocab_size=280")
-    assert statuses == {"sentiment": "skipped", "tokenizer": "ran", "shards": "ran", "pretrain": "ran", "baselines": "skipped"}
+    assert statuses == {"sentiment": "skipped", "tokenizer": "ran", "shards": "ran", "pretrain": "ran", "baselines": "skipped", "export": "ran"}
     assert yaml.safe_load((run / "tokenizer" / "config.yaml").read_text())["vocab_size"] == 280
     # --force redoes one stage and what reads it
     statuses = _run(path, "tokenizer.vocab_size=280", force=["shards"])
-    assert statuses == {"sentiment": "skipped", "tokenizer": "skipped", "shards": "ran", "pretrain": "ran", "baselines": "skipped"}
+    assert statuses == {"sentiment": "skipped", "tokenizer": "skipped", "shards": "ran", "pretrain": "ran", "baselines": "skipped", "export": "ran"}
 
 
 def test_interrupted_stage_is_resumed_not_restarted(finished):
@@ -116,7 +118,7 @@ def test_interrupted_stage_is_resumed_not_restarted(finished):
     statuses = _run(path)
     assert statuses["pretrain"] == "ran" and statuses["sentiment"] == "skipped"
     assert (run / "pretrain" / "model.safetensors").is_file()
-    assert statuses["baselines"] == "skipped"
+    assert statuses["baselines"] == "skipped" and statuses["export"] == "ran"  # it reads the new weights
 
 
 @pytest.mark.parametrize(
@@ -128,6 +130,8 @@ def test_interrupted_stage_is_resumed_not_restarted(finished):
         ("shards.tokenizer=@sentiment", "stages.shards.tokenizer: stage 'sentiment' is a prepare stage"),
         ("pretrain.data.shards=/nonexistent/shards", "stages.pretrain.data.shards: /nonexistent/shards does not exist"),
         ("tokenizer.kind=bpe", "stages.pretrain: objective.kind=mlm needs a mask token"),
+        ("export.to=hf pretrain.model.norm=pre", "stages.export: to: hf exports encoders as BERT, which is post-LN"),
+        ("export.model=@shards", "stages.export.model: stage 'shards' is a tokenize stage"),
         ("later.enabled=true", "stages.later.kind: stage kind 'finetune' is not available"),
         ("nosuch.key=1", "'nosuch' is neither a stage"),
         ("stages.sentiment.kind=bpe", "stages.sentiment: unknown key 'kind'"),  # overrides address the config
@@ -136,7 +140,7 @@ def test_interrupted_stage_is_resumed_not_restarted(finished):
 def test_bad_pipeline_fails_before_anything_runs(tmp_path, override, message):
     path = _pipeline(tmp_path)
     with pytest.raises(ConfigError) as err:
-        _run(path, override)
+        _run(path, *override.split())
     assert message in str(err.value)
     assert not (tmp_path / "run" / "sentiment").exists()
 
@@ -154,7 +158,8 @@ def test_quickstart_is_shipped_and_valid(tmp_path):
     assert shipped_config("quickstart.yaml").is_file()
     pipeline = quickstart_pipeline(minutes=20, out=str(tmp_path / "qs"), device="cpu")
     stages = {s.name: s for s in plan_pipeline(pipeline, "quickstart")}
-    assert list(stages) == ["sentiment", "text", "tokenizer", "shards", "pretrain", "baselines"]
+    assert list(stages) == ["sentiment", "text", "tokenizer", "shards", "pretrain", "baselines", "export"]
+    assert stages["export"].refs == {"model": "pretrain"}
     assert stages["pretrain"].config.train.budget == pytest.approx(720.0)  # 6m x 20/10
     assert stages["pretrain"].config.train.device == "cpu"
     assert stages["shards"].refs == {"data": "text", "tokenizer": "tokenizer"}
@@ -226,7 +231,7 @@ def test_cli_run_skips_a_finished_run_and_prints_the_summary(finished, capsys):
     path, run, _ = finished
     assert main(["run", str(path), "--run-dir", str(run), "baselines.split=test"]) == 0  # the default: nothing changes
     err = capsys.readouterr().err
-    assert err.count("up to date, skipped") == 5
+    assert err.count("up to date, skipped") == 6
     assert "(and report.md)" in err and "tfidf-logreg" in err
 
 

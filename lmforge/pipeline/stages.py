@@ -1,4 +1,4 @@
-"""The built-in stage kinds: prepare, tokenizer, tokenize, pretrain, evaluate.
+"""The built-in stage kinds: prepare, tokenizer, tokenize, pretrain, evaluate, export.
 
 Each is a thin adapter over the stage's own ``make_*_config`` and run function; what a stage
 reports comes from the files it wrote, so a skipped stage reports the same as one that just ran.
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from lmforge.config import ConfigError
+from lmforge.config import ConfigError, Section, build_config
 from lmforge.pipeline.registry import StageKind, StageReport, register
 
-__all__ = ["read_training_curves"]
+__all__ = ["ExportStageConfig", "read_training_curves"]
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -236,5 +236,61 @@ register(
         done=lambda out: (out / "report.json").is_file(),
         inputs={"data": (("prepare",), True)},
         report=_evaluate_report,
+    )
+)
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+class ExportStageConfig(Section):
+    """`lmforge export` as a pipeline stage: a model directory -> Hugging Face, ONNX or int8."""
+
+    model: Optional[str] = Field(None, description="An lmforge model directory (a pretrain or finetune output).")
+    to: Literal["hf", "onnx", "int8"] = Field("int8", description="hf: BERT/GPT-2 layout (post-LN encoders only).")
+    out: Optional[str] = None
+
+
+def _export(config: BaseModel) -> Any:
+    from lmforge.model.hf import export_hf
+    from lmforge.serve.export import export_int8, export_onnx
+
+    assert isinstance(config, ExportStageConfig) and config.model and config.out
+    target = {"hf": export_hf, "onnx": export_onnx, "int8": export_int8}[config.to]
+    return target(config.model, config.out)
+
+
+def _export_check(config: BaseModel, upstream: Callable[[str], Optional[tuple[str, str, BaseModel]]]) -> None:
+    """The Hugging Face layout is BERT's (post-LN) for encoders: a pre-LN pretrain cannot go there."""
+    feed = upstream("model")
+    model = getattr(feed[2], "model", None) if feed is not None else None
+    if getattr(config, "to") == "hf" and model is not None and not model.causal and model.norm == "pre":
+        raise ConfigError(
+            f"to: hf exports encoders as BERT, which is post-LN, but stage {feed[0]!r} trains model.norm=pre; "
+            f"use to: int8 or onnx, or model.norm: post"
+        )
+
+
+def _export_report(out: Path) -> StageReport:
+    files = sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith(".")) if out.is_dir() else []
+    size = sum(p.stat().st_size for p in files)
+    rows = [
+        ("files", ", ".join(p.name for p in files)),
+        ("size", f"{size / 2**20:.1f} MiB"),
+        ("query it", f"lmforge predict --model {out} TEXT"),
+        ("serve it", f"lmforge serve --model {out}"),
+    ]
+    return StageReport(rows=rows, tables=[("Export", ["what", "value"], [list(r) for r in rows])])
+
+
+register(
+    StageKind(
+        name="export",
+        make_config=lambda *layers, source="config": build_config(ExportStageConfig, *layers, source=source),
+        run=_export,
+        done=lambda out: (out / "config.json").is_file(),
+        inputs={"model": (("pretrain", "finetune"), True)},
+        check=_export_check,
+        report=_export_report,
     )
 )
