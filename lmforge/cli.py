@@ -150,6 +150,21 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from lmforge.pipeline import load_pipeline, run_pipeline
+
+    pipeline = load_pipeline(args.pipeline, args.overrides, run_dir=args.run_dir)
+    run_pipeline(pipeline, source=args.pipeline, force=args.force or [])
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from lmforge.pipeline.quickstart import quickstart
+
+    quickstart(minutes=args.minutes, out=args.out, device=args.device, overrides=args.overrides, force=args.force or [])
+    return 0
+
+
 def _corpora_list(args: argparse.Namespace) -> int:
     from lmforge.corpora import CORPORA
 
@@ -279,6 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(handler=_finetune)
 
+    p = verbs.add_parser("run", help="run a pipeline file: stages in order, complete unchanged stages skipped")
+    p.add_argument("pipeline", metavar="PIPELINE.yaml")
+    p.add_argument("--run-dir", dest="run_dir", metavar="DIR", help="where the stages write (overrides run_dir)")
+    p.add_argument("--force", action="append", metavar="STAGE", help="redo STAGE and the stages that read it")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="stages.NAME.key=value or NAME.key=value")
+    p.set_defaults(handler=_run, trailing_overrides=True)
+
+    p = verbs.add_parser("quickstart", help="the main job on built-in data: data to evaluated model in ~10 minutes")
+    p.add_argument("--minutes", type=float, help="total time to aim for (scales the training budgets)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/quickstart)")
+    p.add_argument("--device", help="auto (default: a GPU when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--force", action="append", metavar="STAGE", help="redo STAGE and the stages that read it")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="NAME.key=value, as for `lmforge run`")
+    p.set_defaults(handler=_quickstart, trailing_overrides=True)
+
     corpora = verbs.add_parser("corpora", help="built-in real corpora").add_subparsers(dest="action", required=True)
     corpora.add_parser("list", help="list built-in corpora").set_defaults(handler=_corpora_list)
     e = corpora.add_parser("export", help="write a built-in corpus as JSON lines")
@@ -291,7 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `lmforge run FILE --force X key=value`: argparse ends a positional list at the first option,
+    # so key=value items after an option arrive here; verbs that take them say so.
+    if extra and getattr(args, "trailing_overrides", False) and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*(args.overrides or []), *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args)
     except ConfigError as exc:

@@ -19,6 +19,7 @@ def stage_models() -> dict[str, type[BaseModel]]:
     from lmforge.data.config import PrepareConfig
     from lmforge.eval.config import EvaluateConfig
     from lmforge.finetune.config import FinetuneConfig
+    from lmforge.pipeline.config import PipelineConfig
     from lmforge.tokenize.config import TokenizeConfig, TokenizerTrainConfig
     from lmforge.serve.config import ServeConfig
     from lmforge.train.config import PretrainConfig
@@ -31,6 +32,7 @@ def stage_models() -> dict[str, type[BaseModel]]:
         "lmforge finetune": FinetuneConfig,
         "lmforge evaluate": EvaluateConfig,
         "lmforge serve": ServeConfig,
+        "lmforge run (pipeline file)": PipelineConfig,
     }
 
 
