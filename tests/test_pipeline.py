@@ -47,7 +47,7 @@ def _pipeline(tmp_path: Path) -> Path:
             },
             "baselines": {"kind": "evaluate", "config": {"baselines": {"enabled": True}, "progress": False}},
             "export": {"kind": "export", "config": {"to": "int8"}},
-            "later": {"kind": "finetune", "enabled": False, "config": {"init_from": "@pretrain"}},
+            "later": {"kind": "distill", "enabled": False, "config": {"init_from": "@pretrain"}},
         },
     }
     path = tmp_path / "pipeline.yaml"
@@ -132,7 +132,7 @@ def test_interrupted_stage_is_resumed_not_restarted(finished):
         ("tokenizer.kind=bpe", "stages.pretrain: objective.kind=mlm needs a mask token"),
         ("export.to=hf pretrain.model.norm=pre", "stages.export: to: hf exports encoders as BERT, which is post-LN"),
         ("export.model=@shards", "stages.export.model: stage 'shards' is a tokenize stage"),
-        ("later.enabled=true", "stages.later.kind: stage kind 'finetune' is not available"),
+        ("later.enabled=true", "stages.later.kind: stage kind 'distill' is not available"),
         ("nosuch.key=1", "'nosuch' is neither a stage"),
         ("stages.sentiment.kind=bpe", "stages.sentiment: unknown key 'kind'"),  # overrides address the config
     ],
@@ -158,9 +158,11 @@ def test_quickstart_is_shipped_and_valid(tmp_path):
     assert shipped_config("quickstart.yaml").is_file()
     pipeline = quickstart_pipeline(minutes=20, out=str(tmp_path / "qs"), device="cpu")
     stages = {s.name: s for s in plan_pipeline(pipeline, "quickstart")}
-    assert list(stages) == ["sentiment", "text", "tokenizer", "shards", "pretrain", "baselines", "export"]
-    assert stages["export"].refs == {"model": "pretrain"}
-    assert stages["pretrain"].config.train.budget == pytest.approx(720.0)  # 6m x 20/10
+    assert list(stages) == ["sentiment", "text", "tokenizer", "shards", "pretrain", "baselines", "finetune", "export"]
+    assert stages["export"].refs == {"model": "finetune"}
+    assert stages["finetune"].refs == {"data.path": "sentiment", "init_from": "pretrain"}
+    assert stages["pretrain"].config.train.budget == pytest.approx(600.0)  # 5m x 20/10
+    assert stages["finetune"].config.train.budget == pytest.approx(360.0)  # 3m x 20/10
     assert stages["pretrain"].config.train.device == "cpu"
     assert stages["shards"].refs == {"data": "text", "tokenizer": "tokenizer"}
     assert stages["baselines"].config.data == str(tmp_path / "qs" / "sentiment")

@@ -208,6 +208,21 @@ register(
 )
 
 
+# --- finetune --------------------------------------------------------------------------------
+
+register(
+    StageKind(
+        name="finetune",
+        make_config=_lazy("lmforge.finetune.stage", "make_finetune_config"),
+        run=_lazy("lmforge.finetune.stage", "finetune"),
+        done=lambda out: (out / "report" / "report.json").is_file(),
+        inputs={"data.path": (("prepare",), True), "init_from": (("pretrain", "finetune"), False)},
+        defaults={"resume": "auto"},  # an interrupted fine-tuning run continues from its newest checkpoint
+        report=lambda out: _evaluate_report(out / "report"),  # the test report: model row next to the baselines
+    )
+)
+
+
 # --- evaluate --------------------------------------------------------------------------------
 
 
