@@ -184,14 +184,44 @@ def load_model_dir(path: str | Path) -> LoadedModel:
     if not root.is_dir():
         raise ConfigError(f"model directory not found: {root}")
     config = read_json(root / "config.json")
-    if config.get("architecture", "lmforge.LanguageModel") != "lmforge.LanguageModel":
+    if config.get("architecture") == "lmforge.TaskModel":  # a `lmforge finetune` output directory
+        config, tensors = _from_finetune_dir(config, root)
+    elif config.get("architecture", "lmforge.LanguageModel") != "lmforge.LanguageModel":
         raise ConfigError(f"{root / 'config.json'}: architecture {config.get('architecture')!r} is not an "
                           "lmforge model; import Hugging Face checkpoints with `lmforge import`")
+    else:
+        tensors = read_safetensors(root / "model.safetensors")
     model = build_model(config, str(root / "config.json"))
-    check_and_load(model, read_safetensors(root / "model.safetensors"), str(root / "model.safetensors"))
+    check_and_load(model, tensors, str(root / "model.safetensors"))
     tok_file = root / "tokenizer.json"
     tokenizer = load_tokenizer(tok_file) if tok_file.is_file() else None
     return LoadedModel(model.eval(), tokenizer, config, list(config.get("labels", [])))
+
+
+def _from_finetune_dir(config: dict[str, Any], root: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A fine-tuned TaskModel directory in this module's terms: the head's tensors renamed
+    (head.pooler -> pooler, head.classifier -> classifier or tagger), the config reduced to ours.
+    Its classification head is BERT's (tanh pooler over the first token), which is our "pooler"."""
+    where = root / "config.json"
+    if not (root / "model.safetensors").is_file():
+        raise ConfigError(f"{root}: holds only {config.get('method')} adapter weights; fine-tune with method=full or "
+                          "save a merged LoRA model to load it for inference")
+    task, arch = config.get("task"), config.get("model") or {}
+    if task == "classification" and arch.get("causal"):
+        raise ConfigError(f"{where}: a decoder classifier (last-token pooling) cannot be served yet")
+    head = "classifier" if task == "classification" else "tagger"
+    tensors = {}
+    for name, tensor in read_safetensors(root / "model.safetensors").items():
+        if name.startswith("head.classifier."):
+            name = head + name[len("head.classifier"):]
+        elif name.startswith("head.pooler."):
+            name = "pooler" + name[len("head.pooler"):]
+        tensors[name] = tensor
+    ours = {"format_version": FORMAT_VERSION, "architecture": "lmforge.LanguageModel", "model": arch, "task": task,
+            "labels": config.get("labels", [])}
+    if task == "classification":
+        ours["pooling"] = "pooler"
+    return ours, tensors
 
 
 def save_model_dir(model: ForgeModel, config: dict[str, Any], out: str | Path,

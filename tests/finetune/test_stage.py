@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from lmforge.cli import main
 from lmforge.config import ConfigError
@@ -97,3 +98,25 @@ def test_no_pretraining_from_an_architecture_and_a_tokenizer(tmp_path, tokenizer
     assert _model_row(run["report"])["metrics"]["task"] == "classification"
     with pytest.raises(ConfigError, match="tokenizer"):
         make_finetune_config({"data": {"path": str(reviews_small)}}, source="t")
+
+
+def test_a_fine_tuned_model_is_served_by_the_predictor(tmp_path, base_dir, reviews_small, seg_small):
+    """`lmforge finetune` output loads with lmforge.load (predictor, export, server) and predicts the same."""
+    from lmforge.finetune.modeldir import load_task_model
+    from lmforge.serve.predictor import load
+
+    for name, data, task in (("cls", reviews_small, "classification"), ("tag", seg_small, "tagging")):
+        out = tmp_path / name
+        finetune(make_finetune_config(*ft_layers(out, base_dir, data, task=task, epochs=1), source="t"))
+        served = load(out)
+        model, _ = load_task_model(out)
+        ids = torch.randint(5, 100, (2, 12))
+        with torch.no_grad():
+            expected = model.eval()(ids, torch.ones_like(ids))
+            got = served.model.classify(ids, torch.ones_like(ids)) if task == "classification" else served.model.tag(ids, torch.ones_like(ids))
+        assert torch.equal(expected, got)
+    texts = [json.loads(line)["text"] for line in open(reviews_small / "test.jsonl", encoding="utf-8")][:3]
+    predictions = load(tmp_path / "cls").classify(texts)
+    labels = json.loads((tmp_path / "cls" / "config.json").read_text())["labels"]
+    assert len(predictions) == 3 and all(p["label"] in labels for p in predictions)
+    assert all(abs(sum(p["scores"].values()) - 1) < 1e-5 for p in predictions)
