@@ -11,7 +11,7 @@ from typing import Any
 
 import lmforge
 from lmforge.data.config import PrepareConfig
-from lmforge.data.dedup import KEEP, LABEL_CONFLICT
+from lmforge.data.dedup import LABEL_CONFLICT
 from lmforge.data.filters import build_rules
 from lmforge.data.readers import RawRecord
 from lmforge.data.split import SPLITS

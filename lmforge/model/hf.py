@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from lmforge.config import ConfigError
-from lmforge.model.modeldir import (ForgeModel, LoadedModel, build_model, check_and_load, load_model_dir,
+from lmforge.model.modeldir import (ForgeModel, LoadedModel, atomic_directory, build_model, check_and_load, load_model_dir,
                                     model_dir_config, read_json, read_safetensors, save_model_dir)
 from lmforge.tokenize.train import LoadedTokenizer, _write_hf_config, load_tokenizer
 
@@ -348,29 +348,17 @@ def hf_checkpoint(model: ForgeModel, labels: list[str], tokenizer: Optional[Load
 
 def export_hf(model_dir: str | Path, out: str | Path) -> Path:
     """`lmforge export --to hf`: an lmforge model directory -> a Hugging Face directory (atomic)."""
-    import os
-    import shutil
-    import tempfile
-
     from safetensors.torch import save_file
 
     loaded = load_model_dir(model_dir)
     hf, tensors = hf_checkpoint(loaded.model, loaded.labels, loaded.tokenizer)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if loaded.tokenizer is not None:
             (tmp / "tokenizer.json").write_text(loaded.tokenizer.json_text, encoding="utf-8")
             _write_hf_config(loaded.tokenizer, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

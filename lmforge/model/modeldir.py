@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import torch
 from pydantic import ValidationError
@@ -228,9 +229,7 @@ def save_model_dir(model: ForgeModel, config: dict[str, Any], out: str | Path,
                    tokenizer: Optional[LoadedTokenizer] = None, extra_files: Optional[dict[str, str]] = None) -> Path:
     """Write a complete directory atomically: a temporary sibling renamed into place at the end."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         config = {"format_version": FORMAT_VERSION, "architecture": "lmforge.LanguageModel", **config}
         (tmp / "config.json").write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
         tied = aliases(model)
@@ -240,13 +239,23 @@ def save_model_dir(model: ForgeModel, config: dict[str, Any], out: str | Path,
             (tmp / "tokenizer.json").write_text(tokenizer.json_text, encoding="utf-8")
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
+    return out
+
+
+@contextmanager
+def atomic_directory(out: Path) -> Iterator[Path]:
+    """A temporary sibling of ``out`` to fill; it replaces ``out`` only if the block completes,
+    so a reader never sees a half-written directory and a failure leaves nothing behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def model_dir_config(model: ForgeModel, labels: Optional[list[str]] = None, **extra: Any) -> dict[str, Any]:

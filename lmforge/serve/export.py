@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.config import ConfigError
-from lmforge.model.modeldir import ForgeModel, LoadedModel, load_model_dir, read_json
+from lmforge.model.modeldir import ForgeModel, LoadedModel, atomic_directory, load_model_dir, read_json
 
 INT8 = "int8-dynamic"
 
@@ -100,20 +99,12 @@ def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
 
 
 def _write_dir(src: Path, out: Path, config: dict[str, Any], files: dict[str, Path]) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
         for name, path in files.items():
             shutil.copyfile(path, tmp / name)
         if (src / "tokenizer.json").is_file():
             shutil.copyfile(src / "tokenizer.json", tmp / "tokenizer.json")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
