@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.config import ConfigError
-from lmforge.model.modeldir import ForgeModel, LoadedModel, atomic_directory, load_model_dir, read_json
+from lmforge.model.modeldir import ForgeModel, LoadedModel, atomic_directory, load_model_dir, read_json, save_model_dir
 
 INT8 = "int8-dynamic"
 
@@ -46,9 +46,10 @@ def export_int8(model_dir: str | Path, out: str | Path) -> Path:
     """`lmforge export --to int8`: the directory, marked to be quantised when loaded."""
     src = Path(model_dir)
     loaded = load_model_dir(src)  # validates before anything is written
-    quantize_int8(loaded.model)  # fails here, not at serving time, if a layer cannot be quantised
+    quantize_int8(copy.deepcopy(loaded.model))  # fails here, not at serving time, if a layer cannot be quantised
     config = dict(loaded.config, quantization=INT8)
-    return _write_dir(src, Path(out), config, {"model.safetensors": src / "model.safetensors"})
+    # The fp32 weights in this module's own names (a fine-tuned directory names its head differently).
+    return save_model_dir(loaded.model, config, Path(out), loaded.tokenizer)
 
 
 class _Graph(nn.Module):

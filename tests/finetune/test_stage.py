@@ -120,3 +120,8 @@ def test_a_fine_tuned_model_is_served_by_the_predictor(tmp_path, base_dir, revie
     labels = json.loads((tmp_path / "cls" / "config.json").read_text())["labels"]
     assert len(predictions) == 3 and all(p["label"] in labels for p in predictions)
     assert all(abs(sum(p["scores"].values()) - 1) < 1e-5 for p in predictions)
+    from lmforge.serve.export import export_int8
+
+    export_int8(tmp_path / "cls", tmp_path / "cls-int8")  # the quickstart's last stage does exactly this
+    quantised = load(tmp_path / "cls-int8").classify(texts)
+    assert all(abs(q["score"] - p["score"]) < 0.05 for q, p in zip(quantised, predictions))
