@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lmforge.data.dedup import candidate_pairs, connected_components, find_duplicates  # noqa: E402
-from lmforge.data.minhash import band_keys  # noqa: E402
+from lmforge.data.minhash import band_keys, exact_jaccard_pairs  # noqa: E402
 from lmforge.data.minhash import MinHasher  # noqa: E402
 from lmforge.data.prepare import make_prepare_config, prepare  # noqa: E402
 from tests.data.neardup_corpus import make_corpus  # noqa: E402
@@ -66,17 +66,17 @@ def run_lmforge(texts: list[str], num_perm: int, bands: int, rows: int, threshol
     if verify == "none":  # datasketch's semantics: every LSH candidate pair is a duplicate
         pairs = candidate_pairs(band_keys(signatures, bands, rows), np.arange(len(texts)))
         return connected_components(len(texts), pairs[:, 0], pairs[:, 1])
-    shingles_of = None
-    if verify == "exact":
 
-        def shingles_of(indices: np.ndarray) -> dict[int, np.ndarray]:
-            hashes, counts = hasher.shingles([texts[int(i)] for i in indices])
-            bounds = np.concatenate(([0], np.cumsum(counts)))
-            return {int(i): hashes[bounds[k] : bounds[k + 1]] for k, i in enumerate(indices)}
+    def exact_pairs(pairs: np.ndarray) -> np.ndarray:
+        indices = np.unique(pairs)
+        hashes, counts = hasher.shingles([texts[int(i)] for i in indices])
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        sets = {int(i): np.unique(hashes[bounds[k] : bounds[k + 1]]) for k, i in enumerate(indices)}
+        return exact_jaccard_pairs(pairs, sets)
 
     result = find_duplicates(
         np.arange(len(texts), dtype=np.uint64), signatures, None, threshold=threshold, group_threshold=threshold,
-        bands=bands, rows=rows, exact=False, shingles_of=shingles_of,
+        bands=bands, rows=rows, exact=False, exact_pairs=exact_pairs if verify == "exact" else None,
     )
     return result.cluster
 

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from lmforge.data.minhash import band_keys, estimated_jaccard, exact_jaccard_pairs
+from lmforge.data.minhash import band_keys, estimated_jaccard
 
 KEEP, EXACT_DUPLICATE, NEAR_DUPLICATE, LABEL_CONFLICT = 0, 1, 2, 3
 _PAIR_BATCH = 65536
@@ -86,13 +86,13 @@ def find_duplicates(
     rows: int,
     exact: bool = True,
     near: bool = True,
-    shingles_of: Optional[Callable[[np.ndarray], dict[int, np.ndarray]]] = None,
+    exact_pairs: Optional[Callable[[np.ndarray], np.ndarray]] = None,
 ) -> DedupResult:
     """Clusters, split groups and label conflicts for N documents.
 
     exact_hashes: (N,) uint64 hashes of normalised text; signatures: (N, num_perm) uint32;
-    labels: (N,) int64 label ids or None; shingles_of: given indices, their shingle hashes
-    (only for exact verification).
+    labels: (N,) int64 label ids or None; exact_pairs: (P, 2) pairs -> (P,) exact Jaccard
+    (only for exact verification; prepare runs it in its worker processes).
     """
     n = exact_hashes.shape[0]
     stats: dict = {"documents": int(n)}
@@ -111,7 +111,7 @@ def find_duplicates(
         representatives = np.flatnonzero(exact_first == np.arange(n))
         keys = band_keys(np.asarray(signatures[representatives]), bands, rows)
         pairs = candidate_pairs(keys, representatives)
-        similarity = _pair_similarity(pairs, signatures, shingles_of, (threshold, group_threshold))
+        similarity = _pair_similarity(pairs, signatures, exact_pairs, (threshold, group_threshold))
         stats["candidate_pairs"] = int(pairs.shape[0])
         remove = similarity >= threshold
         group = similarity >= group_threshold
@@ -165,11 +165,11 @@ def _conflicting_groups(group: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def _pair_similarity(
     pairs: np.ndarray,
     signatures: np.ndarray,
-    shingles_of: Optional[Callable[[np.ndarray], dict[int, np.ndarray]]],
+    exact_pairs: Optional[Callable[[np.ndarray], np.ndarray]],
     thresholds: tuple[float, ...],
 ) -> np.ndarray:
     """Jaccard of each candidate pair: the signature estimate, replaced by the exact value (when
-    ``shingles_of`` is given) wherever the estimate is within 4 standard deviations of a threshold.
+    ``exact_pairs`` is given) wherever the estimate is within 4 standard deviations of a threshold.
     Further away, the estimate decides with error probability below 1e-4 and no text is re-read."""
     similarity = np.zeros(pairs.shape[0], dtype=np.float64)
     for lo in range(0, pairs.shape[0], _PAIR_BATCH):
@@ -177,16 +177,13 @@ def _pair_similarity(
         similarity[lo : lo + len(batch)] = estimated_jaccard(
             np.asarray(signatures[batch[:, 0]]), np.asarray(signatures[batch[:, 1]])
         )
-    if shingles_of is None or pairs.shape[0] == 0:
+    if exact_pairs is None or pairs.shape[0] == 0:
         return similarity
     margin = 2.0 / np.sqrt(signatures.shape[1])  # 4 sigma of the estimate at J = 0.5, the worst case
     near = np.zeros(pairs.shape[0], dtype=bool)
     for threshold in thresholds:
         near |= np.abs(similarity - threshold) < margin
     to_check = np.flatnonzero(near)
-    for lo in range(0, to_check.shape[0], _PAIR_BATCH):
-        index = to_check[lo : lo + _PAIR_BATCH]
-        batch = pairs[index]
-        shingles = {i: np.unique(h) for i, h in shingles_of(np.unique(batch)).items()}
-        similarity[index] = exact_jaccard_pairs(batch, shingles)
+    if to_check.size:
+        similarity[to_check] = exact_pairs(pairs[to_check])
     return similarity

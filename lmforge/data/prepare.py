@@ -26,7 +26,6 @@ import numpy as np
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.config import PRESETS, PrepareConfig, resolve_preset
 from lmforge.data.dedup import EXACT_DUPLICATE, KEEP, LABEL_CONFLICT, NEAR_DUPLICATE, DedupResult, find_duplicates
-from lmforge.data.minhash import MinHasher
 from lmforge.data.readers import CORPUS_PREFIX, RawRecord, ReadPosition, check_columns, expand_inputs, input_size, read_records
 from lmforge.data.report import PrepareStats, build_report, print_prepare_summary
 from lmforge.data.split import SPLITS, assign_splits
@@ -34,6 +33,7 @@ from lmforge.data.steps import (
     ChunkProcessor,
     ChunkResult,
     init_worker,
+    pair_jaccard_job,
     parse_spool_line,
     process_in_worker,
     rejected_line,
@@ -151,14 +151,6 @@ class _KeptState:
         with open(self.spool_path, "rb") as handle:
             yield from handle
 
-    def texts_at(self, indices: np.ndarray) -> list[str]:
-        with open(self.spool_path, "rb") as handle:
-            texts = []
-            for i in indices:
-                handle.seek(self.offsets[int(i)])
-                texts.append(json.loads(parse_spool_line(handle.readline())[2])["text"])
-            return texts
-
 
 def _chunks(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
     chunk: list[RawRecord] = []
@@ -178,9 +170,7 @@ def _processed(config: PrepareConfig, chunks: Iterator[list[RawRecord]]) -> Iter
         for chunk in chunks:
             yield processor(chunk)
         return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with context.Pool(config.workers, initializer=init_worker, initargs=(config,)) as pool:
+    with _pool_context().Pool(config.workers, initializer=init_worker, initargs=(config,)) as pool:
         pending: deque = deque()
         for chunk in chunks:
             pending.append(pool.apply_async(process_in_worker, (chunk,)))
@@ -188,6 +178,11 @@ def _processed(config: PrepareConfig, chunks: Iterator[list[RawRecord]]) -> Iter
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def _pool_context() -> Any:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _first_pass(
@@ -214,14 +209,16 @@ def _first_pass(
 def _deduplicate(config: PrepareConfig, state: _KeptState) -> DedupResult:
     hashes = np.concatenate(state.hashes) if state.hashes else np.zeros(0, np.uint64)
     dedup = config.dedup
-    shingles_of = None
-    if dedup.verify == "exact":
-        hasher = MinHasher(dedup.num_perm, dedup.word_ngram, dedup.char_ngram, dedup.seed)
 
-        def shingles_of(indices: np.ndarray) -> dict[int, np.ndarray]:
-            hashes_, counts = hasher.shingles(state.texts_at(indices))
-            bounds = np.concatenate(([0], np.cumsum(counts)))
-            return {int(i): hashes_[bounds[k] : bounds[k + 1]] for k, i in enumerate(indices)}
+    def exact_pairs(pairs: np.ndarray) -> np.ndarray:
+        """Exact Jaccard of candidate pairs, in the worker processes when there are several."""
+        parts = np.array_split(pairs, max(1, min(len(pairs) // 1000, 4 * config.workers)))
+        jobs = [(str(state.spool_path), {int(i): state.offsets[int(i)] for i in np.unique(part)}, part,
+                 dedup.word_ngram, dedup.char_ngram) for part in parts]
+        if config.workers == 1 or len(jobs) == 1:
+            return np.concatenate([pair_jaccard_job(job) for job in jobs])
+        with _pool_context().Pool(config.workers) as pool:
+            return np.concatenate(pool.map(pair_jaccard_job, jobs))
 
     return find_duplicates(
         hashes,
@@ -233,7 +230,7 @@ def _deduplicate(config: PrepareConfig, state: _KeptState) -> DedupResult:
         rows=dedup.rows,
         exact=dedup.exact,
         near=dedup.near,
-        shingles_of=shingles_of,
+        exact_pairs=exact_pairs if dedup.verify == "exact" else None,
     )
 
 

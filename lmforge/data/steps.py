@@ -19,7 +19,7 @@ import xxhash
 from lmforge.data.clean import clean_text
 from lmforge.data.config import PrepareConfig
 from lmforge.data.filters import apply_rules, build_rules
-from lmforge.data.minhash import MinHasher
+from lmforge.data.minhash import MinHasher, exact_jaccard_pairs
 from lmforge.data.pii import PIIScrubber
 from lmforge.data.readers import RawRecord
 
@@ -122,6 +122,22 @@ class ChunkProcessor:
     def _reject(self, result: ChunkResult, record: RawRecord, reason: str, detail: str, stage: str) -> None:
         result.rejections[(stage, reason)] += 1
         result.rejected_lines.append(rejected_line(record, reason, detail, stage, self.config.output.rejected_text_chars))
+
+
+def pair_jaccard_job(job: tuple[str, dict[int, int], np.ndarray, int, int]) -> np.ndarray:
+    """Exact Jaccard of candidate pairs (P, 2) -> (P,), their texts read from the spool at the given
+    byte offsets. Runs in a worker process: the corpus never needs to be in memory."""
+    spool_path, offsets, pairs, word_ngram, char_ngram = job
+    texts: dict[int, str] = {}
+    with open(spool_path, "rb") as handle:
+        for index, offset in offsets.items():
+            handle.seek(offset)
+            texts[index] = json.loads(parse_spool_line(handle.readline())[2])["text"]
+    ids = list(texts)
+    hashes, counts = MinHasher(1, word_ngram, char_ngram).shingles([texts[i] for i in ids])  # shingles only
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+    sets = {i: np.unique(hashes[bounds[k] : bounds[k + 1]]) for k, i in enumerate(ids)}
+    return exact_jaccard_pairs(pairs, sets)
 
 
 _PROCESSOR: Optional[ChunkProcessor] = None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmforge.data.dedup import EXACT_DUPLICATE, KEEP, LABEL_CONFLICT, NEAR_DUPLICATE, connected_components, find_duplicates
-from lmforge.data.minhash import MinHasher, band_keys, estimated_jaccard, exact_jaccard
+from lmforge.data.minhash import MinHasher, band_keys, estimated_jaccard, exact_jaccard, exact_jaccard_pairs
 from lmforge.data.steps import exact_key
 from tests.data.neardup_corpus import jaccard, make_corpus, shingle_set
 
@@ -56,12 +56,13 @@ def test_near_duplicate_recall_and_precision(corpus, verify):
     sig = hasher.signatures(corpus.texts)
     hashes = np.array([exact_key(t) for t in corpus.texts], dtype=np.uint64)
 
-    def shingles_of(indices):
-        return {int(i): hasher.shingles([corpus.texts[int(i)]])[0] for i in indices}
+    def exact_pairs(pairs):
+        sets = {int(i): np.unique(hasher.shingles([corpus.texts[int(i)]])[0]) for i in np.unique(pairs)}
+        return exact_jaccard_pairs(pairs, sets)
 
     result = find_duplicates(
         hashes, sig, None, threshold=0.8, group_threshold=0.5, bands=42, rows=3,
-        shingles_of=shingles_of if verify == "exact" else None,
+        exact_pairs=exact_pairs if verify == "exact" else None,
     )
     truth_dup = [p for p in corpus.pairs if p[2] >= 0.8]
     found = _detected_pairs(result, corpus.pairs)
