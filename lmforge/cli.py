@@ -165,6 +165,23 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from lmforge.eval.explain import explain, print_attribution, write_html
+    from lmforge.serve.predictor import InputError, load
+
+    predictor = load(args.model)
+    for number, text in enumerate(args.text):
+        try:
+            attribution = explain(predictor, text, target=args.target, steps=args.steps)
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
+        print_attribution(attribution)
+        if args.html:
+            out = args.html if len(args.text) == 1 else f"{args.html.removesuffix('.html')}-{number}.html"
+            print(f"heat map: {write_html(attribution, text, out)}")
+    return 0
+
+
 def _corpora_list(args: argparse.Namespace) -> int:
     from lmforge.corpora import CORPORA
 
@@ -308,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", metavar="STAGE", help="redo STAGE and the stages that read it")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="NAME.key=value, as for `lmforge run`")
     p.set_defaults(handler=_quickstart, trailing_overrides=True)
+
+    p = verbs.add_parser("explain", help="which tokens drove a classifier's prediction (integrated gradients)")
+    p.add_argument("--model", required=True, metavar="DIR", help="a fine-tuned classification model directory")
+    p.add_argument("text", nargs="+")
+    p.add_argument("--target", metavar="LABEL", help="explain this label's logit (default: the predicted one)")
+    p.add_argument("--steps", type=int, default=50, help="points on the integration path (more: smaller error)")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML heat map")
+    p.set_defaults(handler=_explain)
 
     corpora = verbs.add_parser("corpora", help="built-in real corpora").add_subparsers(dest="action", required=True)
     corpora.add_parser("list", help="list built-in corpora").set_defaults(handler=_corpora_list)

@@ -27,7 +27,9 @@ class TokenizerTrainConfig(Section):
     special_tokens: list[str] = Field(default_factory=list, description="Extra special tokens added after the kind's own.")
     lowercase: Optional[bool] = Field(None, description="Default: true for wordpiece, false otherwise.")
     strip_accents: Optional[bool] = Field(None, description="Default: follows lowercase, as in BERT.")
-    unicode_normalization: Optional[UnicodeForm] = Field(None, description="Applied before the kind's own rules.")
+    unicode_normalization: Optional[UnicodeForm] = Field(
+        "nfkc", description="Applied before the kind's own rules; nfkc matches `data prepare`, so raw text at inference is normalised as the training text was."
+    )
     text_field: str = Field("text", description="Field holding the text in JSON lines input.")
     from_file: Optional[str] = Field(None, description="Use this tokenizer.json or BERT vocab.txt instead of training.")
     progress: bool = True
