@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import timed  # noqa: E402
 from lmforge.data.dedup import candidate_pairs, connected_components, find_duplicates  # noqa: E402
-from lmforge.data.minhash import band_keys, exact_jaccard_pairs  # noqa: E402
-from lmforge.data.minhash import MinHasher  # noqa: E402
+from lmforge.data.minhash import MinHasher, band_keys, exact_jaccard_pairs  # noqa: E402
 from lmforge.data.prepare import make_prepare_config, prepare  # noqa: E402
 from tests.data.neardup_corpus import make_corpus  # noqa: E402
 
@@ -88,15 +88,6 @@ def quality(clusters: np.ndarray, pairs: list[tuple[int, int, float]], n_base: i
     tp = sum(1 for _, _, j in found if j >= threshold)
     false_joins = n_base - np.unique(clusters[:n_base]).size
     return tp / max(positives, 1), tp / max(len(found), 1), int(false_joins)
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def reviews_texts(limit: int) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import tokenizers
 import torch
 
+from bench.common import timed
 from lmforge.data.prepare import make_prepare_config, prepare
 from lmforge.tokenize.datasets import BlockDataset, SentencePairDataset
 from lmforge.tokenize.encode import make_tokenize_config, tokenize
@@ -32,16 +33,6 @@ from lmforge.tokenize.inputs import iter_texts
 from lmforge.tokenize.train import make_tokenizer_config, train_tokenizer
 
 SEQ, BATCH, VOCAB = 128, 32, 8000
-
-
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median wall time of ``repeats`` calls, and the last result."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def round_robin(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, Any]]:
