@@ -108,6 +108,9 @@ class FinetuneConfig(Section):
     method: Literal["full", "lora", "adalora", "adapter", "prefix"] = "full"
     epochs: int = Field(3, gt=0)
     head_dropout: float = Field(0.1, ge=0, lt=1)
+    pooling: Optional[Literal["first", "mean", "last"]] = Field(
+        None, description="Classification: [CLS] (first), mean of the real tokens, or last real token; "
+                          "None = first for encoders, last for decoders.")
     average_last: Optional[int] = Field(None, ge=2, description="Export the mean weights of the last N epoch "
                                         "checkpoints instead of the best one (checkpoint averaging).")
     data: FinetuneDataConfig = Field(default_factory=FinetuneDataConfig)

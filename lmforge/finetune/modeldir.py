@@ -78,8 +78,9 @@ def apply_method(model: TaskModel, method: str, settings: dict[str, Any]) -> Non
 
 
 def build_task_model(arch: dict[str, Any], task: str, labels: list[str], method: str, settings: dict[str, Any],
-                     head_dropout: float = 0.1) -> TaskModel:
-    model = TaskModel(TransformerConfig(**arch), task, labels, dropout=head_dropout)  # type: ignore[arg-type]
+                     head_dropout: float = 0.1, pooling: Optional[str] = None) -> TaskModel:
+    model = TaskModel(TransformerConfig(**arch), task, labels, pooling=pooling,  # type: ignore[arg-type]
+                      dropout=head_dropout)
     apply_method(model, method, settings)
     return model
 
@@ -114,7 +115,8 @@ def load_task_model(directory: str | Path, prefer_merged: bool = True) -> tuple[
     full = directory / "model.safetensors"
     method = meta["method"]
     if method != "full" and not (prefer_merged and full.is_file()):
-        model = build_task_model(meta["model"], meta["task"], meta["labels"], method, meta["settings"])
+        model = build_task_model(meta["model"], meta["task"], meta["labels"], method, meta["settings"],
+                                 pooling=meta.get("pooling"))
         if meta.get("base"):
             load_base(model, meta["base"])
         adapter = load_file(str(directory / "adapter.safetensors"))
@@ -123,7 +125,7 @@ def load_task_model(directory: str | Path, prefer_merged: bool = True) -> tuple[
             raise ConfigError(f"{directory}/adapter.safetensors lacks {missing[0]} (and {len(missing) - 1} more)")
         model.load_state_dict(adapter, strict=False)
     else:
-        model = build_task_model(meta["model"], meta["task"], meta["labels"], "full", {})
+        model = build_task_model(meta["model"], meta["task"], meta["labels"], "full", {}, pooling=meta.get("pooling"))
         model.load_state_dict(load_file(str(full)))
     model.eval()
     return model, meta

@@ -147,7 +147,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     train_cfg = tc.model_copy(update=update)
 
     torch.manual_seed(tc.seed)
-    model = TaskModel(TransformerConfig(**arch), config.task, labels, dropout=config.head_dropout)
+    model = TaskModel(TransformerConfig(**arch), config.task, labels, pooling=config.pooling,
+                      dropout=config.head_dropout)
     if config.init_from:
         load_base(model, config.init_from)
     settings = method_settings(config)
@@ -184,6 +185,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     elif tc.early_stopping.patience is not None and best is not None:
         load_model(model, str(ckpt.step_dir(out / "checkpoints", best) / "model.safetensors"))
     meta = {"task": config.task, "labels": labels, "method": config.method, "settings": settings,
+            "pooling": model.head.pooling if config.task == "classification" else None,
             "model": arch, "base": str(Path(config.init_from).resolve()) if config.init_from else None,
             "pad_id": pad, "data": config.data.model_dump(mode="json"),
             "report_info": {"trainable_params": trainable, "trainable_share": round(trainable / total, 5),

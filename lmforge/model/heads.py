@@ -108,14 +108,21 @@ class LanguageModel(nn.Module):
 
 # ---------------------------------------------------------------- fine-tuning heads
 
-Pooling = Literal["first", "last"]
+Pooling = Literal["first", "mean", "last"]
 
 
 def pool(hidden: Tensor, attention_mask: Optional[Tensor], pooling: Pooling) -> Tensor:
-    """(B, T, C) -> (B, C): the first token ([CLS], encoders) or the last real token (decoders, where
-    only the last position has seen the whole text; padding is on the right, so its index is len - 1)."""
+    """(B, T, C) -> (B, C): the first token ([CLS], encoders), the mean of the real tokens (a bag of
+    contextual tokens: what short runs fine-tune best, since [CLS] has learnt little after minutes of
+    pretraining), or the last real token (decoders, where only the last position has seen the whole
+    text; padding is on the right, so its index is len - 1)."""
     if pooling == "first":
         return hidden[:, 0]
+    if pooling == "mean":
+        if attention_mask is None:
+            return hidden.mean(1)
+        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
     if attention_mask is None:
         return hidden[:, -1]
     last = attention_mask.long().sum(1).clamp(min=1) - 1  # (B,)
@@ -123,18 +130,21 @@ def pool(hidden: Tensor, attention_mask: Optional[Tensor], pooling: Pooling) -> 
 
 
 class SequenceClassificationHead(nn.Module):
-    """Pooled token -> dropout -> dense + tanh (BERT's pooler) -> dropout -> K logits."""
+    """Pooled token -> dropout -> dense + tanh (BERT's pooler) -> dropout -> K logits.
+    Mean pooling has no pooler (as sentence-transformers): mean -> dropout -> K logits."""
 
     def __init__(self, cfg: TransformerConfig, n_labels: int, pooling: Pooling = "first", dropout: float = 0.1) -> None:
         super().__init__()
         self.pooling: Pooling = pooling
-        self.pooler = nn.Linear(cfg.d_model, cfg.d_model)
+        self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if pooling != "mean" else None
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(cfg.d_model, n_labels)
 
     def forward(self, hidden: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
-        pooled = torch.tanh(self.pooler(self.drop(pool(hidden, attention_mask, self.pooling))))  # (B, C)
-        return self.classifier(self.drop(pooled))  # (B, K)
+        pooled = self.drop(pool(hidden, attention_mask, self.pooling))  # (B, C)
+        if self.pooler is not None:
+            pooled = self.drop(torch.tanh(self.pooler(pooled)))
+        return self.classifier(pooled)  # (B, K)
 
 
 class TokenClassificationHead(nn.Module):

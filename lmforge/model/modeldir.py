@@ -202,7 +202,8 @@ def load_model_dir(path: str | Path) -> LoadedModel:
 def _from_finetune_dir(config: dict[str, Any], root: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """A fine-tuned TaskModel directory in this module's terms: the head's tensors renamed
     (head.pooler -> pooler, head.classifier -> classifier or tagger), the config reduced to ours.
-    Its classification head is BERT's (tanh pooler over the first token), which is our "pooler"."""
+    Its classification head is BERT's (tanh pooler over the first token), which is our "pooler", or a
+    masked mean without pooler (finetune pooling=mean), which is our "mean"."""
     where = root / "config.json"
     if not (root / "model.safetensors").is_file():
         raise ConfigError(f"{root}: holds only {config.get('method')} adapter weights; fine-tune with method=full or "
@@ -221,7 +222,7 @@ def _from_finetune_dir(config: dict[str, Any], root: Path) -> tuple[dict[str, An
     ours = {"format_version": FORMAT_VERSION, "architecture": "lmforge.LanguageModel", "model": arch, "task": task,
             "labels": config.get("labels", [])}
     if task == "classification":
-        ours["pooling"] = "pooler"
+        ours["pooling"] = "mean" if config.get("pooling") == "mean" else "pooler"
     return ours, tensors
 
 

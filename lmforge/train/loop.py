@@ -85,7 +85,9 @@ def evaluate(
     devices = [device] if device.type == "cuda" else []
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.seed + 7919 * (info.rank + 1))
-        data.set_epoch(0)
+        # always the same first batches: rewind to epoch 0, position 0 (set_epoch(0) alone keeps the position
+        # of an epoch under way, as resuming needs, so a partial pass would move the next evaluation on)
+        data.load_state_dict({**data.state_dict(), "epoch": 0, "position": 0})
         for i, batch in enumerate(data):
             if cfg.eval_batches is not None and i >= cfg.eval_batches:
                 break

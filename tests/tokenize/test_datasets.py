@@ -204,3 +204,19 @@ def test_labelled_examples_with_dynamic_padding_and_buckets(review_shards: Path,
     assert unpadded(list(bucketed)) == unpadded(batches)  # the same examples, grouped differently
     with pytest.raises(ConfigError, match="no 'label' field"):
         LabelledDataset(str(pd_shards), "train", 64, 8)
+
+
+def test_every_evaluation_scores_the_same_first_batches(pd_shards: Path) -> None:
+    """A partial validation pass (eval_batches) must not move the next evaluation on: the dataset keeps
+    its position within an epoch for resuming, so evaluation rewinds it explicitly."""
+    from lmforge.train.distributed import DistInfo
+    from lmforge.train.loop import evaluate
+    from lmforge.train.objectives import causal_lm_objective
+    from tests.train.helpers import tiny_model, train_cfg
+
+    val = BlockDataset(pd_shards, "validation", seq_len=T, batch_size=B, add_special_tokens=False)
+    assert len(val) >= 3
+    model = tiny_model(val.meta["tokenizer"]["vocab_size"], causal=True)
+    cfg = train_cfg(eval_batches=2)
+    runs = [evaluate(model, causal_lm_objective, val, cfg, torch.device("cpu"), DistInfo()) for _ in range(len(val) + 1)]
+    assert all(r == runs[0] for r in runs), runs
