@@ -30,6 +30,9 @@ class TokenizerTrainConfig(Section):
     unicode_normalization: Optional[UnicodeForm] = Field(
         "nfkc", description="Applied before the kind's own rules; nfkc matches `data prepare`, so raw text at inference is normalised as the training text was."
     )
+    split_cjk: bool = Field(
+        True, description="WordPiece: split off every CJK character as BERT does (Chinese becomes characters); "
+                          "false learns multi-character Chinese pieces (words and phrases) like any other script.")
     text_field: str = Field("text", description="Field holding the text in JSON lines input.")
     from_file: Optional[str] = Field(None, description="Use this tokenizer.json or BERT vocab.txt instead of training.")
     progress: bool = True

@@ -84,7 +84,8 @@ def build_tokenizer(config: TokenizerTrainConfig) -> tuple[Tokenizer, trainers.T
     show = config.progress and sys.stderr.isatty()
     if config.kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-        _bert_pipeline(tokenizer, config.lowercase, config.strip_accents, config.unicode_normalization)
+        _bert_pipeline(tokenizer, config.lowercase, config.strip_accents, config.unicode_normalization,
+                       split_cjk=config.split_cjk)
         trainer: trainers.Trainer = trainers.WordPieceTrainer(
             vocab_size=config.vocab_size, min_frequency=config.min_frequency, special_tokens=specials,
             continuing_subword_prefix="##", show_progress=show,
@@ -121,11 +122,13 @@ def _normalizer(config: TokenizerTrainConfig, bert: bool) -> Optional[normalizer
     return normalizers.Sequence(steps) if steps else None
 
 
-def _bert_pipeline(tokenizer: Tokenizer, lowercase: bool, strip_accents: bool, unicode_form: Optional[str]) -> None:
-    """BERT's normaliser (each CJK character split off, optional lower-casing/accent stripping),
-    whitespace+punctuation pre-tokenizer, [CLS] A [SEP] (B [SEP]) template and ## decoder."""
+def _bert_pipeline(tokenizer: Tokenizer, lowercase: bool, strip_accents: bool, unicode_form: Optional[str],
+                   split_cjk: bool = True) -> None:
+    """BERT's normaliser (each CJK character split off unless ``split_cjk`` is false, optional
+    lower-casing/accent stripping), whitespace+punctuation pre-tokenizer, [CLS] A [SEP] (B [SEP])
+    template and ## decoder."""
     bert = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
+        clean_text=True, handle_chinese_chars=split_cjk, strip_accents=strip_accents, lowercase=lowercase
     )
     tokenizer.normalizer = (
         normalizers.Sequence([getattr(normalizers, unicode_form.upper())(), bert]) if unicode_form else bert

@@ -102,6 +102,20 @@ def test_options_lowercase_min_frequency_special_tokens(small_train_file: Path, 
     assert rare.decode(rare.encode("ABC").ids) == "abc"
 
 
+def test_wordpiece_can_keep_chinese_words_whole(small_train_file: Path, trained: dict[str, Path], tmp_path: Path) -> None:
+    """split_cjk=false learns multi-character Chinese pieces: fewer tokens per text, same round trip."""
+    train_tokenizer(make_tokenizer_config({"data": str(small_train_file), "kind": "wordpiece", "vocab_size": 10000,
+                                           "split_cjk": False, "out": str(tmp_path), "progress": False}))
+    words = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    chars = Tokenizer.from_file(str(trained["wordpiece"] / "tokenizer.json"))
+    text = "中国人民今天在北京举行了盛大的庆祝活动。"
+    assert all(len(t) == 1 or t == "[UNK]" for t in chars.encode(text, add_special_tokens=False).tokens)
+    pieces = [t.removeprefix("##") for t in words.encode(text, add_special_tokens=False).tokens]
+    assert any(len(p) > 1 for p in pieces) and "".join(pieces) == text
+    lines = small_train_file.read_text(encoding="utf-8").splitlines()[:200]
+    assert sum(len(e.ids) for e in words.encode_batch(lines)) < 0.8 * sum(len(e.ids) for e in chars.encode_batch(lines))
+
+
 def test_meta_hash_coverage_and_transformers(wordpiece_dir: Path, pd_prepared: Path) -> None:
     transformers = pytest.importorskip("transformers")  # in the test extra; importorskip only for a clear message
     meta = json.loads((wordpiece_dir / "meta.json").read_text())
