@@ -47,7 +47,8 @@ def prepare(work: Path) -> tuple[Path, Path]:
     return out["reviews"], pre
 
 
-def pretrain(work: Path, pre: Path, budget: float, arch: dict) -> tuple[Path, Path, float]:
+def pretrain(work: Path, pre: Path, budget: float, arch: dict, vocab: int, split_cjk: bool,
+             batch_size: int) -> tuple[Path, Path, float]:
     from lmforge.tokenize.encode import make_tokenize_config, tokenize
     from lmforge.tokenize.train import make_tokenizer_config, train_tokenizer
     from lmforge.train.pretrain import make_pretrain_config
@@ -55,8 +56,8 @@ def pretrain(work: Path, pre: Path, budget: float, arch: dict) -> tuple[Path, Pa
 
     tok = work / "tokenizer"
     if not (tok / "tokenizer.json").is_file():
-        train_tokenizer(make_tokenizer_config({"data": str(pre), "out": str(tok), "vocab_size": 8000,
-                                               "progress": False}))
+        train_tokenizer(make_tokenizer_config({"data": str(pre), "out": str(tok), "vocab_size": vocab,
+                                               "split_cjk": split_cjk, "progress": False}))
     shards = work / "shards"
     if not (shards / "meta.json").is_file():
         tokenize(make_tokenize_config({"data": str(pre), "tokenizer": str(tok), "out": str(shards),
@@ -67,9 +68,9 @@ def pretrain(work: Path, pre: Path, budget: float, arch: dict) -> tuple[Path, Pa
         "out": str(out), "data": {"shards": str(shards), "seq_len": 64},
         "model": {**arch, "norm": "pre", "dropout": 0.0, "attn_dropout": 0.0},
         "objective": {"kind": "mlm"},
-        "train": {"steps": 100_000, "budget": budget, "batch_size": 64, "log_every": 50, "eval_every": 500,
-                  "eval_batches": 10, "progress": False, "tensorboard": False, "peak_flops": 1e12,
-                  "optim": {"lr": 1e-3}, "schedule": {"warmup": 0.06}},
+        "train": {"steps": 1_000_000, "budget": budget, "batch_size": batch_size, "log_every": 50,
+                  "eval_every": 500, "eval_batches": 10, "progress": False, "tensorboard": False, "peak_flops": 1e12,
+                  "precision": "bf16", "optim": {"lr": 2e-3}, "schedule": {"warmup": 0.04}},
     }, source="bench"))
     seconds = time.perf_counter() - started
     # the no-pretraining control: the same architecture, random weights, the same tokenizer
@@ -90,18 +91,20 @@ def pretrain(work: Path, pre: Path, budget: float, arch: dict) -> tuple[Path, Pa
     return out, scratch, seconds
 
 
-def finetune_runs(work: Path, reviews: Path, pretrained: Path, scratch: Path, epochs: int) -> list[dict]:
+def finetune_runs(work: Path, reviews: Path, pretrained: Path, scratch: Path, epochs: int, max_length: int,
+                  lr: float) -> list[dict]:
     from lmforge.finetune.stage import finetune, make_finetune_config
 
-    common = {"epochs": epochs, "data": {"path": str(reviews), "max_length": 64}, "report": {"baselines": True},
+    common = {"epochs": epochs, "pooling": "mean", "data": {"path": str(reviews), "max_length": max_length},
+              "report": {"baselines": True},
               "train": {"batch_size": 32, "progress": False, "tensorboard": False, "peak_flops": 1e12,
                         "log_every": 50, "schedule": {"warmup": 0.1},
                         "early_stopping": {"metric": "val_acc", "mode": "max", "patience": 2}}}
-    runs = [("full", pretrained, {"method": "full", "train": {"optim": {"lr": 2e-4}}}),
+    runs = [("full", pretrained, {"method": "full", "train": {"optim": {"lr": lr}}}),
             ("lora", pretrained, {"method": "lora", "lora": {"rank": 8, "alpha": 16,
                                                               "targets": ["attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"]},
                                   "train": {"optim": {"lr": 2e-3, "weight_decay": 0.0}}}),
-            ("no pretraining", scratch, {"method": "full", "train": {"optim": {"lr": 2e-4}}})]
+            ("no pretraining", scratch, {"method": "full", "train": {"optim": {"lr": lr}}})]
     rows = []
     for name, init, over in runs:
         started = time.perf_counter()
@@ -130,6 +133,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=16000, help="WordPiece vocabulary size")
+    parser.add_argument("--cjk", choices=["words", "chars"], default="words",
+                        help="Chinese as multi-character WordPiece pieces (split_cjk=false) or BERT's single characters")
+    parser.add_argument("--pretrain-batch", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=128, help="fine-tuning tokens per review")
+    parser.add_argument("--lr", type=float, default=1e-3, help="full fine-tuning learning rate")
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op threads; on a shared 2-core machine 1 thread measured 3-10x faster than 2")
     args = parser.parse_args()
@@ -139,11 +148,12 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     arch = {"n_layers": args.layers, "d_model": args.d_model, "n_heads": 4, "d_ff": 4 * args.d_model,
-            "max_positions": 64}
+            "max_positions": max(args.max_length, 64)}
     t0 = time.perf_counter()
     reviews, pre = prepare(work)
-    pretrained, scratch, pretrain_s = pretrain(work, pre, args.pretrain_budget, arch)
-    rows = finetune_runs(work, reviews, pretrained, scratch, args.epochs)
+    pretrained, scratch, pretrain_s = pretrain(work, pre, args.pretrain_budget, arch, args.vocab, args.cjk == "chars",
+                                               args.pretrain_batch)
+    rows = finetune_runs(work, reviews, pretrained, scratch, args.epochs, args.max_length, args.lr)
     result = {"pretrain_s": round(pretrain_s, 1), "arch": arch, "epochs": args.epochs, "rows": rows,
               "total_s": round(time.perf_counter() - t0, 1)}
     (work / "results.json").write_text(json.dumps(result, indent=1))

@@ -2,7 +2,8 @@
 
 Lists are cut into batches of `batch_size` (sorted by length so that little padding is computed) and
 answers come back in input order; inputs longer than the model's positions are truncated to
-`max_length` tokens (generation keeps the end of the prompt). Decoders generate with a KV cache.
+`max_length` tokens for classify/embed/fill_mask (generation keeps the end of the prompt; tagging
+covers the whole text in overlapping windows). Decoders generate with a KV cache.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Predictor:
         self.tokenizer: Tokenizer = Tokenizer.from_str(loaded.tokenizer.json_text)
         self.tokenizer.no_padding()  # we pad per batch ourselves
         self.tokenizer.enable_truncation(self.max_length)
+        self._untruncated = Tokenizer.from_str(loaded.tokenizer.json_text)  # tagging windows long texts itself
+        self._untruncated.no_padding()
+        self._untruncated.no_truncation()
         self.special = loaded.tokenizer.special_tokens
         self.pad_id = self.special.get("pad") or 0
 
@@ -69,15 +73,59 @@ class Predictor:
         return self._map(texts, run)
 
     def tag(self, texts: str | Sequence[str]) -> Any:
-        """Each text -> [{"word", "start", "end", "label", "score"}] for each word (its first sub-token's label)."""
+        """Each text -> [{"word", "start", "end", "label", "score"}] for each word (its first sub-token's label).
+
+        Texts of any length: one longer than the model's positions is tagged in overlapping windows
+        (half a window apart) and each token keeps the answer of the window where it has the most
+        context on both sides, so nothing is cut off."""
         self._require("tag")
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        for t in items:
+            self._check_text(t)
+        encs = self._untruncated.encode_batch(items)
+        windows: list[list[int]] = []  # model inputs, every one within max_length
+        plans = []  # per text: its content positions and, per window, (window index, first content index)
+        for enc in encs:
+            content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
+            plans.append((content, self._windows(enc, content, windows)))
+        probs: list[Tensor] = [torch.empty(0)] * len(windows)
+        with torch.inference_mode():
+            for chunk in self._batches([len(w) for w in windows]):
+                ids, attn = self._pad_ids([windows[i] for i in chunk])
+                out = self.model.tag(ids, attn).float().softmax(-1)  # (B, T, L)
+                for i, p in zip(chunk, out):
+                    probs[i] = p
+        answers = []
+        for enc, text, (content, spans) in zip(encs, items, plans):
+            enc.text = text  # type: ignore[attr-defined]
+            full = torch.zeros(len(enc.ids), len(self.labels))  # (T, L); special positions stay 0
+            for k, pos in enumerate(content):  # the window where token k is most central
+                w, first, _, lead = max(spans, key=lambda s: min(k - s[1], s[1] + s[2] - 1 - k)
+                                        if s[1] <= k < s[1] + s[2] else -1)
+                full[pos] = probs[w][lead + k - first]
+            answers.append(self._words(enc, full))
+        return answers[0] if single else answers
 
-        def run(encs: list[Encoding]) -> list[list[dict[str, Any]]]:
-            ids, attn = self._pad(encs)
-            probs = self.model.tag(ids, attn).float().softmax(-1)  # (B, T, L)
-            return [self._words(enc, p) for enc, p in zip(encs, probs)]
-
-        return self._map(texts, run, keep_text=True)
+    def _windows(self, enc: Encoding, content: list[int], windows: list[list[int]]) -> list[tuple[int, int, int, int]]:
+        """Cut one encoding's content tokens into windows of max_length less the special tokens
+        around them ([CLS]/[SEP] as the encoding has them), half a window apart; append them to
+        ``windows`` and return, per window, (its index there, its first content index, its number of
+        content tokens, the number of special tokens before them)."""
+        ids = enc.ids
+        head = [ids[0]] if content and content[0] > 0 else []
+        tail = [ids[-1]] if content and content[-1] < len(ids) - 1 else []
+        size = max(1, self.max_length - len(head) - len(tail))
+        stride = max(1, size // 2)
+        starts = list(range(0, max(len(content) - size, 0) + 1, stride))
+        if starts[-1] + size < len(content):
+            starts.append(len(content) - size)
+        spans = []
+        for a in starts:
+            body = [ids[p] for p in content[a:a + size]]
+            spans.append((len(windows), a, len(body), len(head)))
+            windows.append(head + body + tail)
+        return spans
 
     def embed(self, texts: str | Sequence[str], normalize: bool = False) -> Any:
         """Each text -> its mean-pooled final hidden states (a list of d_model floats)."""
@@ -146,16 +194,13 @@ class Predictor:
         if not text.strip():
             raise InputError("empty text")
 
-    def _map(self, texts: str | Sequence[str], run: Callable[[list[Encoding]], list[T]], keep_text: bool = False) -> Any:
+    def _map(self, texts: str | Sequence[str], run: Callable[[list[Encoding]], list[T]]) -> Any:
         """Encode, batch by similar length, run, and return answers in input order (one answer for a str)."""
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         for t in items:
             self._check_text(t)
         encs = self.tokenizer.encode_batch(items)
-        if keep_text:
-            for enc, text in zip(encs, items):
-                enc.text = text  # type: ignore[attr-defined]
         answers: list[Any] = [None] * len(encs)
         with torch.inference_mode():
             for chunk in self._batches([len(e.ids) for e in encs]):
@@ -179,12 +224,15 @@ class Predictor:
         return batches + [current] if current else batches
 
     def _pad(self, encs: list[Encoding]) -> tuple[Tensor, Tensor]:
-        width = max(len(e.ids) for e in encs)
-        ids = torch.full((len(encs), width), self.pad_id, dtype=torch.long)  # (B, T)
-        attn = torch.zeros((len(encs), width), dtype=torch.long)
-        for row, enc in enumerate(encs):
-            ids[row, :len(enc.ids)] = torch.tensor(enc.ids)
-            attn[row, :len(enc.ids)] = 1
+        return self._pad_ids([e.ids for e in encs])
+
+    def _pad_ids(self, rows: list[list[int]]) -> tuple[Tensor, Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)  # (B, T)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)] = torch.tensor(row)
+            attn[i, :len(row)] = 1
         return ids, attn
 
     def _words(self, enc: Encoding, probs: Tensor) -> list[dict[str, Any]]:

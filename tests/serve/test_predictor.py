@@ -143,3 +143,22 @@ def test_a_pretrain_output_directory_loads(tmp_path, serve_models):
     with torch.no_grad():
         expected = model.backbone(ids).mean(dim=1)[0]
     torch.testing.assert_close(torch.tensor(p.embed("质量 好")), expected, rtol=0, atol=1e-5)
+
+
+def test_tag_covers_long_texts_in_overlapping_windows(serve_models, texts):
+    """A text longer than the window is tagged in overlapping windows: every word of the text gets a
+    label (nothing cut off), and a text that fits one window gets the same answer as without windows."""
+    wide = lmforge.load(serve_models["tagger"])
+    narrow = lmforge.load(serve_models["tagger"], max_length=6)  # 4 content tokens per window
+    long_text = max(texts, key=len)
+    n_tokens = len(narrow._untruncated.encode(long_text, add_special_tokens=False).ids)
+    assert n_tokens > 3 * 4
+    words = narrow.tag(long_text)
+    assert "".join(w["word"] for w in words) == "".join(long_text.split())
+    assert all(w["label"] in TAGS for w in words)
+    short = long_text[:3]  # three characters: one window of either size
+    assert narrow.tag(short) == wide.tag(short)
+    # the windows' words are the untruncated text's words, in order
+    fits = len(wide._untruncated.encode(long_text).ids) <= wide.max_length
+    if fits:
+        assert [(w["start"], w["end"]) for w in words] == [(w["start"], w["end"]) for w in wide.tag(long_text)]
