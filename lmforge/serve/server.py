@@ -1,8 +1,9 @@
 """`lmforge serve`: a FastAPI app over one Predictor, on uvicorn.
 
 Concurrent /v1/classify, /v1/tag and /v1/embed requests are grouped into micro-batches: an asyncio
-queue per task; a worker takes the first waiting request, waits up to `max_wait_ms` for more (up to
-`max_size` texts), runs one forward pass in the single model thread and hands each request its rows.
+queue per task; a worker takes every request that queued while the previous forward pass ran (up to
+`max_size` texts; a request that finds the model idle waits up to `max_wait_ms` for company), runs one
+forward pass in the single model thread and hands each request its rows.
 Bad requests get a 4xx with a one-line message: 422 for malformed JSON, wrong types, empty text or
 an unsupported task; 413 for text or batches over the configured limits.
 """
@@ -21,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.predictor import InputError, Predictor
@@ -74,18 +76,20 @@ class MicroBatcher:
         return await future
 
     async def loop(self) -> None:
+        """Continuous batching: while one forward pass runs, new requests queue up, and the next pass
+        takes all of them (up to max_size texts). A request that arrives at an idle model waits at most
+        max_wait_ms for company, checking every millisecond, so a lone request is not held back long."""
         while True:
             batch = [await self.queue.get()]
             size = len(batch[0][0])
             deadline = time.monotonic() + self.max_wait
             while size < self.max_size:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
+                if self.queue.empty():
+                    if time.monotonic() >= deadline:
+                        break
+                    await asyncio.sleep(0.001)
+                    continue
+                item = self.queue.get_nowait()
                 batch.append(item)
                 size += len(item[0])
             texts = [t for item, _ in batch for t in item]
@@ -131,6 +135,39 @@ class Metrics:
                                                     "mean_size": b["batched_texts"] / b["batches"] if b["batches"] else 0}}
 
 
+class MeasureAndLimit:
+    """Pure ASGI middleware: refuse a body no valid request needs before reading it (413), and time
+    every request for /metrics. (Starlette's BaseHTTPMiddleware, behind @app.middleware, costs a task
+    group and a body stream copy per request, which a small model's server pays on every call.)"""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body: int) -> None:
+        self.app, self.metrics, self.max_body = app, metrics, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        size = dict(scope["headers"]).get(b"content-length", b"0")
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if not size.isdigit() or int(size) > self.max_body:
+                refusal = JSONResponse({"error": f"request body of {size.decode(errors='replace')} bytes, "
+                                                 f"the limit is {self.max_body}"}, status_code=413)
+                await refusal(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.record(scope["path"], status, (time.perf_counter() - start) * 1000)
+
+
 def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmforge-model")  # one forward pass at a time
     metrics = Metrics()
@@ -155,17 +192,7 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="lmforge", description=f"Predictions from {config.model or 'a model'}", lifespan=lifespan)
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        start = time.perf_counter()
-        size = request.headers.get("content-length", "0")
-        if not size.isdigit() or int(size) > max_body:  # refuse before reading a body no valid request needs
-            response: Any = JSONResponse({"error": f"request body of {size} bytes, the limit is {max_body}"},
-                                         status_code=413)
-        else:
-            response = await call_next(request)
-        metrics.record(request.url.path, response.status_code, (time.perf_counter() - start) * 1000)
-        return response
+    app.add_middleware(MeasureAndLimit, metrics=metrics, max_body=max_body)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
