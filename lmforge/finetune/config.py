@@ -108,6 +108,10 @@ class FinetuneConfig(Section):
     method: Literal["full", "lora", "adalora", "adapter", "prefix"] = "full"
     epochs: int = Field(3, gt=0)
     head_dropout: float = Field(0.1, ge=0, lt=1)
+    dropout: Optional[float] = Field(
+        None, ge=0, lt=1, description="Backbone dropout (residual and attention) while fine-tuning; None keeps "
+                                      "the pretrained model's (often 0 after a short pretraining run, which "
+                                      "then overfits a small labelled set).")
     pooling: Optional[Literal["first", "mean", "last"]] = Field(
         None, description="Classification: [CLS] (first), mean of the real tokens, or last real token; "
                           "None = first for encoders, last for decoders.")

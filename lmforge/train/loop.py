@@ -308,6 +308,13 @@ def train_loop(
             if stop_early:
                 result.stopped = "early_stopping"
                 break
+        evaluated = result.evals[-1]["step"] if result.evals else None
+        if (eval_data is not None and cfg.eval_every and result.stopped in ("steps", "budget")
+                and state["step"] > 0 and evaluated != state["step"]):
+            # the final weights are scored too: a budget usually ends between evaluations, and with the
+            # LR decayed to zero there the last weights are often the best ones
+            _eval_and_track(model, eval_objective or objective, eval_data, cfg, device, info, state, result,
+                            tracker, save)
         if ckpt_root is not None and saved_at[-1:] != [state["step"]]:
             save(state["step"])  # the end of every run (or stage of one) is resumable
     return result

@@ -125,3 +125,25 @@ def test_a_fine_tuned_model_is_served_by_the_predictor(tmp_path, base_dir, revie
     export_int8(tmp_path / "cls", tmp_path / "cls-int8")  # the quickstart's last stage does exactly this
     quantised = load(tmp_path / "cls-int8").classify(texts)
     assert all(abs(q["score"] - p["score"]) < 0.05 for q, p in zip(quantised, predictions))
+
+
+def test_mean_pooling_and_fine_tuning_dropout(tmp_path, base_dir, reviews_small):
+    """pooling=mean: the head averages the real tokens (padding changes nothing), has no tanh pooler,
+    is recorded in config.json and served identically; dropout= overrides the pretrained model's."""
+    from lmforge.finetune.modeldir import load_task_model
+    from lmforge.serve.predictor import load
+
+    out = tmp_path / "mean"
+    finetune(make_finetune_config(*ft_layers(out, base_dir, reviews_small, epochs=1),
+                                  {"pooling": "mean", "dropout": 0.2}, source="t"))
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["pooling"] == "mean" and meta["model"]["dropout"] == 0.2 and meta["model"]["attn_dropout"] == 0.2
+    model, _ = load_task_model(out)
+    assert model.head.pooler is None
+    ids = torch.randint(5, 100, (2, 9))
+    padded = torch.cat([ids, torch.zeros(2, 5, dtype=torch.long)], dim=1)  # (2, 14): 5 pad positions each
+    mask = torch.cat([torch.ones_like(ids), torch.zeros(2, 5, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        plain = model(ids, torch.ones_like(ids))
+        assert torch.allclose(model(padded, mask), plain, atol=1e-5)
+        assert torch.equal(load(out).model.classify(ids, torch.ones_like(ids)), plain)

@@ -151,6 +151,16 @@ def test_early_stopping_keeps_the_best_checkpoint(corpus, tmp_path):
     assert sorted(p.name for p in root.glob("step-*")) == ["step-00000002", "step-00000006"]
 
 
+def test_the_final_weights_are_evaluated_and_can_be_the_best(corpus, tmp_path):
+    """A run that ends between evaluations (steps or budget) scores its last weights as well."""
+    cfg = train_cfg(steps=5, eval_every=2, eval_batches=2,
+                    early_stopping={"metric": "val_loss", "mode": "min", "patience": 5})
+    res = run(corpus, tmp_path, cfg, eval_data=True, dropout=0.0)
+    assert [e["step"] for e in res.evals] == [2, 4, 5]
+    assert res.best[0] == 5  # the loss still falls on this tiny corpus at step 5
+    assert json.loads((tmp_path / "checkpoints" / "best.json").read_text())["step"] == 5
+
+
 def test_metrics_jsonl_and_tensorboard(corpus, tmp_path):
     run(corpus, tmp_path, train_cfg(steps=4, log_every=2, tensorboard=True))
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
