@@ -85,7 +85,7 @@ class Predictor:
             self._check_text(t)
         encs = self._untruncated.encode_batch(items)
         windows: list[list[int]] = []  # model inputs, every one within max_length
-        plans = []  # per text: its content positions and, per window, (window index, first content index)
+        plans = []  # per text: its content positions and its windows (see _windows)
         for enc in encs:
             content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
             plans.append((content, self._windows(enc, content, windows)))

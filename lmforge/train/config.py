@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -75,7 +75,8 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
     clip_norm: Optional[float] = Field(1.0, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    compile: bool = False
+    compile: Union[bool, Literal["inductor", "aot_eager", "eager"]] = Field(
+        False, description="torch.compile the model: true (inductor, generated kernels) or a backend name.")
     activation_checkpointing: bool = False
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     seed: int = 0

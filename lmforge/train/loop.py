@@ -168,7 +168,7 @@ def train_loop(
         apply_activation_checkpointing(base)
     model = ddp = wrap_model(base, info, device)
     if cfg.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, backend="inductor" if cfg.compile is True else cfg.compile)
     params = [p for p in base.parameters() if p.requires_grad]
     peak = cfg.peak_flops
     if peak is None and writer and flops_per_token:

@@ -161,6 +161,21 @@ def test_the_final_weights_are_evaluated_and_can_be_the_best(corpus, tmp_path):
     assert json.loads((tmp_path / "checkpoints" / "best.json").read_text())["step"] == 5
 
 
+def test_compiled_model_trains_like_the_eager_one_and_checkpoints_plain_names(corpus, tmp_path):
+    """train.compile goes through torch.compile (aot_eager here: the same graph capture and autograd
+    tracing as inductor, without the minutes of kernel generation); losses match eager and the
+    checkpoint holds the plain module's names."""
+    from safetensors.torch import load_file
+
+    eager = run(corpus, tmp_path / "eager", train_cfg(steps=3, checkpoint_every=3), dropout=0.0)
+    compiled = run(corpus, tmp_path / "compiled", train_cfg(steps=3, checkpoint_every=3, compile="aot_eager"),
+                   dropout=0.0)
+    assert all(abs(eager.losses[s] - compiled.losses[s]) < 1e-4 for s in eager.losses)
+    names = set(load_file(str(tmp_path / "compiled" / "checkpoints" / "step-00000003" / "model.safetensors")))
+    assert names == set(load_file(str(tmp_path / "eager" / "checkpoints" / "step-00000003" / "model.safetensors")))
+    assert not any("_orig_mod" in n for n in names)
+
+
 def test_metrics_jsonl_and_tensorboard(corpus, tmp_path):
     run(corpus, tmp_path, train_cfg(steps=4, log_every=2, tensorboard=True))
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
