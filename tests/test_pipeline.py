@@ -161,8 +161,8 @@ def test_quickstart_is_shipped_and_valid(tmp_path):
     assert list(stages) == ["sentiment", "text", "tokenizer", "shards", "pretrain", "baselines", "finetune", "export"]
     assert stages["export"].refs == {"model": "finetune"}
     assert stages["finetune"].refs == {"data.path": "sentiment", "init_from": "pretrain"}
-    assert stages["pretrain"].config.train.budget == pytest.approx(720.0)  # 6m x 20/10
-    assert stages["finetune"].config.train.budget == pytest.approx(420.0)  # 3.5m x 20/10
+    assert stages["pretrain"].config.train.budget == pytest.approx(840.0)  # 7m x 20/10
+    assert stages["finetune"].config.train.budget == pytest.approx(300.0)  # 2.5m x 20/10
     assert stages["pretrain"].config.train.device == "cpu"
     assert stages["shards"].refs == {"data": "text", "tokenizer": "tokenizer"}
     assert stages["baselines"].config.data == str(tmp_path / "qs" / "sentiment")
