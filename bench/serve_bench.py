@@ -126,7 +126,7 @@ def server_rps(model_dir: Path, texts: list[str], batching: bool, clients: int, 
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", "--model", str(model_dir), "--port", str(port),
-                             f"micro_batch.enabled={'true' if batching else 'false'}", "micro_batch.max_wait_ms=5",
+                             f"micro_batch.enabled={'true' if batching else 'false'}",
                              f"threads={threads}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -16,7 +16,7 @@ class LimitsConfig(Section):
 class MicroBatchConfig(Section):
     enabled: bool = Field(True, description="Group concurrent requests into one forward pass.")
     max_size: int = Field(32, gt=0, description="Most texts per forward pass.")
-    max_wait_ms: float = Field(2.0, ge=0, description="How long a request that finds the model idle waits for "
+    max_wait_ms: float = Field(0.0, ge=0, description="How long a request that finds the model idle waits for "
                                "company; under load, batches form from the requests queued during the previous pass.")
 
 
