@@ -2,12 +2,13 @@
 full fine-tuning, LoRA and no pretraining, next to the majority and TF-IDF baselines, all scored on the
 same test split by lmforge.eval's report.
 
-    PYTHONPATH=. python bench/finetune_reviews.py --work /tmp/ft-bench --pretrain-budget 240
+    PYTHONPATH=. python bench/finetune_reviews.py --work /tmp/ftb2 --pretrain-budget 1800 --threads 2
 
-Steps: prepare corpus:reviews and corpus:peoples-daily; a WordPiece on the review train split plus
-People's Daily; MLM pretraining for a wall-clock budget on review *train* texts + People's Daily
-(never the review validation/test texts); then three fine-tuning runs with the same recipe except
-the starting weights / method. Prints the table and writes WORK/results.json.
+Steps: prepare corpus:reviews and corpus:peoples-daily; a WordPiece (16,000, Chinese words kept whole)
+on the review train split plus People's Daily; MLM pretraining for a wall-clock budget on review
+*train* texts + People's Daily (never the review validation/test texts; `--pretrain-on reviews` for
+the review texts alone); then three fine-tuning runs (full, LoRA, no pretraining) with the same recipe
+except the starting weights / method. Prints the table and writes WORK/results.json.
 """
 
 from __future__ import annotations
