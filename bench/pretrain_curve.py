@@ -127,9 +127,9 @@ def main() -> None:
         rec = json.loads(line)
         if "val_loss" in rec:
             evals[rec["step"]] = rec  # a step evaluated again after the resume keeps its newer record
-    print("step  val_mlm_loss  val_mlm_acc")
+    print("| step | val MLM loss | val MLM accuracy |\n|---:|---:|---:|")
     for step in sorted(evals):
-        print(f"{step:5d}  {evals[step]['val_loss']:.4f}        {evals[step]['val_mlm_acc']:.4f}")
+        print(f"| {step} | {evals[step]['val_loss']:.4f} | {evals[step]['val_mlm_acc']:.4f} |")
 
 
 if __name__ == "__main__":
