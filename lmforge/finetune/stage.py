@@ -66,17 +66,14 @@ def method_settings(config: FinetuneConfig) -> dict[str, Any]:
 
 def _architecture(config: FinetuneConfig) -> tuple[dict[str, Any], Path]:
     """(TransformerConfig fields, tokenizer.json path) from the pretrained dir or the config."""
+    extra = {} if config.dropout is None else {"dropout": config.dropout, "attn_dropout": config.dropout}
     if config.init_from:
         base = read_model_config(config.init_from)
         if "model" not in base:
             raise ConfigError(f"init_from: {config.init_from}/config.json has no 'model' section")
-        arch = dict(base["model"])
-        if config.dropout is not None:
-            arch.update(dropout=config.dropout, attn_dropout=config.dropout)
-        return arch, Path(config.init_from) / "tokenizer.json"
+        return {**base["model"], **extra}, Path(config.init_from) / "tokenizer.json"
     assert config.model is not None and config.tokenizer is not None
     try:
-        extra = {} if config.dropout is None else {"dropout": config.dropout, "attn_dropout": config.dropout}
         arch = TransformerConfig(**{**config.model, **extra}).model_dump(mode="json")
     except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise ConfigError(f"model: {str(exc).splitlines()[0]}") from None

@@ -111,6 +111,14 @@ class LanguageModel(nn.Module):
 Pooling = Literal["first", "mean", "last"]
 
 
+def mean_pool(hidden: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
+    """Average of the real (unpadded) positions, as sentence-transformers does. (B, T, C) -> (B, C)."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    w = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1e-9)
+
+
 def pool(hidden: Tensor, attention_mask: Optional[Tensor], pooling: Pooling) -> Tensor:
     """(B, T, C) -> (B, C): the first token ([CLS], encoders), the mean of the real tokens (a bag of
     contextual tokens: what short runs fine-tune best, since [CLS] has learnt little after minutes of
@@ -119,10 +127,7 @@ def pool(hidden: Tensor, attention_mask: Optional[Tensor], pooling: Pooling) -> 
     if pooling == "first":
         return hidden[:, 0]
     if pooling == "mean":
-        if attention_mask is None:
-            return hidden.mean(1)
-        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return mean_pool(hidden, attention_mask)
     if attention_mask is None:
         return hidden[:, -1]
     last = attention_mask.long().sum(1).clamp(min=1) - 1  # (B,)

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lmforge.config import ConfigError
-from lmforge.model.heads import LanguageModel
+from lmforge.model.heads import LanguageModel, mean_pool
 from lmforge.model.transformer import TransformerConfig
 from lmforge.tokenize.train import LoadedTokenizer, load_tokenizer
 
@@ -73,14 +73,6 @@ class ForgeModel(LanguageModel):
     def tag(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
         assert self.tagger is not None
         return self.tagger(self.backbone(input_ids, attention_mask))  # (B, T, L)
-
-
-def mean_pool(hidden: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
-    """Average of the real (unpadded) positions, as sentence-transformers does. (B, T, C) -> (B, C)."""
-    if attention_mask is None:
-        return hidden.mean(dim=1)
-    w = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1e-9)
 
 
 @dataclass

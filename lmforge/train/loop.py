@@ -199,6 +199,13 @@ def train_loop(
         barrier(info)
 
     tracker = Tracker(out_dir, writer, cfg.steps, tensorboard=cfg.tensorboard, progress=cfg.progress)
+
+    def evaluate_now() -> bool:
+        """Evaluate the current weights, log, keep the best; True when early stopping says stop."""
+        assert eval_data is not None
+        return _eval_and_track(model, eval_objective or objective, eval_data, cfg, device, info, state, result,
+                               tracker, save)
+
     with tracker:
         tracker.advance(state["step"])
         while True:
@@ -291,18 +298,7 @@ def train_loop(
 
             stop_early = False
             if eval_data is not None and cfg.eval_every and step % cfg.eval_every == 0:
-                stop_early = _eval_and_track(
-                    model,
-                    eval_objective or objective,
-                    eval_data,
-                    cfg,
-                    device,
-                    info,
-                    state,
-                    result,
-                    tracker,
-                    save,
-                )
+                stop_early = evaluate_now()
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save(step)
             if stop_early:
@@ -313,8 +309,7 @@ def train_loop(
                 and state["step"] > 0 and evaluated != state["step"]):
             # the final weights are scored too: a budget usually ends between evaluations, and with the
             # LR decayed to zero there the last weights are often the best ones
-            _eval_and_track(model, eval_objective or objective, eval_data, cfg, device, info, state, result,
-                            tracker, save)
+            evaluate_now()
         if ckpt_root is not None and saved_at[-1:] != [state["step"]]:
             save(state["step"])  # the end of every run (or stage of one) is resumable
     return result
