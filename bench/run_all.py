@@ -1,19 +1,23 @@
 """Rerun every benchmark and rewrite the results page (docs/benchmarks.md).
 
-Each benchmark runs as its own process (one at a time, so they do not measure each other), its
-output is kept in bench/results/NAME.log, and the page gets, per benchmark, the exact command, its
-wall time and exit status, and the tables and summary lines it printed. Hardware and library
-versions head the page. A benchmark that fails is reported as failed on the page; the others still run.
+Each benchmark runs as its own process (one at a time, so they do not measure each other); its output
+is kept in bench/results/NAME.log and its run (command, date, wall time, exit status, hardware and
+versions) in bench/results/NAME.json. The page is then rebuilt from the latest recorded run of every
+benchmark: per benchmark, the exact command, when and where it ran, its wall time and exit status, and
+the tables and summary lines it printed. So `--only` reruns some benchmarks and the page keeps the
+others' last results (each section dated); one that never ran is listed as such. A benchmark that
+fails is reported as failed on the page; the others still run.
 
-    PYTHONPATH=. python bench/run_all.py                 # everything (about an hour on 2 CPU cores)
-    PYTHONPATH=. python bench/run_all.py --quick         # small sizes: checks that every benchmark runs
+    PYTHONPATH=. python bench/run_all.py                 # everything (about two hours on 2 CPU cores)
     PYTHONPATH=. python bench/run_all.py --only dedup tokenize
+    PYTHONPATH=. python bench/run_all.py --quick         # small sizes, kept apart in bench/results/quick/
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -22,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,17 +77,39 @@ class Outcome:
     seconds: float
     returncode: int
     output: str
+    date: str = ""
+    environment: tuple[str, ...] = ()
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def run(bench: Benchmark, quick: bool, results: Path, python: str = sys.executable) -> Outcome:
+    """Run one benchmark; keep its output (NAME.log) and the facts of the run (NAME.json) in ``results``."""
     argv = [python, str(ROOT / "bench" / bench.script), *(bench.quick if quick else bench.args)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    machine, date = tuple(environment()), now()
     started = time.perf_counter()
     proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.perf_counter() - started
-    (results / f"{bench.name}.log").write_text(proc.stdout, encoding="utf-8")
     command = "PYTHONPATH=. python " + " ".join(["bench/" + bench.script, *argv[2:]])
-    return Outcome(bench, command, seconds, proc.returncode, proc.stdout)
+    outcome = Outcome(bench, command, seconds, proc.returncode, proc.stdout, date, machine)
+    (results / f"{bench.name}.log").write_text(proc.stdout, encoding="utf-8")
+    record = {"command": command, "seconds": seconds, "returncode": proc.returncode, "date": date,
+              "environment": list(machine)}
+    (results / f"{bench.name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return outcome
+
+
+def recorded(bench: Benchmark, results: Path) -> Optional[Outcome]:
+    """The latest recorded run of ``bench`` in ``results``, or None if it never ran there."""
+    meta, log = results / f"{bench.name}.json", results / f"{bench.name}.log"
+    if not (meta.is_file() and log.is_file()):
+        return None
+    record: dict[str, Any] = json.loads(meta.read_text(encoding="utf-8"))
+    return Outcome(bench, record["command"], record["seconds"], record["returncode"],
+                   log.read_text(encoding="utf-8"), record["date"], tuple(record["environment"]))
 
 
 def summary_lines(output: str) -> list[str]:
@@ -123,22 +149,28 @@ def environment() -> list[str]:
             f"- {', '.join(versions)}"]
 
 
-def render(outcomes: Sequence[Outcome], quick: bool, env: list[str], date: Optional[str] = None) -> str:
-    date = date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def render(benchmarks: Sequence[Benchmark], outcomes: dict[str, Outcome], quick: bool,
+           date: Optional[str] = None) -> str:
+    """The results page: one section per benchmark, from its latest run (or a note that it never ran)."""
     lines = ["# Benchmark results", "",
-             f"Written by `bench/run_all.py{' --quick' if quick else ''}` on {date}; do not edit by hand, rerun it.",
-             "Every number is measured side by side in one run on the machine below; the pages named under each",
-             "benchmark discuss the results and the targets.", "", *env, ""]
+             f"Written by `bench/run_all.py{' --quick' if quick else ''}` on {date or now()}; do not edit by hand,"
+             " rerun it.",
+             "Every number in a section was measured side by side in that one run, on the machine named there;",
+             "the pages named under each benchmark discuss the results and the targets.", ""]
     if quick:
         lines += ["**Quick mode: smoke-test sizes, not results.**", ""]
-    for o in outcomes:
-        status = "ok" if o.returncode == 0 else f"**failed (exit {o.returncode})**, see bench/results/{o.bench.name}.log"
-        lines += [f"## {o.bench.title}", "", "```", o.command, "```",
-                  f"{o.seconds / 60:.1f} min, {status}." + (f" Discussion: [{o.bench.details}]({o.bench.details})."
-                                                             if o.bench.details else ""), ""]
-        body = summary_lines(o.output) if o.returncode == 0 else o.output.splitlines()[-15:]
-        if o.returncode != 0:
-            body = ["```", *body, "```"]
+    for bench in benchmarks:
+        lines += [f"## {bench.title}", ""]
+        o = outcomes.get(bench.name)
+        if o is None:
+            lines += [f"Not run yet: `PYTHONPATH=. python bench/run_all.py --only {bench.name}`.", ""]
+            continue
+        status = "ok" if o.returncode == 0 else f"**failed (exit {o.returncode})**, see bench/results/{bench.name}.log"
+        lines += ["```", o.command, "```",
+                  f"Run {o.date}, {o.seconds / 60:.1f} min, {status}."
+                  + (f" Discussion: [{bench.details}]({bench.details})." if bench.details else ""), "",
+                  *o.environment, ""]
+        body = summary_lines(o.output) if o.returncode == 0 else ["```", *o.output.splitlines()[-15:], "```"]
         lines += [*body, ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -147,21 +179,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke-test sizes (minutes), not results")
     ap.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run these benchmarks only")
-    ap.add_argument("--page", default=str(ROOT / "docs" / "benchmarks.md"), help="the page to rewrite")
+    ap.add_argument("--page", help="the page to rewrite (default docs/benchmarks.md; bench/results/quick/"
+                                   "benchmarks.md with --quick)")
     args = ap.parse_args(argv)
-    results = ROOT / "bench" / "results"
+    results = ROOT / "bench" / "results" / ("quick" if args.quick else "")
     results.mkdir(parents=True, exist_ok=True)
-    env = environment()
-    outcomes = []
+    page = Path(args.page) if args.page else (results / "benchmarks.md" if args.quick else ROOT / "docs" / "benchmarks.md")
+    failed = False
     for bench in BENCHMARKS:
         if args.only and bench.name not in args.only:
             continue
         print(f"== {bench.name}: {bench.title}", flush=True)
-        outcomes.append(run(bench, args.quick, results))
-        print(f"   {outcomes[-1].seconds:.0f} s, exit {outcomes[-1].returncode}", flush=True)
-    Path(args.page).write_text(render(outcomes, args.quick, env), encoding="utf-8")
-    print(f"wrote {args.page}")
-    return 0 if all(o.returncode == 0 for o in outcomes) else 1
+        outcome = run(bench, args.quick, results)
+        failed |= outcome.returncode != 0
+        print(f"   {outcome.seconds:.0f} s, exit {outcome.returncode}", flush=True)
+    outcomes = {b.name: o for b in BENCHMARKS if (o := recorded(b, results)) is not None}
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(render(BENCHMARKS, outcomes, args.quick), encoding="utf-8")
+    print(f"wrote {page}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

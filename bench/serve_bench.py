@@ -1,6 +1,6 @@
 """Deployment benchmark for a sentiment classifier, everything measured side by side in one run:
 
-1. fp32 eager vs int8 dynamic quantisation vs ONNX Runtime: median latency of `classify` at batch 1 and
+1. fp32 eager vs int8 dynamic quantisation (torch) vs ONNX Runtime fp32 and int8: median latency of `classify` at batch 1 and
    batch 32 (rounds interleaved, repeats), and accuracy on the reviews test split;
 2. the HTTP server (`lmforge serve` in a subprocess, loopback only) under 32 concurrent clients sending
    one text per request: requests/s with micro-batching on and off.
@@ -36,7 +36,7 @@ import lmforge
 from lmforge.data.prepare import make_prepare_config, prepare
 from lmforge.model.hf import load_hf
 from lmforge.model.modeldir import ForgeModel, model_dir_config, save_model_dir
-from lmforge.serve.export import export_int8, export_onnx
+from lmforge.serve.export import export_model
 from lmforge.serve.predictor import Predictor
 
 
@@ -95,8 +95,9 @@ def median_ms(fn: Callable[[], Any], repeats: int) -> float:
 
 def backends(model_dir: Path, work: Path) -> dict[str, Any]:
     return {"fp32 eager": lmforge.load(model_dir),
-            "int8 dynamic": lmforge.load(export_int8(model_dir, work / "int8")),
-            "ONNX Runtime": lmforge.load(export_onnx(model_dir, work / "onnx"))}
+            "int8 dynamic (torch)": lmforge.load(export_model(model_dir, "int8", work / "int8")),
+            "ONNX Runtime": lmforge.load(export_model(model_dir, "onnx", work / "onnx")),
+            "ONNX Runtime int8": lmforge.load(export_model(model_dir, "onnx-int8", work / "onnx-int8"))}
 
 
 def measure_backends(preds: dict[str, Any], test: list[dict[str, Any]], repeats: int) -> dict[str, dict[str, float]]:
@@ -195,10 +196,10 @@ def main() -> None:
     fp = rows["fp32 eager"]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__},"
           f" threads {torch.get_num_threads()}; model built in {build_s:.1f}s; test texts: {len(test)}")
-    print(f"{'backend':14s} {'batch 1 ms':>11s} {'batch 32 ms':>12s} {'speed-up b1':>12s} {'speed-up b32':>13s} "
+    print(f"{'backend':20s} {'batch 1 ms':>11s} {'batch 32 ms':>12s} {'speed-up b1':>12s} {'speed-up b32':>13s} "
           f"{'accuracy':>9s}")
     for name, r in rows.items():
-        print(f"{name:14s} {r['batch1_ms']:11.2f} {r['batch32_ms']:12.1f} {fp['batch1_ms'] / r['batch1_ms']:11.2f}x "
+        print(f"{name:20s} {r['batch1_ms']:11.2f} {r['batch32_ms']:12.1f} {fp['batch1_ms'] / r['batch1_ms']:11.2f}x "
               f"{fp['batch32_ms'] / r['batch32_ms']:12.2f}x {r['accuracy'] * 100:8.2f}%")
     for name, r in rows.items():  # what grouping 32 texts can save at most, before any HTTP cost
         print(f"{name}: one text at batch 1 costs {r['batch1_ms']:.2f} ms, at batch 32 {r['batch32_ms'] / 32:.2f} ms: "

@@ -101,11 +101,9 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from lmforge.model.hf import export_hf
-    from lmforge.serve.export import export_int8, export_onnx
+    from lmforge.serve.export import export_model
 
-    target = {"hf": export_hf, "onnx": export_onnx, "int8": export_int8}[args.to]
-    print(f"exported {args.model} -> {target(args.model, args.out)} ({args.to})")
+    print(f"exported {args.model} -> {export_model(args.model, args.to, args.out)} ({args.to})")
     return 0
 
 
@@ -272,9 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(handler=_import)
 
-    p = verbs.add_parser("export", help="an lmforge model directory -> Hugging Face, ONNX or int8")
+    p = verbs.add_parser("export", help="an lmforge model directory -> Hugging Face, ONNX, int8 or ONNX int8")
     p.add_argument("--model", required=True, metavar="DIR")
-    p.add_argument("--to", required=True, choices=["hf", "onnx", "int8"])
+    p.add_argument("--to", required=True, choices=["hf", "onnx", "onnx-int8", "int8"])  # = export.EXPORT_TARGETS
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(handler=_export)
 

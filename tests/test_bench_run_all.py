@@ -42,10 +42,20 @@ def test_run_all_rewrites_the_page_with_tables_commands_and_failures(fake_benchm
 
 
 def test_quick_and_only_select_arguments_and_benchmarks(fake_benchmarks: Path) -> None:
+    assert run_all.main(["--quick", "--only", "good"]) == 0
+    text = (fake_benchmarks / "bench" / "results" / "quick" / "benchmarks.md").read_text()  # quick runs kept apart
+    assert "| lmforge | 7 |" in text and "Quick mode" in text
+    assert "Not run yet: `PYTHONPATH=. python bench/run_all.py --only bad`" in text
+    assert not (fake_benchmarks / "docs" / "benchmarks.md").exists()  # the real page is untouched
+
+
+def test_only_keeps_the_other_benchmarks_last_results(fake_benchmarks: Path) -> None:
     page = fake_benchmarks / "page.md"
-    assert run_all.main(["--quick", "--only", "good", "--page", str(page)]) == 0
+    assert run_all.main(["--only", "good", "--page", str(page)]) == 0
+    assert run_all.main(["--only", "bad", "--page", str(page)]) == 1
     text = page.read_text()
-    assert "| lmforge | 7 |" in text and "Quick mode" in text and "A failing one" not in text
+    assert "| lmforge | 123 |" in text and "failed (exit 1)" in text  # both sections, each from its own run
+    assert text.count("Run 20") == 2 and "Not run yet" not in text
 
 
 def test_the_real_table_names_existing_scripts() -> None:

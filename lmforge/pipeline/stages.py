@@ -259,20 +259,19 @@ register(
 
 
 class ExportStageConfig(Section):
-    """`lmforge export` as a pipeline stage: a model directory -> Hugging Face, ONNX or int8."""
+    """`lmforge export` as a pipeline stage: a model directory -> Hugging Face, ONNX, int8 or ONNX int8."""
 
     model: Optional[str] = Field(None, description="An lmforge model directory (a pretrain or finetune output).")
-    to: Literal["hf", "onnx", "int8"] = Field("int8", description="hf: BERT/GPT-2 layout (post-LN encoders only).")
+    to: Literal["hf", "onnx", "onnx-int8", "int8"] = Field(
+        "int8", description="hf: BERT/GPT-2 layout (post-LN encoders only); onnx-int8: onnxruntime's int8 graph.")
     out: Optional[str] = None
 
 
 def _export(config: BaseModel) -> Any:
-    from lmforge.model.hf import export_hf
-    from lmforge.serve.export import export_int8, export_onnx
+    from lmforge.serve.export import export_model
 
     assert isinstance(config, ExportStageConfig) and config.model and config.out
-    target = {"hf": export_hf, "onnx": export_onnx, "int8": export_int8}[config.to]
-    return target(config.model, config.out)
+    return export_model(config.model, config.to, config.out)
 
 
 def _export_check(config: BaseModel, upstream: Callable[[str], Optional[tuple[str, str, BaseModel]]]) -> None:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import lmforge
-from lmforge.serve.export import export_int8, export_onnx
+from lmforge.config import ConfigError
+from lmforge.serve.export import export_int8, export_model, export_onnx
 from tests.serve.conftest import review_texts
 
 
@@ -45,3 +46,22 @@ def test_onnx_runtime_matches_fp32(kind, serve_models, texts, tmp_path):
         ours, theirs = fp32.tag(texts[:10]), onnx.tag(texts[:10])
         assert [[w["label"] for w in s] for s in ours] == [[w["label"] for w in s] for s in theirs]
         assert all(abs(x["score"] - y["score"]) < 1e-4 for s, t in zip(ours, theirs) for x, y in zip(s, t))
+
+
+def test_onnx_int8_quantises_the_matmuls_and_stays_close(serve_models, texts, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
+    import onnx
+
+    fp32 = lmforge.load(serve_models["classifier"])
+    out = export_model(serve_models["classifier"], "onnx-int8", tmp_path / "q")
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"} and "DynamicQuantizeLinear" in ops  # really int8
+    q = lmforge.load(out)
+    a, b = _probs(fp32, texts), _probs(q, texts)
+    assert 0 < (a - b).abs().max() < 0.05  # quantised (not bit-equal), with a small bounded drift
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.9
+
+
+def test_export_model_names_unknown_targets(serve_models, tmp_path):
+    with pytest.raises(ConfigError, match="unknown target 'tflite'"):
+        export_model(serve_models["classifier"], "tflite", tmp_path / "x")
