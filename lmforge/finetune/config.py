@@ -44,6 +44,9 @@ class LoRAConfig(Section):
         default_factory=lambda: ["attn.qkv", "attn.proj"], min_length=1,
         description="Backbone Linear layers (name suffixes): attn.qkv, attn.proj, mlp.fc, mlp.proj.",
     )
+    embedding_rank: int = Field(
+        0, ge=0, description="LoRA on the token embedding table too, with this rank (same alpha / rank scale); "
+        "0 = off. Worth it when the table is most of a small model (method=lora, backend=lmforge).")
     merge: bool = Field(False, description="Also export model.safetensors with the update merged (LoRA only).")
     backend: Literal["lmforge", "peft"] = Field(
         "lmforge", description="method=lora only: our LoRALinear, or the `peft` library's (pip install lmforge[peft])."

@@ -65,7 +65,7 @@ def apply_method(model: TaskModel, method: str, settings: dict[str, Any]) -> Non
         return
     if method == "lora":
         peft.add_lora(model, settings["targets"], settings["rank"], settings["alpha"], settings["dropout"],
-                      settings.get("backend", "lmforge"))
+                      settings.get("backend", "lmforge"), settings.get("embedding_rank", 0))
     elif method == "adalora":
         add_adalora(model, settings["targets"], settings["rank"], settings["alpha"], settings["dropout"])
     elif method == "adapter":

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from lmforge.config import ConfigError
 from lmforge.model.heads import TaskModel
 
-__all__ = ["Adapter", "AdapterLinear", "LoRALinear", "PrefixKV", "add_adapters", "add_lora", "add_prefix",
+__all__ = ["Adapter", "AdapterLinear", "LoRAEmbedding", "LoRALinear", "PrefixKV", "add_adapters", "add_lora", "add_prefix",
            "freeze_for_peft", "merge_lora", "peft_state", "trainable_summary"]
 
 
@@ -56,11 +56,39 @@ class LoRALinear(nn.Module):
         return self.base(x) + F.linear(F.linear(self.drop(x), self.lora_A), self.lora_B) * self.scaling
 
 
+class LoRAEmbedding(nn.Module):
+    """tokens(ids) + A[ids] B * alpha / r: a low-rank update of the token embedding table (V, C).
+
+    A small pretrained model leaves most of its capacity in the embedding table (16k x 128 of a
+    2.9M-parameter encoder); a frozen table is what holds plain LoRA back on such models. A (V, r)
+    starts at zero, so the table starts as pretrained, and only the rows of tokens seen get gradients.
+    """
+
+    def __init__(self, base: nn.Embedding, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.base = base
+        self.rank, self.scaling = rank, alpha / rank
+        self.lora_A = nn.Parameter(torch.zeros(base.num_embeddings, rank))  # (V, r)
+        self.lora_B = nn.Parameter(torch.randn(rank, base.embedding_dim) / math.sqrt(rank))  # (r, C)
+
+    def delta_weight(self) -> Tensor:
+        return (self.lora_A @ self.lora_B) * self.scaling  # (V, C)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.base(ids) + F.embedding(ids, self.lora_A) @ self.lora_B * self.scaling  # (B, T, C)
+
+
 def add_lora(model: TaskModel, targets: list[str], rank: int, alpha: float, dropout: float,
-             backend: str = "lmforge") -> int:
-    """Wrap the target Linears in LoRA; returns how many were wrapped. ``backend="peft"`` lets the
-    `peft` library do the wrapping (its layers keep the Linear as ``.base_layer``)."""
+             backend: str = "lmforge", embedding_rank: int = 0) -> int:
+    """Wrap the target Linears in LoRA (and the token embedding, if ``embedding_rank``); returns how
+    many layers were wrapped. ``backend="peft"`` lets the `peft` library do the Linears (its layers keep
+    the Linear as ``.base_layer``)."""
     found = _targets(model, targets)
+    if embedding_rank:
+        if backend == "peft":
+            raise ConfigError("lora.embedding_rank needs lora.backend=lmforge")
+        embed = model.backbone.embed
+        embed.tokens = LoRAEmbedding(embed.tokens, embedding_rank, alpha * embedding_rank / rank)
     if backend == "peft":
         try:
             from peft import LoraConfig, inject_adapter_in_model
@@ -73,7 +101,7 @@ def add_lora(model: TaskModel, targets: list[str], rank: int, alpha: float, drop
         return len(found)
     for parent, attr, linear in found:
         setattr(parent, attr, LoRALinear(linear, rank, alpha, dropout))
-    return len(found)
+    return len(found) + bool(embedding_rank)
 
 
 @torch.no_grad()
@@ -87,7 +115,7 @@ def merge_lora(model: nn.Module) -> int:
             parent_name, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent_name), attr, module.get_base_layer())
             merged += 1
-        elif isinstance(module, LoRALinear) or type(module).__name__ == "AdaLoRALinear":
+        elif isinstance(module, (LoRALinear, LoRAEmbedding)) or type(module).__name__ == "AdaLoRALinear":
             module.base.weight += module.delta_weight().to(module.base.weight.dtype)
             parent_name, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent_name), attr, module.base)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from lmforge.finetune.adalora import AdaLoRALinear, RankAllocator
 from lmforge.finetune.modeldir import build_task_model, load_task_model, save_task_model
-from lmforge.finetune.peft import LoRALinear, merge_lora, trainable_summary
+from lmforge.finetune.peft import LoRAEmbedding, LoRALinear, merge_lora, trainable_summary
 from lmforge.finetune.stage import finetune, make_finetune_config
 from lmforge.train import checkpoint as ckpt
 from tests.finetune.conftest import ft_layers, tiny_arch
@@ -47,6 +47,38 @@ def test_lora_merged_and_unmerged_give_the_same_logits(task):
     after = model(ids, mask)
     assert torch.allclose(before, after, atol=1e-5), (before - after).abs().max()
     assert not torch.allclose(before, build_task_model(arch, task, ["a", "b", "c"], "full", {}).eval()(ids, mask))
+
+
+def test_lora_on_the_embedding_table_trains_rows_saves_and_merges(tmp_path, base_dir, tokenizer_file):
+    from lmforge.finetune.modeldir import load_base
+
+    meta_in = json.loads((base_dir / "config.json").read_text())
+    settings = {**SETTINGS["lora"], "embedding_rank": 2}
+    model = build_task_model(meta_in["model"], "classification", ["negative", "positive"], "lora", settings)
+    load_base(model, base_dir)
+    tokens = model.backbone.embed.tokens
+    assert isinstance(tokens, LoRAEmbedding) and not tokens.base.weight.requires_grad
+    vocab, width = tokens.base.weight.shape
+    without = build_task_model(meta_in["model"], "classification", ["negative", "positive"], "lora", SETTINGS["lora"])
+    assert trainable_summary(model)[0] - trainable_summary(without)[0] == 2 * (vocab + width)
+    assert torch.count_nonzero(tokens.delta_weight()) == 0  # A starts at zero: the table starts as pretrained
+    ids = torch.randint(5, vocab, (3, 12))
+    # one step moves only the A rows of the tokens in the batch
+    model.train()
+    torch.nn.functional.cross_entropy(model(ids), torch.tensor([0, 1, 0])).backward()
+    touched = (tokens.lora_A.grad.abs().sum(-1) > 0).nonzero().flatten().tolist()
+    assert touched and set(touched) <= set(ids.flatten().tolist())
+    _randomise(model)
+    model.eval()
+    meta = {"task": "classification", "labels": ["negative", "positive"], "method": "lora", "settings": settings,
+            "model": meta_in["model"], "base": str(base_dir), "data": {}}
+    save_task_model(model, tmp_path / "emb", meta, tokenizer_file)
+    loaded, _ = load_task_model(tmp_path / "emb")
+    before = model(ids)
+    assert torch.equal(before, loaded(ids))  # the adapter file restores the exact predictions
+    assert merge_lora(model) == 2 * 3 + 1
+    assert isinstance(model.backbone.embed.tokens, torch.nn.Embedding)
+    torch.testing.assert_close(model(ids), before, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["lora", "adalora", "adapter", "prefix"])
