@@ -91,6 +91,10 @@ class FinetuneDataConfig(Section):
     pair_field: Optional[str] = Field(None, description="Second text of a text-pair task.")
     label_field: str = "label"
     max_length: int = Field(128, gt=2, description="Tokens per example, special tokens included.")
+    truncation: Literal["head", "head+tail"] = Field(
+        "head", description="Classification of single texts longer than max_length: keep the first tokens, or "
+                            "the first quarter and the last three quarters (the verdict of a review is often at "
+                            "its end). Stored with the model; the predictor truncates the same way.")
 
 
 class ReportConfig(Section):

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lmforge.config import ConfigError
 from lmforge.data.prepared import iter_split, split_file
+from lmforge.tokenize.truncate import Truncation, keep_head_and_tail
 from lmforge.train.objectives import IGNORE
 
 __all__ = ["Encoded", "ExampleSource", "chunk_units", "encode_classification", "encode_tagging", "read_classification",
@@ -73,16 +74,25 @@ def chunk_units(texts: Sequence[str], tags: Sequence[Sequence[str]], size: int) 
 
 
 def encode_classification(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[Optional[str]],
-                          labels: Sequence[str], label_to_id: dict[str, int], max_length: int) -> Encoded:
-    tok.enable_truncation(max_length)
+                          labels: Sequence[str], label_to_id: dict[str, int], max_length: int,
+                          truncation: Truncation = "head") -> Encoded:
+    """Text pairs are always cut longest-first (the tokenizer's rule); ``head+tail`` applies to single texts."""
     unknown = sorted(set(labels) - set(label_to_id))
     if unknown:
         raise ConfigError(f"labels {unknown} are not among the model's labels {list(label_to_id)}")
+    targets = [label_to_id[x] for x in labels]
     if any(p is not None for p in pairs):
+        tok.enable_truncation(max_length)
         encs = tok.encode_batch(list(zip(texts, pairs)))
-    else:
+    elif truncation == "head+tail":
+        tok.no_truncation()
         encs = tok.encode_batch(list(texts))
-    return Encoded([e.ids for e in encs], [e.type_ids for e in encs], [label_to_id[x] for x in labels], [])
+        ids = [keep_head_and_tail(e.ids, e.special_tokens_mask, max_length) for e in encs]
+        return Encoded(ids, [[0] * len(row) for row in ids], targets, [])
+    else:
+        tok.enable_truncation(max_length)
+        encs = tok.encode_batch(list(texts))
+    return Encoded([e.ids for e in encs], [e.type_ids for e in encs], targets, [])
 
 
 def encode_tagging(tok: Tokenizer, units: Sequence[Sequence[str]], tags: Sequence[Sequence[str]],

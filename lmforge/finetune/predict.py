@@ -34,7 +34,8 @@ def split_probabilities(model: TaskModel, meta: dict[str, Any], tokenizer_dir: s
     if meta["task"] == "classification":
         texts, pairs, gold = read_classification(data, split, d["text_field"], d.get("pair_field"), d["label_field"])
         known = [g if g in model.label_to_id else model.labels[0] for g in gold]  # unseen gold labels still count
-        enc = encode_classification(tok, texts, pairs, known, model.label_to_id, max_length)
+        enc = encode_classification(tok, texts, pairs, known, model.label_to_id, max_length,
+                                    d.get("truncation", "head"))
         source = ExampleSource(enc, batch_size, pad_id(tok), shuffle=False, drop_last=False)
         return gold, np.concatenate(predict(model, source)), texts
     texts, tags = read_tagging(data, split)

@@ -104,7 +104,7 @@ def _augment(config: FinetuneConfig, texts: list[str], pairs: list[Optional[str]
 def _encode(config: FinetuneConfig, tok: Any, split_data: tuple, label_to_id: dict[str, int], max_length: int) -> Encoded:
     texts, pairs, labels = split_data
     if config.task == "classification":
-        return encode_classification(tok, texts, pairs, labels, label_to_id, max_length)
+        return encode_classification(tok, texts, pairs, labels, label_to_id, max_length, config.data.truncation)
     return encode_tagging(tok, texts, labels, label_to_id, max_length)
 
 

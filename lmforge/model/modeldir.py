@@ -215,6 +215,11 @@ def _from_finetune_dir(config: dict[str, Any], root: Path) -> tuple[dict[str, An
             "labels": config.get("labels", [])}
     if task == "classification":
         ours["pooling"] = "mean" if config.get("pooling") == "mean" else "pooler"
+    data = config.get("data") or {}
+    if data.get("max_length"):
+        ours["max_length"] = data["max_length"]  # what it was trained on; the predictor truncates the same way
+    if task == "classification" and data.get("truncation", "head") != "head":
+        ours["truncation"] = data["truncation"]
     return ours, tensors
 
 

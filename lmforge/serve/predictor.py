@@ -2,8 +2,9 @@
 
 Lists are cut into batches of `batch_size` (sorted by length so that little padding is computed) and
 answers come back in input order; inputs longer than the model's positions are truncated to
-`max_length` tokens for classify/embed/fill_mask (generation keeps the end of the prompt; tagging
-covers the whole text in overlapping windows). Decoders generate with a KV cache.
+`max_length` tokens for classify/embed/fill_mask (classify keeps head and tail when the model was
+fine-tuned that way; generation keeps the end of the prompt; tagging covers the whole text in
+overlapping windows). Decoders generate with a KV cache.
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ from torch import Tensor
 from lmforge.config import ConfigError
 from lmforge.model.modeldir import ForgeModel, LoadedModel, mean_pool
 from lmforge.model.transformer import KVCache
+from lmforge.tokenize.truncate import keep_head_and_tail
 
 TASKS = ("classify", "tag", "fill_mask", "embed", "generate")
 T = TypeVar("T")
+
+
+class _Ids:
+    """Stands in for an Encoding where only the ids are used (a head+tail cut of one)."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
 
 
 class InputError(ValueError):
@@ -45,6 +56,7 @@ class Predictor:
         self._untruncated.no_truncation()
         self.special = loaded.tokenizer.special_tokens
         self.pad_id = self.special.get("pad") or 0
+        self.truncation = loaded.config.get("truncation", "head")  # classify: as the model was fine-tuned
 
     # ------------------------------------------------------------------------------------- capabilities
     @property
@@ -70,7 +82,11 @@ class Predictor:
             return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
                      "scores": {lab: float(x) for lab, x in zip(self.labels, p)}} for p in probs]
 
-        return self._map(texts, run)
+        return self._map(texts, run, self._head_and_tail if self.truncation == "head+tail" else None)
+
+    def _head_and_tail(self, items: list[str]) -> list[Any]:
+        return [_Ids(keep_head_and_tail(e.ids, e.special_tokens_mask, self.max_length))
+                for e in self._untruncated.encode_batch(items)]
 
     def tag(self, texts: str | Sequence[str]) -> Any:
         """Each text -> [{"word", "start", "end", "label", "score"}] for each word (its first sub-token's label).
@@ -194,13 +210,15 @@ class Predictor:
         if not text.strip():
             raise InputError("empty text")
 
-    def _map(self, texts: str | Sequence[str], run: Callable[[list[Encoding]], list[T]]) -> Any:
-        """Encode, batch by similar length, run, and return answers in input order (one answer for a str)."""
+    def _map(self, texts: str | Sequence[str], run: Callable[[list[Encoding]], list[T]],
+             encode: Optional[Callable[[list[str]], list[Any]]] = None) -> Any:
+        """Encode (``encode``, default: the truncating tokenizer), batch by similar length, run, and
+        return answers in input order (one answer for a str)."""
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         for t in items:
             self._check_text(t)
-        encs = self.tokenizer.encode_batch(items)
+        encs = (encode or self.tokenizer.encode_batch)(items)
         answers: list[Any] = [None] * len(encs)
         with torch.inference_mode():
             for chunk in self._batches([len(e.ids) for e in encs]):

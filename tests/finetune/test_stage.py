@@ -147,3 +147,32 @@ def test_mean_pooling_and_fine_tuning_dropout(tmp_path, base_dir, reviews_small)
         plain = model(ids, torch.ones_like(ids))
         assert torch.allclose(model(padded, mask), plain, atol=1e-5)
         assert torch.equal(load(out).model.classify(ids, torch.ones_like(ids)), plain)
+
+
+def test_head_and_tail_truncation_is_trained_stored_and_served(tmp_path, base_dir, reviews_small, tokenizer_file):
+    """truncation=head+tail: a long review keeps its end in training, and the predictor cuts it the same way."""
+    from tokenizers import Tokenizer
+
+    from lmforge.finetune.data import encode_classification
+    from lmforge.finetune.modeldir import load_task_model
+    from lmforge.serve.predictor import load
+
+    text = "".join(json.loads(line)["text"] for line in open(reviews_small / "train.jsonl", encoding="utf-8"))[:400]
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    full = tok.encode(text).ids
+    head = encode_classification(tok, [text], [None], ["a"], {"a": 0}, 24).input_ids[0]
+    both = encode_classification(tok, [text], [None], ["a"], {"a": 0}, 24, "head+tail").input_ids[0]
+    assert len(head) == len(both) == 24 and head[:6] == both[:6] == full[:6]
+    assert both[-17:] == full[-17:] and head[-17:] != full[-17:]  # the end of the text survives
+
+    out = tmp_path / "ht"
+    finetune(make_finetune_config(*ft_layers(out, base_dir, reviews_small, epochs=1),
+                                  {"data": {"max_length": 24, "truncation": "head+tail"}}, source="t"))
+    served = load(out)
+    assert served.truncation == "head+tail" and served.max_length == 24
+    model, _ = load_task_model(out)
+    ids = torch.tensor([both])
+    with torch.no_grad():
+        expected = model.eval()(ids, torch.ones_like(ids)).float().softmax(-1)[0]
+    got = served.classify(text)["scores"]
+    assert all(abs(got[label] - float(p)) < 1e-5 for label, p in zip(served.labels, expected))
