@@ -64,8 +64,10 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               ("--work", "bench/results/finetune-work", "--init-from", "bench/results/finetune-work/pretrained"),
               ("--work", "bench/results/finetune-quick", "--init-from", "bench/results/finetune-quick/pretrained"),
               "finetune_tagging.py", "finetuning.md"),
-    Benchmark("serve", "Inference backends and the HTTP server", ("--repeats", "5"),
-              ("--train", "200", "--eval", "64", "--repeats", "1", "--requests", "64", "--clients", "8"),
+    Benchmark("serve", "Inference backends and the HTTP server, on the finetune benchmark's sentiment model",
+              ("--model", "bench/results/finetune-work/ft-full", "--repeats", "5"),
+              ("--model", "bench/results/finetune-quick/ft-full", "--eval", "64", "--repeats", "1", "--requests", "64",
+               "--clients", "8"),
               "serve_bench.py", "serving.md"),
 )
 
