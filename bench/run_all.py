@@ -109,9 +109,13 @@ def recorded(bench: Benchmark, results: Path) -> Optional[Outcome]:
     meta, log = results / f"{bench.name}.json", results / f"{bench.name}.log"
     if not (meta.is_file() and log.is_file()):
         return None
-    record: dict[str, Any] = json.loads(meta.read_text(encoding="utf-8"))
-    return Outcome(bench, record["command"], record["seconds"], record["returncode"],
-                   log.read_text(encoding="utf-8"), record["date"], tuple(record["environment"]))
+    try:
+        record: dict[str, Any] = json.loads(meta.read_text(encoding="utf-8"))
+        return Outcome(bench, record["command"], record["seconds"], record["returncode"],
+                       log.read_text(encoding="utf-8"), record["date"], tuple(record["environment"]))
+    except (ValueError, KeyError, TypeError) as exc:  # an unreadable record reads as "never ran", not a crash
+        print(f"   ignoring {meta}: {exc!r}", file=sys.stderr)
+        return None
 
 
 def summary_lines(output: str) -> list[str]:

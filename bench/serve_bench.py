@@ -174,6 +174,9 @@ def main() -> None:
                     help="intra-op threads for torch, ONNX Runtime and the server (1: robust on a shared machine)")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
+    if args.model and not (Path(args.model) / "config.json").is_file():
+        ap.error(f"--model {args.model}: no config.json there (run bench/finetune_reviews.py first, "
+                 f"or `bench/run_all.py --only finetune serve`)")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

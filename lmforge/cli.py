@@ -7,6 +7,7 @@ import sys
 from typing import Any, Callable, Optional
 
 from lmforge.config import ConfigError, load_config_file, parse_overrides
+from lmforge.serve import EXPORT_TARGETS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("export", help="an lmforge model directory -> Hugging Face, ONNX, int8 or ONNX int8")
     p.add_argument("--model", required=True, metavar="DIR")
-    p.add_argument("--to", required=True, choices=["hf", "onnx", "onnx-int8", "int8"])  # = export.EXPORT_TARGETS
+    p.add_argument("--to", required=True, choices=EXPORT_TARGETS)
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(handler=_export)
 

@@ -62,3 +62,11 @@ def test_the_real_table_names_existing_scripts() -> None:
     for bench in run_all.BENCHMARKS:
         assert (run_all.ROOT / "bench" / bench.script).is_file(), bench.script
         assert not bench.details or (run_all.ROOT / "docs" / bench.details).is_file(), bench.details
+
+
+def test_an_unreadable_record_reads_as_never_run(fake_benchmarks: Path) -> None:
+    page = fake_benchmarks / "page.md"
+    assert run_all.main(["--only", "good", "--page", str(page)]) == 0
+    (fake_benchmarks / "bench" / "results" / "good.json").write_text("{not json")
+    assert run_all.main(["--only", "bad", "--page", str(page)]) == 1
+    assert "Not run yet: `PYTHONPATH=. python bench/run_all.py --only good`" in page.read_text()

@@ -32,10 +32,10 @@ def explain(predictor: Predictor, text: str, target: Optional[str] = None, steps
     """Attributions of ``text``'s tokens to the logit of ``target`` (default: the predicted class)."""
     if predictor.model.classifier is None:
         raise InputError("explain needs a classification model (its config.json task is not 'classification')")
-    enc = predictor.tokenizer.encode(text)
-    ids = torch.tensor([enc.ids])  # (1, T)
+    token_ids, tokens, special_mask = predictor.classify_input(text)  # what classify sees (its truncation)
+    ids = torch.tensor([token_ids])  # (1, T)
     mask = torch.ones_like(ids)
-    special = torch.tensor([[bool(m) for m in enc.special_tokens_mask]])  # (1, T)
+    special = torch.tensor([[bool(m) for m in special_mask]])  # (1, T)
     model = predictor.model
     embed = model.backbone.embed.tokens
     with torch.no_grad():
@@ -62,7 +62,6 @@ def explain(predictor: Predictor, text: str, target: Optional[str] = None, steps
         ends = model.classify(torch.cat([ids, torch.where(special, ids, torch.full_like(ids, predictor.pad_id))]),
                               mask.expand(2, -1))[:, index]  # f(x), f(baseline)
     delta = abs(float(scores.sum()) - float(ends[0] - ends[1]))
-    tokens = [predictor.tokenizer.id_to_token(i) for i in enc.ids]
     return Attribution(tokens, [float(s) for s in scores], predictor.labels[index], float(probs[index]), delta)
 
 

@@ -148,4 +148,10 @@ class FinetuneConfig(Section):
             raise ValueError(f"freeze.* applies to method=full; method={self.method} freezes the backbone anyway")
         if self.init_from is None and (self.tokenizer is None or self.model is None):
             raise ValueError("without init_from, give tokenizer (a tokenizer.json) and model (architecture fields)")
+        if self.lora.embedding_rank and (self.method != "lora" or self.lora.backend != "lmforge"):
+            raise ValueError(f"lora.embedding_rank applies to method=lora with lora.backend=lmforge, not "
+                             f"method={self.method} with backend={self.lora.backend}")
+        if self.data.truncation == "head+tail" and (self.task != "classification" or self.data.pair_field):
+            raise ValueError("data.truncation=head+tail applies to single-text classification (pairs are cut "
+                             "longest-first; tagging covers long texts in windows)")
         return self

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lmforge.config import ConfigError
 from lmforge.data.prepared import iter_split, split_file
-from lmforge.tokenize.truncate import Truncation, keep_head_and_tail
+from lmforge.tokenize.truncate import Truncation, head_and_tail_ids
 from lmforge.train.objectives import IGNORE
 
 __all__ = ["Encoded", "ExampleSource", "chunk_units", "encode_classification", "encode_tagging", "read_classification",
@@ -86,8 +86,7 @@ def encode_classification(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[
         encs = tok.encode_batch(list(zip(texts, pairs)))
     elif truncation == "head+tail":
         tok.no_truncation()
-        encs = tok.encode_batch(list(texts))
-        ids = [keep_head_and_tail(e.ids, e.special_tokens_mask, max_length) for e in encs]
+        ids = head_and_tail_ids(tok.encode_batch(list(texts)), max_length)
         return Encoded(ids, [[0] * len(row) for row in ids], targets, [])
     else:
         tok.enable_truncation(max_length)

@@ -275,6 +275,7 @@ def load_hf(path: str | Path) -> LoadedModel:
     st = root / "sentence_bert_config.json"  # sentence-transformers' own sequence limit
     if st.is_file() and isinstance(read_json(st).get("max_seq_length"), int):
         config["max_length"] = read_json(st)["max_seq_length"]
+    config.update(_inference_settings(read_json(root / "config.json").get("lmforge")))
     return LoadedModel(model.eval(), _hf_tokenizer(root), config, list(config.get("labels", [])))
 
 
@@ -352,6 +353,9 @@ def export_hf(model_dir: str | Path, out: str | Path) -> Path:
 
     loaded = load_model_dir(model_dir)
     hf, tensors = hf_checkpoint(loaded.model, loaded.labels, loaded.tokenizer)
+    settings = _inference_settings(loaded.config)
+    if settings:  # transformers keeps unknown config keys; lmforge.load reads them back
+        hf["lmforge"] = settings
     out = Path(out)
     with atomic_directory(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
@@ -360,6 +364,13 @@ def export_hf(model_dir: str | Path, out: str | Path) -> Path:
             (tmp / "tokenizer.json").write_text(loaded.tokenizer.json_text, encoding="utf-8")
             _write_hf_config(loaded.tokenizer, tmp)
     return out
+
+
+INFERENCE_SETTINGS = ("max_length", "truncation")  # how the predictor cuts inputs: as the model was trained
+
+
+def _inference_settings(config: Any) -> dict[str, Any]:
+    return {k: config[k] for k in INFERENCE_SETTINGS if isinstance(config, dict) and config.get(k) is not None}
 
 
 Loader = Callable[[str | Path], LoadedModel]

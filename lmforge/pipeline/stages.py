@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from lmforge.config import ConfigError, Section, build_config
 from lmforge.pipeline.registry import StageKind, StageReport, register
+from lmforge.serve import ExportTarget
 
 __all__ = ["ExportStageConfig", "read_training_curves"]
 
@@ -262,7 +263,7 @@ class ExportStageConfig(Section):
     """`lmforge export` as a pipeline stage: a model directory -> Hugging Face, ONNX, int8 or ONNX int8."""
 
     model: Optional[str] = Field(None, description="An lmforge model directory (a pretrain or finetune output).")
-    to: Literal["hf", "onnx", "onnx-int8", "int8"] = Field(
+    to: ExportTarget = Field(
         "int8", description="hf: BERT/GPT-2 layout (post-LN encoders only); onnx-int8: onnxruntime's int8 graph.")
     out: Optional[str] = None
 
@@ -281,7 +282,7 @@ def _export_check(config: BaseModel, upstream: Callable[[str], Optional[tuple[st
     if getattr(config, "to") == "hf" and model is not None and not model.causal and model.norm == "pre":
         raise ConfigError(
             f"to: hf exports encoders as BERT, which is post-LN, but stage {feed[0]!r} trains model.norm=pre; "
-            f"use to: int8 or onnx, or model.norm: post"
+            f"use to: int8, onnx or onnx-int8, or model.norm: post"
         )
 
 

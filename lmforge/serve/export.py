@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from lmforge.config import ConfigError
 from lmforge.model.modeldir import ForgeModel, LoadedModel, atomic_directory, load_model_dir, read_json, save_model_dir
+from lmforge.serve import EXPORT_TARGETS
 
 INT8 = "int8-dynamic"
 
@@ -118,14 +119,12 @@ def export_onnx_int8(model_dir: str | Path, out: str | Path) -> Path:
     return export_onnx(model_dir, out, quantize=True)
 
 
-EXPORT_TARGETS = ("hf", "onnx", "onnx-int8", "int8")
-
-
 def export_model(model_dir: str | Path, to: str, out: str | Path) -> Path:
     """`lmforge export --to TARGET` (TARGET one of EXPORT_TARGETS), for the CLI and the pipeline stage."""
     from lmforge.model.hf import export_hf
 
     targets = {"hf": export_hf, "onnx": export_onnx, "onnx-int8": export_onnx_int8, "int8": export_int8}
+    assert set(targets) == set(EXPORT_TARGETS)
     if to not in targets:
         raise ConfigError(f"export: unknown target {to!r}; expected one of {', '.join(EXPORT_TARGETS)}")
     return targets[to](model_dir, out)

@@ -19,7 +19,7 @@ from torch import Tensor
 from lmforge.config import ConfigError
 from lmforge.model.modeldir import ForgeModel, LoadedModel, mean_pool
 from lmforge.model.transformer import KVCache
-from lmforge.tokenize.truncate import keep_head_and_tail
+from lmforge.tokenize.truncate import head_and_tail_ids, head_and_tail_positions
 
 TASKS = ("classify", "tag", "fill_mask", "embed", "generate")
 T = TypeVar("T")
@@ -85,8 +85,19 @@ class Predictor:
         return self._map(texts, run, self._head_and_tail if self.truncation == "head+tail" else None)
 
     def _head_and_tail(self, items: list[str]) -> list[Any]:
-        return [_Ids(keep_head_and_tail(e.ids, e.special_tokens_mask, self.max_length))
-                for e in self._untruncated.encode_batch(items)]
+        return [_Ids(ids) for ids in head_and_tail_ids(self._untruncated.encode_batch(items), self.max_length)]
+
+    def classify_input(self, text: str) -> tuple[list[int], list[str], list[int]]:
+        """(ids, tokens, special-token mask) of ``text`` exactly as ``classify`` feeds it to the model
+        (truncated to max_length, head+tail when the model was fine-tuned so): for explanations."""
+        self._check_text(text)
+        if self.truncation != "head+tail":
+            enc = self.tokenizer.encode(text)
+            return enc.ids, enc.tokens, enc.special_tokens_mask
+        enc = self._untruncated.encode(text)
+        keep = head_and_tail_positions(enc.special_tokens_mask, self.max_length)
+        return ([enc.ids[i] for i in keep], [enc.tokens[i] for i in keep],
+                [enc.special_tokens_mask[i] for i in keep])
 
     def tag(self, texts: str | Sequence[str]) -> Any:
         """Each text -> [{"word", "start", "end", "label", "score"}] for each word (its first sub-token's label).

@@ -9,29 +9,39 @@ saw in training.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
-__all__ = ["Truncation", "HEAD_SHARE", "keep_head_and_tail"]
+__all__ = ["Truncation", "HEAD_SHARE", "head_and_tail_ids", "head_and_tail_positions", "keep_head_and_tail"]
 
 Truncation = Literal["head", "head+tail"]
 HEAD_SHARE = 0.25  # of the room for content tokens; the tail gets the rest
 
 
-def keep_head_and_tail(ids: Sequence[int], special_mask: Sequence[int], max_length: int) -> list[int]:
-    """One untruncated single-text encoding -> at most ``max_length`` ids: its leading and trailing
-    special tokens ([CLS] ... [SEP]) kept, the content's middle cut out."""
-    if len(ids) <= max_length:
-        return list(ids)
+def head_and_tail_positions(special_mask: Sequence[int], max_length: int) -> list[int]:
+    """Positions of one untruncated single-text encoding to keep: its leading and trailing special
+    tokens ([CLS] ... [SEP]), the first quarter of the room for content and the last three quarters."""
+    n = len(special_mask)
+    if n <= max_length:
+        return list(range(n))
     lead = 0
-    while lead < len(ids) and special_mask[lead]:
+    while lead < n and special_mask[lead]:
         lead += 1
     trail = 0
-    while trail < len(ids) - lead and special_mask[len(ids) - 1 - trail]:
+    while trail < n - lead and special_mask[n - 1 - trail]:
         trail += 1
     room = max_length - lead - trail
     if room <= 0:
         raise ValueError(f"max_length {max_length} leaves no room for text next to {lead + trail} special tokens")
     head = round(room * HEAD_SHARE)
     tail = room - head
-    content = ids[lead:len(ids) - trail]
-    return [*ids[:lead], *content[:head], *content[len(content) - tail:], *ids[len(ids) - trail:]]
+    return [*range(lead + head), *range(n - trail - tail, n)]
+
+
+def keep_head_and_tail(ids: Sequence[int], special_mask: Sequence[int], max_length: int) -> list[int]:
+    """One untruncated single-text encoding's ids -> at most ``max_length`` of them, the middle cut out."""
+    return [ids[i] for i in head_and_tail_positions(special_mask, max_length)]
+
+
+def head_and_tail_ids(encodings: Iterable[Any], max_length: int) -> list[list[int]]:
+    """Untruncated ``tokenizers`` Encodings -> their head+tail ids (what training and serving both feed)."""
+    return [keep_head_and_tail(e.ids, e.special_tokens_mask, max_length) for e in encodings]

@@ -176,3 +176,26 @@ def test_head_and_tail_truncation_is_trained_stored_and_served(tmp_path, base_di
         expected = model.eval()(ids, torch.ones_like(ids)).float().softmax(-1)[0]
     got = served.classify(text)["scores"]
     assert all(abs(got[label] - float(p)) < 1e-5 for label, p in zip(served.labels, expected))
+    from lmforge.eval.explain import explain
+
+    attribution = explain(served, text, steps=4)  # explains the input classify really sees
+    assert len(attribution.tokens) == 24 and abs(attribution.probability - got[attribution.label]) < 1e-5
+    from lmforge.model.hf import export_hf
+    from lmforge.serve.export import export_model
+
+    for to in ("int8", "onnx"):  # deployed copies keep the setting
+        assert load(export_model(out, to, tmp_path / to)).truncation == "head+tail"
+    via_hf = load(export_hf(out, tmp_path / "hf"))  # and so does a Hugging Face directory, loaded back
+    assert (via_hf.truncation, via_hf.max_length) == ("head+tail", 24)
+    assert abs(via_hf.classify(text)["score"] - max(got.values())) < 1e-5
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"method": "adalora", "lora": {"embedding_rank": 4}}, "lora.embedding_rank applies to method=lora"),
+    ({"method": "lora", "lora": {"embedding_rank": 4, "backend": "peft"}}, "with lora.backend=lmforge"),
+    ({"task": "tagging", "data": {"truncation": "head+tail"}}, "head\\+tail applies to single-text"),
+    ({"data": {"truncation": "head+tail", "pair_field": "hypothesis"}}, "head\\+tail applies to single-text"),
+])
+def test_options_that_would_be_silently_ignored_are_refused(layer, message, base_dir, reviews_small):
+    with pytest.raises(ConfigError, match=message):
+        make_finetune_config({"init_from": str(base_dir), "data": {"path": str(reviews_small)}}, layer, source="t")
