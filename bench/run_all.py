@@ -11,6 +11,7 @@ fails is reported as failed on the page; the others still run.
     PYTHONPATH=. python bench/run_all.py                 # everything (about two hours on 2 CPU cores)
     PYTHONPATH=. python bench/run_all.py --only dedup tokenize
     PYTHONPATH=. python bench/run_all.py --quick         # small sizes, kept apart in bench/results/quick/
+    PYTHONPATH=. python bench/run_all.py --page-only     # rebuild the page from the recorded runs
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ def summary_lines(output: str) -> list[str]:
     for line in output.splitlines():
         text = line.rstrip()
         stated = any(w in text.lower() for w in words) or re.search(r"\d\.?\d*x\b", text)
+        if text.startswith(("│", "{", "[")):  # rich boxes and Python reprs repeat what the tables say
+            continue
         if text.startswith("|") or (stated and len(text) < 400):
             keep.append(text)
     return keep
@@ -169,7 +172,8 @@ def render(benchmarks: Sequence[Benchmark], outcomes: dict[str, Outcome], quick:
         lines += [f"## {bench.title}", ""]
         o = outcomes.get(bench.name)
         if o is None:
-            lines += [f"Not run yet: `PYTHONPATH=. python bench/run_all.py --only {bench.name}`.", ""]
+            earlier = f" Earlier results, each with its command: [{bench.details}]({bench.details})." if bench.details else ""
+            lines += [f"Not run yet: `PYTHONPATH=. python bench/run_all.py --only {bench.name}`.{earlier}", ""]
             continue
         status = "ok" if o.returncode == 0 else f"**failed (exit {o.returncode})**, see bench/results/{bench.name}.log"
         lines += ["```", o.command, "```",
@@ -185,6 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke-test sizes (minutes), not results")
     ap.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="run these benchmarks only")
+    ap.add_argument("--page-only", action="store_true", help="run nothing: rebuild the page from the recorded runs")
     ap.add_argument("--page", help="the page to rewrite (default docs/benchmarks.md; bench/results/quick/"
                                    "benchmarks.md with --quick)")
     args = ap.parse_args(argv)
@@ -193,7 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     page = Path(args.page) if args.page else (results / "benchmarks.md" if args.quick else ROOT / "docs" / "benchmarks.md")
     failed = False
     for bench in BENCHMARKS:
-        if args.only and bench.name not in args.only:
+        if args.page_only or (args.only and bench.name not in args.only):
             continue
         print(f"== {bench.name}: {bench.title}", flush=True)
         outcome = run(bench, args.quick, results)

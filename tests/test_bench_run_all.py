@@ -15,7 +15,7 @@ def fake_benchmarks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bench_dir.mkdir()
     (bench_dir / "good.py").write_text(
         "import sys\nprint('warming up')\nprint('| system | tokens/s |')\nprint('|---|---:|')\n"
-        "print('| lmforge | ' + sys.argv[1] + ' |')\nprint('lmforge / HF: 2.10x')\n")
+        "print('| lmforge | ' + sys.argv[1] + ' |')\nprint('lmforge / HF: 2.10x')\nprint({'accuracy': 0.5})\n")
     (bench_dir / "bad.py").write_text("raise SystemExit('shards missing: /nowhere')\n")
     monkeypatch.setattr(run_all, "ROOT", tmp_path)
     monkeypatch.setattr(run_all, "BENCHMARKS", (
@@ -35,7 +35,7 @@ def test_run_all_rewrites_the_page_with_tables_commands_and_failures(fake_benchm
     assert "stale" not in text
     assert "PYTHONPATH=. python bench/good.py 123" in text
     assert "| lmforge | 123 |" in text and "lmforge / HF: 2.10x" in text
-    assert "warming up" not in text  # progress chatter is not a result
+    assert "warming up" not in text and "{'accuracy'" not in text  # chatter and reprs are not results
     assert "failed (exit 1)" in text and "shards missing: /nowhere" in text
     assert (fake_benchmarks / "bench" / "results" / "good.log").read_text().startswith("warming up")
     assert "torch " in text  # versions head the page
@@ -70,3 +70,11 @@ def test_an_unreadable_record_reads_as_never_run(fake_benchmarks: Path) -> None:
     (fake_benchmarks / "bench" / "results" / "good.json").write_text("{not json")
     assert run_all.main(["--only", "bad", "--page", str(page)]) == 1
     assert "Not run yet: `PYTHONPATH=. python bench/run_all.py --only good`" in page.read_text()
+
+
+def test_page_only_runs_nothing(fake_benchmarks: Path) -> None:
+    page = fake_benchmarks / "page.md"
+    assert run_all.main(["--only", "good", "--page", str(page)]) == 0
+    (fake_benchmarks / "bench" / "good.py").write_text("raise SystemExit(3)\n")  # would fail if it ran
+    assert run_all.main(["--page-only", "--page", str(page)]) == 0
+    assert "| lmforge | 123 |" in page.read_text()
