@@ -49,7 +49,7 @@ def prepare(work: Path) -> tuple[Path, Path]:
 
 
 def pretrain(work: Path, pre: Path, budget: float, arch: dict, vocab: int, split_cjk: bool,
-             batch_size: int, text: Path, lr: float, seq_len: int) -> tuple[Path, Path, float]:
+             batch_size: int, text: Path, lr: float, seq_len: int, reuse: bool = False) -> tuple[Path, Path, float]:
     """The tokenizer learns from ``pre`` (People's Daily + review train texts); MLM reads ``text``'s
     train split (``pre`` itself, or the reviews only) and scores on the review validation texts."""
     from lmforge.tokenize.encode import make_tokenize_config, tokenize
@@ -67,14 +67,17 @@ def pretrain(work: Path, pre: Path, budget: float, arch: dict, vocab: int, split
                                        "splits": ["train", "validation"], "progress": False, "workers": 2}))
     out = work / "pretrained"
     started = time.perf_counter()
-    run(make_pretrain_config({
-        "out": str(out), "data": {"shards": str(shards), "seq_len": seq_len},
-        "model": {**arch, "norm": "pre", "dropout": 0.0, "attn_dropout": 0.0},
-        "objective": {"kind": "mlm"},
-        "train": {"steps": 1_000_000, "budget": budget, "batch_size": batch_size, "log_every": 50,
-                  "eval_every": 500, "eval_batches": 10, "progress": False, "tensorboard": False, "peak_flops": 1e12,
-                  "precision": "bf16", "optim": {"lr": lr}, "schedule": {"warmup": 0.04}},
-    }, source="bench"))
+    if reuse and (out / "model.safetensors").is_file():  # fine-tuning recipes compared on one pretrained model
+        print(f"reusing {out} (pretrained in an earlier run: its config.yaml and metrics.jsonl)")
+    else:
+        run(make_pretrain_config({
+            "out": str(out), "data": {"shards": str(shards), "seq_len": seq_len},
+            "model": {**arch, "norm": "pre", "dropout": 0.0, "attn_dropout": 0.0},
+            "objective": {"kind": "mlm"},
+            "train": {"steps": 1_000_000, "budget": budget, "batch_size": batch_size, "log_every": 50,
+                      "eval_every": 500, "eval_batches": 10, "progress": False, "tensorboard": False,
+                      "peak_flops": 1e12, "precision": "bf16", "optim": {"lr": lr}, "schedule": {"warmup": 0.04}},
+        }, source="bench"))
     seconds = time.perf_counter() - started
     # the no-pretraining control: the same architecture, random weights, the same tokenizer
     scratch = work / "scratch"
@@ -138,7 +141,9 @@ def main() -> None:
     parser.add_argument("--pretrain-lr", type=float, default=1e-3,
                         help="peak AdamW LR of pretraining (2e-3 measured ~2x longer on the frequent-token plateau)")
     parser.add_argument("--seq-len", type=int, default=128, help="pretraining sequence length")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (early stopping on val_acc keeps the best)")
+    parser.add_argument("--reuse-pretrained", action="store_true",
+                        help="keep WORK/pretrained if it exists (compare fine-tuning recipes on one pretrained model)")
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=16000, help="WordPiece vocabulary size")
@@ -165,7 +170,7 @@ def main() -> None:
     reviews, pre = prepare(work)
     pretrained, scratch, pretrain_s = pretrain(work, pre, args.pretrain_budget, arch, args.vocab, args.cjk == "chars",
                                                args.pretrain_batch, pre if args.pretrain_on == "mixed" else reviews,
-                                               args.pretrain_lr, args.seq_len)
+                                               args.pretrain_lr, args.seq_len, args.reuse_pretrained)
     rows = finetune_runs(work, reviews, pretrained, scratch, args.epochs, args.max_length, args.lr, args.truncation)
     result = {"pretrain_s": round(pretrain_s, 1), "arch": arch, "epochs": args.epochs, "rows": rows,
               "total_s": round(time.perf_counter() - t0, 1)}
