@@ -139,7 +139,8 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/lmforge-ft-bench")
     parser.add_argument("--pretrain-budget", type=float, default=1800.0, help="seconds of MLM pretraining")
     parser.add_argument("--pretrain-lr", type=float, default=1e-3,
-                        help="peak AdamW LR of pretraining (2e-3 measured ~2x longer on the frequent-token plateau)")
+                        help="peak AdamW LR of pretraining (1e-3 leaves the frequent-token plateau sooner; a 2e-3 "
+                             "run that left it learnt fastest: docs/finetuning.md)")
     parser.add_argument("--seq-len", type=int, default=128, help="pretraining sequence length")
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (early stopping on val_acc keeps the best)")
     parser.add_argument("--reuse-pretrained", action="store_true",

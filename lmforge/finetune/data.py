@@ -81,16 +81,13 @@ def encode_classification(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[
     if unknown:
         raise ConfigError(f"labels {unknown} are not among the model's labels {list(label_to_id)}")
     targets = [label_to_id[x] for x in labels]
-    if any(p is not None for p in pairs):
-        tok.enable_truncation(max_length)
-        encs = tok.encode_batch(list(zip(texts, pairs)))
-    elif truncation == "head+tail":
+    paired = any(p is not None for p in pairs)
+    if truncation == "head+tail" and not paired:
         tok.no_truncation()
         ids = head_and_tail_ids(tok.encode_batch(list(texts)), max_length)
         return Encoded(ids, [[0] * len(row) for row in ids], targets, [])
-    else:
-        tok.enable_truncation(max_length)
-        encs = tok.encode_batch(list(texts))
+    tok.enable_truncation(max_length)
+    encs = tok.encode_batch(list(zip(texts, pairs)) if paired else list(texts))
     return Encoded([e.ids for e in encs], [e.type_ids for e in encs], targets, [])
 
 
