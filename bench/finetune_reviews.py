@@ -49,7 +49,8 @@ def prepare(work: Path) -> tuple[Path, Path]:
 
 
 def pretrain(work: Path, pre: Path, budget: float, arch: dict, vocab: int, split_cjk: bool,
-             batch_size: int, text: Path, lr: float, seq_len: int, reuse: bool = False) -> tuple[Path, Path, float]:
+             batch_size: int, text: Path, lr: float, seq_len: int, embedding_init: str,
+             reuse: bool = False) -> tuple[Path, Path, float]:
     """The tokenizer learns from ``pre`` (People's Daily + review train texts); MLM reads ``text``'s
     train split (``pre`` itself, or the reviews only) and scores on the review validation texts."""
     from lmforge.tokenize.encode import make_tokenize_config, tokenize
@@ -73,7 +74,7 @@ def pretrain(work: Path, pre: Path, budget: float, arch: dict, vocab: int, split
         run(make_pretrain_config({
             "out": str(out), "data": {"shards": str(shards), "seq_len": seq_len},
             "model": {**arch, "norm": "pre", "dropout": 0.0, "attn_dropout": 0.0},
-            "objective": {"kind": "mlm"},
+            "objective": {"kind": "mlm"}, "embedding_init": {"kind": embedding_init},
             "train": {"steps": 1_000_000, "budget": budget, "batch_size": batch_size, "log_every": 50,
                       "eval_every": 500, "eval_batches": 10, "progress": False, "tensorboard": False,
                       "peak_flops": 1e12, "precision": "bf16", "optim": {"lr": lr}, "schedule": {"warmup": 0.04}},
@@ -142,6 +143,8 @@ def main() -> None:
                         help="peak AdamW LR of pretraining (1e-3 leaves the frequent-token plateau sooner; a 2e-3 "
                              "run that left it learnt fastest: docs/finetuning.md)")
     parser.add_argument("--seq-len", type=int, default=128, help="pretraining sequence length")
+    parser.add_argument("--embedding-init", choices=["random", "ppmi-svd"], default="ppmi-svd",
+                        help="token embeddings MLM starts from (ppmi-svd: count-based vectors of the shards)")
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (early stopping on val_acc keeps the best)")
     parser.add_argument("--reuse-pretrained", action="store_true",
                         help="keep WORK/pretrained if it exists (compare fine-tuning recipes on one pretrained model)")
@@ -171,7 +174,8 @@ def main() -> None:
     reviews, pre = prepare(work)
     pretrained, scratch, pretrain_s = pretrain(work, pre, args.pretrain_budget, arch, args.vocab, args.cjk == "chars",
                                                args.pretrain_batch, pre if args.pretrain_on == "mixed" else reviews,
-                                               args.pretrain_lr, args.seq_len, args.reuse_pretrained)
+                                               args.pretrain_lr, args.seq_len, args.embedding_init,
+                                               args.reuse_pretrained)
     rows = finetune_runs(work, reviews, pretrained, scratch, args.epochs, args.max_length, args.lr, args.truncation)
     result = {"pretrain_s": round(pretrain_s, 1), "arch": arch, "epochs": args.epochs, "rows": rows,
               "total_s": round(time.perf_counter() - t0, 1)}

@@ -39,6 +39,7 @@ def _pipeline(tmp_path: Path) -> Path:
                 "config": {
                     "data": {"seq_len": 16},
                     "model": {"n_layers": 1, "d_model": 32, "n_heads": 2, "d_ff": 64, "max_positions": 16},
+                    "embedding_init": {"kind": "ppmi-svd"},  # counts "@shards", filled in by the pipeline
                     "train": {
                         "steps": 4, "batch_size": 4, "log_every": 1, "eval_every": 2, "eval_batches": 1,
                         "progress": False, "tensorboard": False, "device": "cpu",

@@ -8,12 +8,13 @@ validation split runs every epoch and drives early stopping (``train.early_stopp
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors.torch import load_model
+from safetensors.torch import load_file, load_model
 
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.prepared import check_prepared
@@ -31,6 +32,7 @@ from lmforge.finetune.data import (
 from lmforge.finetune.modeldir import (
     apply_method,
     load_base,
+    load_task_model,
     load_tokenizer,
     pad_id,
     read_model_config,
@@ -119,6 +121,8 @@ def _freeze(model: TaskModel, config: FinetuneConfig) -> None:
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Run fine-tuning; returns {"result": LoopResult, "report": report dict, "trainable": (n, total)}."""
+    if config.soup > 1:
+        return _soup(config)
     if not config.data.path:
         raise ConfigError("data.path: no prepared data directory given (the output of `lmforge data prepare`)")
     check_prepared(config.data.path)
@@ -197,6 +201,39 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     return {"result": result, "report": report, "trainable": (trainable, total)}
 
 
+def _soup(config: FinetuneConfig) -> dict[str, Any]:
+    """``soup`` runs under OUT/soup/seed-N (each resumable, each keeping its best epoch), then the mean of
+    their weights as OUT's model (Wortsman et al. 2022: fine-tunings of one pretrained model stay in one
+    basin, so their average is a model at least as good as its parts, usually better)."""
+    out = Path(config.out)
+    runs: list[dict[str, Any]] = []
+    seeds = [config.train.seed + k for k in range(config.soup)]
+    for seed in seeds:
+        part = config.model_copy(update={
+            "soup": 1, "out": str(out / "soup" / f"seed-{seed}"),
+            "report": config.report.model_copy(update={"baselines": False}),  # scored once, on the soup
+            "train": config.train.model_copy(update={"seed": seed})})
+        runs.append(finetune(part))
+    parts = [out / "soup" / f"seed-{seed}" for seed in seeds]
+    model, meta = load_task_model(parts[0])
+    states = [load_file(str(p / "model.safetensors")) for p in parts]
+    model.load_state_dict({k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype)
+                           if v.is_floating_point() else v for k, v in states[0].items()})
+    infos = [read_model_config(p)["report_info"] for p in parts]
+    meta["report_info"] = {**infos[0], "train_s": round(sum(i["train_s"] for i in infos), 1),
+                           "steps": sum(i["steps"] for i in infos), "soup_of": [str(p) for p in parts],
+                           "parts_accuracy": [_model_row(run)["metrics"].get("accuracy") for run in runs]}
+    save_task_model(model, out, meta, parts[0] / "tokenizer.json")
+    shutil.copyfile(parts[0] / "curves.jsonl", out / "curves.jsonl")  # the first run's curves stand for all
+    write_config(config, out / "config.yaml")
+    report = _report(config, model, meta, out)
+    return {"result": runs[0]["result"], "report": report, "trainable": runs[0]["trainable"]}
+
+
+def _model_row(run: dict[str, Any]) -> dict[str, Any]:
+    return next(r for r in run["report"]["rows"] if r["kind"] == "model")
+
+
 def _print_trainable(method: str, trainable: int, total: int, show: bool) -> None:
     if show:
         from lmforge.progress import console
@@ -220,7 +257,7 @@ def _report(config: FinetuneConfig, model: TaskModel, meta: dict[str, Any], out:
     from lmforge.finetune.predict import split_probabilities, tag_predictions
 
     gold, probs, _ = split_probabilities(model, meta, out, str(config.data.path), "test")
-    name = f"lmforge {config.method}"
+    name = f"lmforge {config.method}" + (f" (soup of {config.soup})" if config.soup > 1 else "")
     if config.task == "classification":
         pred = [meta["labels"][i] for i in probs.argmax(-1)]
         row = prediction_row(name, gold, pred, probs, meta["labels"], info=meta["report_info"])

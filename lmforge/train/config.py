@@ -107,6 +107,13 @@ class ObjectiveConfig(Section):
     whole_word: bool = Field(False, description="Mask whole words (Chinese words found with jieba).")
 
 
+class EmbeddingInitConfig(Section):
+    kind: Literal["random", "ppmi-svd"] = Field(
+        "random", description="ppmi-svd: start the token embeddings from count-based vectors of the training "
+        "shards (PPMI + truncated SVD of the co-occurrence matrix; seconds on a CPU) instead of random ones.")
+    window: int = Field(4, ge=1, description="ppmi-svd: tokens on either side that count as a token's context.")
+
+
 class DataConfig(Section):
     shards: Optional[str] = Field(None, description="Directory written by `lmforge data tokenize`.")
     seq_len: int = Field(128, gt=1)
@@ -121,6 +128,7 @@ class PretrainConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: TransformerConfig = Field(default_factory=TransformerConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    embedding_init: EmbeddingInitConfig = Field(default_factory=EmbeddingInitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="after")
@@ -135,4 +143,6 @@ class PretrainConfig(Section):
             raise ValueError(
                 f"objective.kind={self.objective.kind} needs a bidirectional model (model.causal=false)"
             )
+        if self.embedding_init.kind == "ppmi-svd" and not self.data.shards:
+            raise ValueError("embedding_init.kind=ppmi-svd counts the training shards: set data.shards")
         return self

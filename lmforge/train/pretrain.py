@@ -134,6 +134,8 @@ def pretrain(
 
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         model = LanguageModel(config.model, HEADS[config.objective.kind])
+        if resume is None:  # a resumed run's weights come from its checkpoint
+            _init_embeddings(config, model, info.is_main)
         torch.manual_seed(config.train.seed + 1 + info.rank)  # per-rank masks and dropout
         fpt = flops_per_token(
             config.model, config.data.seq_len, count_parameters(model, exclude_embeddings=True)
@@ -160,6 +162,29 @@ def pretrain(
         return result
     finally:
         shutdown(info)
+
+
+def _init_embeddings(config: PretrainConfig, model: LanguageModel, show: bool) -> None:
+    """``embedding_init.kind=ppmi-svd``: count-based vectors of the train shards as the token embeddings
+    (the same on every rank: the SVD is seeded)."""
+    init = config.embedding_init
+    if init.kind == "random":
+        return
+    assert config.data.shards, "PretrainConfig refuses ppmi-svd without data.shards"
+    import time
+
+    from lmforge.train.embedding_init import init_token_embeddings, ppmi_svd_embeddings, shard_documents
+
+    started = time.perf_counter()
+    table = model.backbone.embed.tokens
+    vectors, seen = ppmi_svd_embeddings(shard_documents(config.data.shards), table.num_embeddings,
+                                        table.embedding_dim, init.window, config.train.seed)
+    rows = init_token_embeddings(table, vectors, seen, config.model.init_std)
+    if show:
+        from lmforge.progress import console
+
+        console.print(f"embedding_init: PPMI-SVD vectors for {rows:,} of {table.num_embeddings:,} tokens "
+                      f"(window {init.window}) in {time.perf_counter() - started:.1f} s")
 
 
 def _resume_point(config: PretrainConfig, out: Path) -> Optional[Path]:

@@ -195,7 +195,29 @@ def test_head_and_tail_truncation_is_trained_stored_and_served(tmp_path, base_di
     ({"method": "lora", "lora": {"embedding_rank": 4, "backend": "peft"}}, "with lora.backend=lmforge"),
     ({"task": "tagging", "data": {"truncation": "head+tail"}}, "head\\+tail applies to single-text"),
     ({"data": {"truncation": "head+tail", "pair_field": "hypothesis"}}, "head\\+tail applies to single-text"),
+    ({"method": "lora", "soup": 2}, "soup=2 averages whole models"),
 ])
 def test_options_that_would_be_silently_ignored_are_refused(layer, message, base_dir, reviews_small):
     with pytest.raises(ConfigError, match=message):
         make_finetune_config({"init_from": str(base_dir), "data": {"path": str(reviews_small)}}, layer, source="t")
+
+
+def test_a_soup_averages_the_weights_of_runs_with_consecutive_seeds(tmp_path, base_dir, reviews_small):
+    """soup=2: runs with seeds 5 and 6 under OUT/soup/, then OUT's model is the mean of their weights,
+    scored next to the baselines (the parts are scored alone, without baselines)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "soup"
+    result = finetune(make_finetune_config(*ft_layers(out, base_dir, reviews_small, epochs=1),
+                                           {"soup": 2, "train": {"seed": 5}, "report": {"baselines": True}},
+                                           source="t"))
+    parts = [load_file(str(out / "soup" / f"seed-{seed}" / "model.safetensors")) for seed in (5, 6)]
+    soup = load_file(str(out / "model.safetensors"))
+    key = "head.classifier.weight"
+    assert not torch.equal(parts[0][key], parts[1][key])  # different seeds, different runs
+    for name, tensor in soup.items():
+        assert torch.allclose(tensor, (parts[0][name] + parts[1][name]) / 2, atol=1e-6), name
+    row = _model_row(result["report"])
+    assert row["name"] == "lmforge full (soup of 2)" and len(row["info"]["parts_accuracy"]) == 2
+    assert any(r["kind"] == "baseline" for r in result["report"]["rows"])
+    assert (out / "report" / "report.json").is_file() and (out / "curves.jsonl").is_file()
