@@ -2,12 +2,13 @@
 full fine-tuning, LoRA and no pretraining, next to the majority and TF-IDF baselines, all scored on the
 same test split by lmforge.eval's report.
 
-    PYTHONPATH=. python bench/finetune_reviews.py --work /tmp/ftb3      # ~40 min: 30 of pretraining
+    PYTHONPATH=. python bench/finetune_reviews.py --work /tmp/ftb3      # ~45 min: 30 of pretraining
 
 Steps: prepare corpus:reviews and corpus:peoples-daily; a WordPiece (16,000, Chinese words kept whole)
-on the review train split plus People's Daily; MLM pretraining for a wall-clock budget on review
-*train* texts + People's Daily (never the review validation/test texts; `--pretrain-on reviews` for
-the review texts alone); then three fine-tuning runs (full, LoRA, no pretraining) with the same recipe
+on the review train split plus People's Daily; token embeddings from PPMI-SVD of the shards, then MLM
+pretraining for a wall-clock budget on review *train* texts + People's Daily (never the review
+validation/test texts; `--pretrain-on reviews` for the review texts alone); then full fine-tuning (a
+soup of `--soup` runs, each part also scored alone), LoRA and no pretraining with the same recipe
 except the starting weights / method. Prints the table and writes WORK/results.json.
 """
 
@@ -99,7 +100,7 @@ def pretrain(work: Path, pre: Path, budget: float, arch: dict, vocab: int, split
 
 
 def finetune_runs(work: Path, reviews: Path, pretrained: Path, scratch: Path, epochs: int, max_length: int,
-                  lr: float, truncation: str) -> list[dict]:
+                  lr: float, truncation: str, soup: int) -> list[dict]:
     from lmforge.finetune.stage import finetune, make_finetune_config
 
     common = {"epochs": epochs, "pooling": "mean", "dropout": 0.1,
@@ -108,7 +109,7 @@ def finetune_runs(work: Path, reviews: Path, pretrained: Path, scratch: Path, ep
               "train": {"batch_size": 32, "progress": False, "tensorboard": False, "peak_flops": 1e12,
                         "log_every": 50, "schedule": {"warmup": 0.1},
                         "early_stopping": {"metric": "val_acc", "mode": "max", "patience": 2}}}
-    runs = [("full", pretrained, {"method": "full", "train": {"optim": {"lr": lr}}}),
+    runs = [("full", pretrained, {"method": "full", "soup": soup, "train": {"optim": {"lr": lr}}}),
             # rank 8 on every Linear plus rank 4 on the token embedding table (most of a small model)
             ("lora", pretrained, {"method": "lora", "lora": {"rank": 8, "alpha": 16, "embedding_rank": 4,
                                                               "targets": ["attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"]},
@@ -127,6 +128,13 @@ def finetune_runs(work: Path, reviews: Path, pretrained: Path, scratch: Path, ep
                      "trainable": trainable, "share": trainable / total, "seconds": round(seconds, 1),
                      "steps": result["result"].step})
         if name == "full":
+            if soup > 1:  # the soup's parts alone: what one run of full fine-tuning gives
+                rows[-1]["system"] = f"full (soup of {soup})"
+                for part in sorted((out / "soup").iterdir()):
+                    part_report = json.loads((part / "report" / "report.json").read_text())
+                    metrics = next(r for r in part_report["rows"] if r["kind"] == "model")["metrics"]
+                    rows.append({"system": f"full, {part.name} alone", "accuracy": metrics["accuracy"],
+                                 "macro_f1": metrics["macro"]["f1"]})
             for r in report["rows"]:
                 if r["kind"] == "baseline":
                     rows.append({"system": r["name"], "accuracy": r["metrics"]["accuracy"],
@@ -158,6 +166,8 @@ def main() -> None:
                         help="MLM on People's Daily + review train texts, or on the review train texts only")
     parser.add_argument("--max-length", type=int, default=128, help="fine-tuning tokens per review")
     parser.add_argument("--lr", type=float, default=5e-4, help="full fine-tuning learning rate")
+    parser.add_argument("--soup", type=int, default=3,
+                        help="full fine-tuning runs averaged into one model (each part is reported alone too)")
     parser.add_argument("--truncation", choices=["head", "head+tail"], default="head+tail",
                         help="reviews longer than --max-length: keep the start, or the start and the end")
     parser.add_argument("--threads", type=int, default=2,
@@ -176,7 +186,8 @@ def main() -> None:
                                                args.pretrain_batch, pre if args.pretrain_on == "mixed" else reviews,
                                                args.pretrain_lr, args.seq_len, args.embedding_init,
                                                args.reuse_pretrained)
-    rows = finetune_runs(work, reviews, pretrained, scratch, args.epochs, args.max_length, args.lr, args.truncation)
+    rows = finetune_runs(work, reviews, pretrained, scratch, args.epochs, args.max_length, args.lr, args.truncation,
+                         args.soup)
     result = {"pretrain_s": round(pretrain_s, 1), "arch": arch, "epochs": args.epochs, "rows": rows,
               "total_s": round(time.perf_counter() - t0, 1)}
     (work / "results.json").write_text(json.dumps(result, indent=1))

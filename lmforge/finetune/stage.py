@@ -203,8 +203,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
 
 def _soup(config: FinetuneConfig) -> dict[str, Any]:
     """``soup`` runs under OUT/soup/seed-N (each resumable, each keeping its best epoch), then the mean of
-    their weights as OUT's model (Wortsman et al. 2022: fine-tunings of one pretrained model stay in one
-    basin, so their average is a model at least as good as its parts, usually better)."""
+    their weights as OUT's model (Wortsman et al. 2022). Fine-tunings of one well-pretrained model stay
+    in one basin and their mean beats its parts; from a weak start they may not (docs/finetuning.md)."""
     out = Path(config.out)
     runs: list[dict[str, Any]] = []
     seeds = [config.train.seed + k for k in range(config.soup)]
