@@ -100,7 +100,7 @@ def pretrain(work: Path, pre: Path, budget: float, arch: dict, vocab: int, split
 
 
 def finetune_runs(work: Path, reviews: Path, pretrained: Path, scratch: Path, epochs: int, max_length: int,
-                  lr: float, truncation: str, soup: int) -> list[dict]:
+                  lr: float, truncation: str, soup: int, lora_lr: float) -> list[dict]:
     from lmforge.finetune.stage import finetune, make_finetune_config
 
     common = {"epochs": epochs, "pooling": "mean", "dropout": 0.1,
@@ -113,7 +113,7 @@ def finetune_runs(work: Path, reviews: Path, pretrained: Path, scratch: Path, ep
             # rank 8 on every Linear plus rank 4 on the token embedding table (most of a small model)
             ("lora", pretrained, {"method": "lora", "lora": {"rank": 8, "alpha": 16, "embedding_rank": 4,
                                                               "targets": ["attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"]},
-                                  "train": {"optim": {"lr": 3e-3, "weight_decay": 0.0}}}),
+                                  "train": {"optim": {"lr": lora_lr, "weight_decay": 0.0}}}),
             ("no pretraining", scratch, {"method": "full", "train": {"optim": {"lr": lr}}})]
     rows = []
     for name, init, over in runs:
@@ -166,6 +166,8 @@ def main() -> None:
                         help="MLM on People's Daily + review train texts, or on the review train texts only")
     parser.add_argument("--max-length", type=int, default=128, help="fine-tuning tokens per review")
     parser.add_argument("--lr", type=float, default=5e-4, help="full fine-tuning learning rate")
+    parser.add_argument("--lora-lr", type=float, default=1e-3,
+                        help="LoRA learning rate (3e-3 overfitted after one epoch on the 30-minute model: 82.71%% vs 83.52%%)")
     parser.add_argument("--soup", type=int, default=3,
                         help="full fine-tuning runs averaged into one model (each part is reported alone too)")
     parser.add_argument("--truncation", choices=["head", "head+tail"], default="head+tail",
@@ -187,7 +189,7 @@ def main() -> None:
                                                args.pretrain_lr, args.seq_len, args.embedding_init,
                                                args.reuse_pretrained)
     rows = finetune_runs(work, reviews, pretrained, scratch, args.epochs, args.max_length, args.lr, args.truncation,
-                         args.soup)
+                         args.soup, args.lora_lr)
     result = {"pretrain_s": round(pretrain_s, 1), "arch": arch, "epochs": args.epochs, "rows": rows,
               "total_s": round(time.perf_counter() - t0, 1)}
     (work / "results.json").write_text(json.dumps(result, indent=1))
