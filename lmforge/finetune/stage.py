@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors.torch import load_file, load_model
+from safetensors.torch import load_model
 
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.prepared import check_prepared
@@ -29,6 +29,7 @@ from lmforge.finetune.data import (
     read_classification,
     read_tagging,
 )
+from lmforge.finetune.ensemble import average_checkpoints, average_weights
 from lmforge.finetune.modeldir import (
     apply_method,
     load_base,
@@ -184,8 +185,6 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     model.cpu()
     best = ckpt.best_step(out / "checkpoints")
     if config.average_last:
-        from lmforge.finetune.ensemble import average_checkpoints
-
         model.load_state_dict(average_checkpoints(out, config.average_last))
     elif tc.early_stopping.patience is not None and best is not None:
         load_model(model, str(ckpt.step_dir(out / "checkpoints", best) / "model.safetensors"))
@@ -216,9 +215,7 @@ def _soup(config: FinetuneConfig) -> dict[str, Any]:
         runs.append(finetune(part))
     parts = [out / "soup" / f"seed-{seed}" for seed in seeds]
     model, meta = load_task_model(parts[0])
-    states = [load_file(str(p / "model.safetensors")) for p in parts]
-    model.load_state_dict({k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype)
-                           if v.is_floating_point() else v for k, v in states[0].items()})
+    model.load_state_dict(average_weights([p / "model.safetensors" for p in parts]))
     infos = [read_model_config(p)["report_info"] for p in parts]
     meta["report_info"] = {**infos[0], "train_s": round(sum(i["train_s"] for i in infos), 1),
                            "steps": sum(i["steps"] for i in infos), "soup_of": [str(p) for p in parts],

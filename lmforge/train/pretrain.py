@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -171,8 +172,6 @@ def _init_embeddings(config: PretrainConfig, model: LanguageModel, show: bool) -
     if init.kind == "random":
         return
     assert config.data.shards, "PretrainConfig refuses ppmi-svd without data.shards"
-    import time
-
     from lmforge.train.embedding_init import init_token_embeddings, ppmi_svd_embeddings, shard_documents
 
     started = time.perf_counter()
