@@ -205,15 +205,12 @@ def _soup(config: FinetuneConfig) -> dict[str, Any]:
     their weights as OUT's model (Wortsman et al. 2022). Fine-tunings of one well-pretrained model stay
     in one basin and their mean beats its parts; from a weak start they may not (docs/finetuning.md)."""
     out = Path(config.out)
-    runs: list[dict[str, Any]] = []
     seeds = [config.train.seed + k for k in range(config.soup)]
-    for seed in seeds:
-        part = config.model_copy(update={
-            "soup": 1, "out": str(out / "soup" / f"seed-{seed}"),
-            "report": config.report.model_copy(update={"baselines": False}),  # scored once, on the soup
-            "train": config.train.model_copy(update={"seed": seed})})
-        runs.append(finetune(part))
     parts = [out / "soup" / f"seed-{seed}" for seed in seeds]
+    runs = [finetune(config.model_copy(update={
+        "soup": 1, "out": str(part),
+        "report": config.report.model_copy(update={"baselines": False}),  # scored once, on the soup
+        "train": config.train.model_copy(update={"seed": seed})})) for seed, part in zip(seeds, parts)]
     model, meta = load_task_model(parts[0])
     model.load_state_dict(average_weights([p / "model.safetensors" for p in parts]))
     infos = [read_model_config(p)["report_info"] for p in parts]
