@@ -124,10 +124,43 @@ class Attention(nn.Module):
             pk, pv = self.prefix(B)  # (B, nh, P, hs) each
             k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)  # (B, nh, P+T, hs)
             mask, is_causal = prefix_mask(mask, is_causal, T, pk.shape[2], x.device), False
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )  # (B, nh, T, hs)
+        y = attention(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+# Longest key length for which explicit attention beats SDPA's bf16 kernel on CPU (bench/attention_cpu.py).
+EXPLICIT_ATTENTION_MAX_KEYS = 128
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], is_causal: bool, dropout_p: float) -> Tensor:
+    """softmax(q k^T / sqrt(hs)) v for q (B, nh, T, hs), k and v (B, nh, S, hs) -> (B, nh, T, hs).
+
+    `mask` (B|1, 1|nh, T, S) is boolean, True = may attend; `is_causal` aligns query i with key i. This is
+    `F.scaled_dot_product_attention`, except in bf16/fp16 on a CPU: there PyTorch's fused kernel runs
+    forward + backward 1.8-5x slower than `explicit_attention` for up to 128 keys (while in fp32 it is
+    the faster of the two), so short sequences under autocast take the explicit path.
+    """
+    if (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
+            and k.shape[-2] <= EXPLICIT_ATTENTION_MAX_KEYS):
+        return explicit_attention(q, k, v, mask, is_causal, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], is_causal: bool,
+                       dropout_p: float) -> Tensor:
+    """What SDPA computes, as two matmuls in the inputs' dtype around an fp32 softmax (as autocast's)."""
+    T, S = q.shape[-2], k.shape[-2]
+    scores = q @ k.transpose(-2, -1)  # (B, nh, T, S)
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32)) * q.shape[-1] ** -0.5
+    if is_causal:
+        causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()  # query i sees keys 0..i
+        mask = causal if mask is None else mask & causal
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = scores.softmax(dim=-1).to(v.dtype)
+    if dropout_p > 0:
+        probs = F.dropout(probs, p=dropout_p)
+    return probs @ v  # (B, nh, T, hs)
 
 
 class MLP(nn.Module):

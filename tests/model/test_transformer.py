@@ -2,6 +2,9 @@ import pytest
 import torch
 
 from lmforge.model.heads import LanguageModel
+import torch.nn.functional as F
+
+from lmforge.model import transformer
 from lmforge.model.transformer import Transformer, TransformerConfig, count_parameters
 
 
@@ -154,3 +157,63 @@ def test_dropout_only_in_training(corpus):
     torch.testing.assert_close(model(ids), model(ids))
     model.train()
     assert not torch.allclose(model(ids), model(ids))
+
+
+@pytest.mark.parametrize("case", ["full", "padding", "causal", "causal+padding", "cached"])
+def test_explicit_attention_matches_sdpa(case):
+    # The CPU bf16 path (explicit matmuls) must compute what SDPA computes: values and gradients.
+    torch.manual_seed(0)
+    B, nh, T, hs = 3, 4, 10, 8
+    S = 14 if case == "cached" else T  # 4 past keys before the 10 new queries
+    q, k, v = (torch.randn(B, nh, n, hs, dtype=torch.float64, requires_grad=True) for n in (T, S, S))
+    keep = torch.ones(B, S, dtype=torch.bool)
+    keep[1, 6:] = False
+    keep[2, 2:] = False
+    mask = None  # full and causal
+    if case in ("padding", "causal+padding"):
+        mask = keep[:, None, None, :] | torch.eye(T, dtype=torch.bool)  # (B, 1, T, S); no empty rows
+    elif case == "cached":
+        mask = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)  # query i sees keys up to past + i
+    is_causal = case.startswith("causal")
+    ours = transformer.explicit_attention(q, k, v, mask, is_causal, 0.0)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    sdpa_mask = mask & torch.ones(T, S, dtype=torch.bool).tril() if case == "causal+padding" else mask
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, is_causal=case == "causal")
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    assert torch.allclose(ours, ref, atol=1e-10)
+    for got, want in zip(grads, ref_grads):
+        assert torch.allclose(got, want, atol=1e-10)
+
+
+def test_cpu_bf16_short_sequences_take_the_explicit_path(monkeypatch):
+    calls: list[torch.dtype] = []
+    real_sdpa = F.scaled_dot_product_attention
+
+    def counting_sdpa(q, *args, **kwargs):
+        calls.append(q.dtype)
+        return real_sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", counting_sdpa)
+    x = torch.randn(2, 4, 16, 8)
+    out32 = transformer.attention(x, x, x, None, False, 0.0)
+    assert calls == [torch.float32]  # fp32 keeps the fused kernel, which is the faster one there
+    out16 = transformer.attention(*(x.bfloat16(),) * 3, None, False, 0.0)
+    assert calls == [torch.float32] and out16.dtype == torch.bfloat16
+    assert torch.allclose(out16.float(), out32, atol=0.05)
+    long = torch.randn(1, 4, transformer.EXPLICIT_ATTENTION_MAX_KEYS + 1, 8).bfloat16()
+    transformer.attention(long, long, long, None, False, 0.0)
+    assert calls == [torch.float32, torch.bfloat16]  # long sequences: SDPA's kernel wins again
+
+
+def test_bf16_autocast_model_matches_fp32(corpus):
+    torch.manual_seed(0)
+    model = LanguageModel(tiny(), ("mlm",)).eval()
+    ids = ids_from(corpus)
+    attn = torch.ones_like(ids)
+    attn[1, 9:] = 0
+    with torch.no_grad():
+        ref = model.backbone(ids, attn)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.backbone(ids, attn)
+    assert low.dtype in (torch.bfloat16, torch.float32)
+    assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
