@@ -127,7 +127,8 @@ def summary_lines(output: str) -> list[str]:
     for line in output.splitlines():
         text = line.rstrip()
         stated = any(w in text.lower() for w in words) or re.search(r"\d\.?\d*x\b", text)
-        if text.startswith(("│", "{", "[")):  # rich boxes and Python reprs repeat what the tables say
+        # rich boxes, Python reprs and pretty-printed JSON (members indented) repeat what the tables say
+        if text.startswith("│") or text.lstrip().startswith(("{", "[", "}", "]", '"')):
             continue
         if text.startswith("|") or (stated and len(text) < 400):
             keep.append(text)

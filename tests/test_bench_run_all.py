@@ -15,7 +15,8 @@ def fake_benchmarks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bench_dir.mkdir()
     (bench_dir / "good.py").write_text(
         "import sys\nprint('warming up')\nprint('| system | tokens/s |')\nprint('|---|---:|')\n"
-        "print('| lmforge | ' + sys.argv[1] + ' |')\nprint('lmforge / HF: 2.10x')\nprint({'accuracy': 0.5})\n")
+        "print('| lmforge | ' + sys.argv[1] + ' |')\nprint('lmforge / HF: 2.10x')\nprint({'accuracy': 0.5})\n"
+        "import json\nprint(json.dumps({'speedup': 2.1, 'val_loss': {'hf': 8.6}}, indent=1))\n")
     (bench_dir / "bad.py").write_text("raise SystemExit('shards missing: /nowhere')\n")
     monkeypatch.setattr(run_all, "ROOT", tmp_path)
     monkeypatch.setattr(run_all, "BENCHMARKS", (
@@ -36,6 +37,7 @@ def test_run_all_rewrites_the_page_with_tables_commands_and_failures(fake_benchm
     assert "PYTHONPATH=. python bench/good.py 123" in text
     assert "| lmforge | 123 |" in text and "lmforge / HF: 2.10x" in text
     assert "warming up" not in text and "{'accuracy'" not in text  # chatter and reprs are not results
+    assert '"speedup"' not in text and '"hf"' not in text  # nor the JSON the script also prints
     assert "failed (exit 1)" in text and "shards missing: /nowhere" in text
     assert (fake_benchmarks / "bench" / "results" / "good.log").read_text().startswith("warming up")
     assert "torch " in text  # versions head the page
