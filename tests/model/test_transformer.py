@@ -1,10 +1,9 @@
 import pytest
 import torch
-
-from lmforge.model.heads import LanguageModel
 import torch.nn.functional as F
 
 from lmforge.model import transformer
+from lmforge.model.heads import LanguageModel
 from lmforge.model.transformer import Transformer, TransformerConfig, count_parameters
 
 
