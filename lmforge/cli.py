@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok = verbs.add_parser("tokenizer", help="train or adopt a tokenizer").add_subparsers(dest="action", required=True)
     p = tok.add_parser("train", help="train WordPiece/BPE/Unigram on prepared data and report its coverage")
     p.add_argument("--data", metavar="DIR_OR_FILE", help="a `data prepare` directory or one .jsonl/.txt file")
-    p.add_argument("--kind", choices=["wordpiece", "bpe", "unigram"])
+    p.add_argument("--kind", choices=["wordpiece", "bpe", "bpe-bert", "unigram"])
     p.add_argument("--vocab-size", dest="vocab_size", type=int)
     p.add_argument("--min-frequency", dest="min_frequency", type=int)
     p.add_argument("--from", dest="from_file", metavar="FILE", help="adopt this tokenizer.json or BERT vocab.txt")

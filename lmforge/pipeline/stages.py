@@ -187,7 +187,7 @@ def _pretrain_check(config: BaseModel, upstream: Callable[[str], Optional[tuple[
             if tokenizer_kind == "bpe" and "[MASK]" not in specials and "<mask>" not in specials:
                 raise ConfigError(
                     f"objective.kind={objective} needs a mask token, but stage {tokenize_feed[0]!r} trains a bpe "
-                    f"tokenizer without one (use kind: wordpiece, or add special_tokens: ['[MASK]'])"
+                    f"tokenizer without one (use kind: wordpiece or bpe-bert, or add special_tokens: ['[MASK]'])"
                 )
     else:
         meta = _json(Path(getattr(config, "data").shards) / "meta.json")

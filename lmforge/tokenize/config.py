@@ -8,12 +8,12 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from lmforge.config import Section
 
-TokenizerKind = Literal["wordpiece", "bpe", "unigram"]
+TokenizerKind = Literal["wordpiece", "bpe", "bpe-bert", "unigram"]
 UnicodeForm = Literal["nfc", "nfd", "nfkc", "nfkd"]
 
-# Lower-casing by kind when the user says nothing: BERT's uncased WordPiece lower-cases, GPT-2's
-# byte-level BPE and SentencePiece-style Unigram keep case.
-_DEFAULT_LOWERCASE = {"wordpiece": True, "bpe": False, "unigram": False}
+# Lower-casing by kind when the user says nothing: BERT's uncased WordPiece and the BERT-style BPE
+# lower-case, GPT-2's byte-level BPE and SentencePiece-style Unigram keep case.
+_DEFAULT_LOWERCASE = {"wordpiece": True, "bpe": False, "bpe-bert": True, "unigram": False}
 
 
 class TokenizerTrainConfig(Section):

@@ -27,6 +27,7 @@ EOS_TOKEN = "<|endoftext|>"  # GPT-2's end-of-text token
 KIND_SPECIAL_TOKENS: dict[str, list[str]] = {
     "wordpiece": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],  # BERT
     "bpe": [EOS_TOKEN, "<|pad|>"],  # GPT-2 has no padding token; a distinct one keeps padding visible
+    "bpe-bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],  # BERT's, for encoders
     "unigram": ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"],  # ALBERT
 }
 # Which token plays which role, by the names common tokenizers use.
@@ -100,6 +101,21 @@ def build_tokenizer(config: TokenizerTrainConfig) -> tuple[Tokenizer, trainers.T
             vocab_size=config.vocab_size, min_frequency=config.min_frequency, special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show,  # all 256 bytes: no unknowns
         )
+    elif config.kind == "bpe-bert":
+        # BPE pieces for an encoder: BERT's special tokens and [CLS] A [SEP] template, spaces kept as ▁
+        # and punctuation split off, and no continuation marks. WordPiece gives a piece two ids, `不错`
+        # at the start of a run of characters and `##不错` inside one, which in unspaced scripts
+        # (Chinese) splits every word's statistics in two; here a piece has one id wherever it occurs.
+        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+        tokenizer.normalizer = _normalizer(config, bert=False)
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Metaspace(prepend_scheme="never"), pre_tokenizers.Punctuation()]
+        )
+        tokenizer.decoder = decoders.Metaspace(prepend_scheme="never")
+        trainer = trainers.BpeTrainer(
+            vocab_size=config.vocab_size, min_frequency=config.min_frequency, special_tokens=specials,
+            show_progress=show,
+        )
     else:
         tokenizer = Tokenizer(models.Unigram())
         tokenizer.normalizer = _normalizer(config, bert=False)
@@ -164,7 +180,10 @@ def load_tokenizer(path: str | Path, lowercase: bool = True) -> LoadedTokenizer:
     model_type = json.loads(json_text).get("model", {}).get("type")
     if model_type not in _MODEL_KINDS:
         raise ConfigError(f"{path}: model type {model_type!r} is not one of WordPiece, BPE, Unigram")
-    return LoadedTokenizer(tokenizer, _MODEL_KINDS[model_type], json_text, tokenizer_hash(json_text))
+    kind = _MODEL_KINDS[model_type]
+    if kind == "bpe" and tokenizer.token_to_id("[MASK]") is not None:
+        kind = "bpe-bert"  # BPE with BERT's special tokens: an encoder's
+    return LoadedTokenizer(tokenizer, kind, json_text, tokenizer_hash(json_text))
 
 
 def _from_vocab_txt(path: Path, lowercase: bool) -> LoadedTokenizer:

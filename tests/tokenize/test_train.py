@@ -19,7 +19,7 @@ from lmforge.tokenize.train import load_tokenizer, make_tokenizer_config, train_
 
 from .conftest import read_texts
 
-SMALL = {"wordpiece": 2000, "bpe": 1200, "unigram": 3000}
+SMALL = {"wordpiece": 2000, "bpe": 1200, "bpe-bert": 5000, "unigram": 3000}
 
 
 def _gt_model_dir() -> Path:
@@ -52,7 +52,7 @@ def trained(small_train_file: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.mark.parametrize("kind", sorted(SMALL))
 def test_decode_encode_round_trips(kind: str, trained: dict[str, Path], small_train_file: Path, pd_prepared: Path) -> None:
     tokenizer = Tokenizer.from_file(str(trained[kind] / "tokenizer.json"))
-    unk = tokenizer.token_to_id("[UNK]") if kind == "wordpiece" else tokenizer.token_to_id("<unk>")
+    unk = tokenizer.token_to_id("[UNK]") if kind in ("wordpiece", "bpe-bert") else tokenizer.token_to_id("<unk>")
     # sentences the vocabulary was trained on, and unseen validation sentences (skipped only if they hold an unknown)
     texts = small_train_file.read_text(encoding="utf-8").splitlines()[:100]
     texts += [r["text"] for r in read_texts(pd_prepared / "validation.jsonl")[:100]]
@@ -66,6 +66,8 @@ def test_decode_encode_round_trips(kind: str, trained: dict[str, Path], small_tr
         if kind == "wordpiece":
             # BERT's decoder joins word pieces with spaces (中 国); the lower-cased characters are all kept
             assert decoded.replace(" ", "") == text.lower().replace(" ", "")
+        elif kind == "bpe-bert":
+            assert decoded == unicodedata.normalize("NFKC", unicodedata.normalize("NFD", text.lower()))
         else:
             assert decoded == text
         checked += 1
@@ -87,6 +89,25 @@ def test_bpe_is_byte_level_without_unknowns(trained: dict[str, Path]) -> None:
     assert meta["special_tokens"]["unk"] is None and meta["special_tokens"]["eos"] == tokenizer.token_to_id("<|endoftext|>")
     text = "Ünïcödé ☃ and 𝔘𝔫𝔦 never seen in People's Daily"  # characters outside the training text
     assert tokenizer.decode(tokenizer.encode(text).ids) == unicodedata.normalize("NFKC", text)
+
+
+def test_bpe_bert_gives_a_piece_one_id_wherever_it_occurs(trained: dict[str, Path]) -> None:
+    tokenizer = Tokenizer.from_file(str(trained["bpe-bert"] / "tokenizer.json"))
+    meta = json.loads((trained["bpe-bert"] / "meta.json").read_text())
+    assert meta["kind"] == "bpe-bert" and load_tokenizer(trained["bpe-bert"]).kind == "bpe-bert"
+    assert [tokenizer.id_to_token(i) for i in range(5)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert meta["special_tokens"]["mask"] == 4 and meta["special_tokens"]["cls"] == 2
+    assert not any(t.startswith("##") for t in tokenizer.get_vocab())
+    run = "中国人民今天在北京举行了盛大的庆祝活动"
+    pieces = tokenizer.encode(run, add_special_tokens=False)
+    assert "".join(pieces.tokens) == run and any(len(t) > 1 for t in pieces.tokens)
+    for token, token_id in zip(pieces.tokens, pieces.ids):  # WordPiece: 中国 alone, ##中国 inside a run
+        assert tokenizer.encode(token, add_special_tokens=False).ids == [token_id]
+    encoding = tokenizer.encode("中国人民。", "Café")
+    assert encoding.tokens[0] == "[CLS]" and encoding.tokens[-1] == "[SEP]" and encoding.type_ids[-1] == 1
+    assert "。" in encoding.tokens  # punctuation is its own piece
+    # a space is kept as ▁ at the start of the next word (decoded back to a space), not dropped
+    assert [w for w, _ in tokenizer.pre_tokenizer.pre_tokenize_str("我们 在北京。")] == ["我们", "▁在北京", "。"]
 
 
 def test_options_lowercase_min_frequency_special_tokens(small_train_file: Path, tmp_path: Path) -> None:
