@@ -51,7 +51,7 @@ def _attention_step(batch: int, length: int, dtype: torch.dtype, masked: bool,
     return step
 
 
-def _median_ratio(first: Callable[[], None], second: Callable[[], None], repeats: int,
+def _medians(first: Callable[[], None], second: Callable[[], None], repeats: int,
                   iters: int) -> tuple[float, float]:
     """Median ms per call of each, timed in alternating rounds so that machine noise hits both."""
     for fn in (first, second):
@@ -103,14 +103,14 @@ def main() -> None:
     for dtype in (torch.bfloat16, torch.float32):
         for masked in (False, True):
             for batch, length in SHAPES:
-                sdpa, explicit = _median_ratio(_attention_step(batch, length, dtype, masked, False),
+                sdpa, explicit = _medians(_attention_step(batch, length, dtype, masked, False),
                                                _attention_step(batch, length, dtype, masked, True),
                                                args.repeats, args.iters)
                 uses = ("explicit" if dtype != torch.float32 and length <= transformer.EXPLICIT_ATTENTION_MAX_KEYS
                         else "SDPA")
                 print(f"| {str(dtype).removeprefix('torch.')} | {'yes' if masked else 'no'} | {batch} x {length} "
                       f"| {sdpa:.2f} | {explicit:.2f} | {sdpa / explicit:.2f}x | {uses} |")
-    fused, ours = _median_ratio(_training_step(False), _training_step(True), args.repeats, max(1, args.iters // 4))
+    fused, ours = _medians(_training_step(False), _training_step(True), args.repeats, max(1, args.iters // 4))
     print(f"\nQuickstart pretraining step (batch 16 x 128, bf16 autocast): SDPA {fused:.1f} ms, "
           f"explicit {ours:.1f} ms: {2048 / fused * 1000:,.0f} vs {2048 / ours * 1000:,.0f} tokens/s, "
           f"{fused / ours:.2f}x")

@@ -24,10 +24,11 @@ from lmforge.tokenize.inputs import check_prepared, iter_texts, split_file
 FORMAT_VERSION = 1
 EOS_TOKEN = "<|endoftext|>"  # GPT-2's end-of-text token
 # Each kind's own special tokens, in id order (they take ids 0..n-1).
+BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 KIND_SPECIAL_TOKENS: dict[str, list[str]] = {
-    "wordpiece": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],  # BERT
+    "wordpiece": BERT_SPECIAL_TOKENS,
     "bpe": [EOS_TOKEN, "<|pad|>"],  # GPT-2 has no padding token; a distinct one keeps padding visible
-    "bpe-bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],  # BERT's, for encoders
+    "bpe-bert": BERT_SPECIAL_TOKENS,  # an encoder's
     "unigram": ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"],  # ALBERT
 }
 # Which token plays which role, by the names common tokenizers use.
@@ -194,7 +195,7 @@ def _from_vocab_txt(path: Path, lowercase: bool) -> LoadedTokenizer:
         raise ConfigError(f"{path}: not a WordPiece vocab.txt: {str(exc).splitlines()[0]}") from None
     tokenizer = Tokenizer(model)
     _bert_pipeline(tokenizer, lowercase, lowercase, None)
-    present = [t for t in KIND_SPECIAL_TOKENS["wordpiece"] if tokenizer.token_to_id(t) is not None]
+    present = [t for t in BERT_SPECIAL_TOKENS if tokenizer.token_to_id(t) is not None]
     tokenizer.add_special_tokens(present)  # so they are never split and are skipped when decoding
     _add_pair_template(tokenizer)
     json_text = tokenizer.to_str()
