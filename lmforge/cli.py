@@ -153,14 +153,28 @@ def _run(args: argparse.Namespace) -> int:
     from lmforge.pipeline import load_pipeline, run_pipeline
 
     pipeline = load_pipeline(args.pipeline, args.overrides, run_dir=args.run_dir)
-    run_pipeline(pipeline, source=args.pipeline, force=args.force or [])
+    run_pipeline(pipeline, source=args.pipeline, force=args.force or [], preflight=not args.no_preflight)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import json
+
+    from lmforge.pipeline.preflight import plan_file
+
+    result = plan_file(args.file, args.overrides or [], kind=args.kind)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+    else:
+        print("\n".join(result.lines()))
     return 0
 
 
 def _quickstart(args: argparse.Namespace) -> int:
     from lmforge.pipeline.quickstart import quickstart
 
-    quickstart(minutes=args.minutes, out=args.out, device=args.device, overrides=args.overrides, force=args.force or [])
+    quickstart(minutes=args.minutes, out=args.out, device=args.device, overrides=args.overrides, force=args.force or [],
+               preflight=not args.no_preflight)
     return 0
 
 
@@ -314,14 +328,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline", metavar="PIPELINE.yaml")
     p.add_argument("--run-dir", dest="run_dir", metavar="DIR", help="where the stages write (overrides run_dir)")
     p.add_argument("--force", action="append", metavar="STAGE", help="redo STAGE and the stages that read it")
+    p.add_argument("--no-preflight", action="store_true", help="skip the pre-flight plan printed before the stages")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="stages.NAME.key=value or NAME.key=value")
     p.set_defaults(handler=_run, trailing_overrides=True)
+
+    p = verbs.add_parser("plan", help="measure this machine and predict a pipeline's or a training stage's run")
+    p.add_argument("file", metavar="CONFIG_OR_PIPELINE")
+    p.add_argument("--kind", choices=["pretrain", "finetune"], help="the stage a config file is for (default: "
+                   "read from the file; a file with `stages` is a pipeline)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(handler=_plan, trailing_overrides=True)
 
     p = verbs.add_parser("quickstart", help="the main job on built-in data: data to evaluated model in ~10 minutes")
     p.add_argument("--minutes", type=float, help="total time to aim for (scales the training budgets)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/quickstart)")
     p.add_argument("--device", help="auto (default: a GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--force", action="append", metavar="STAGE", help="redo STAGE and the stages that read it")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the pre-flight (the recipe then stays as shipped, not fitted to this machine)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="NAME.key=value, as for `lmforge run`")
     p.set_defaults(handler=_quickstart, trailing_overrides=True)
 

@@ -45,6 +45,7 @@ from lmforge.model.heads import TaskModel
 from lmforge.model.transformer import TransformerConfig
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.distributed import resolve_device
+from lmforge.train.hardware import resolve_precision, with_precision
 from lmforge.train.loop import LoopResult, train_loop
 
 __all__ = ["finetune", "make_finetune_config", "method_settings"]
@@ -127,6 +128,8 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if not config.data.path:
         raise ConfigError("data.path: no prepared data directory given (the output of `lmforge data prepare`)")
     check_prepared(config.data.path)
+    device = resolve_device(config.train.device)
+    precision = resolve_precision(config.train.precision, device)  # before any data is read: fp16 on CPU fails now
     arch, tokenizer_file = _architecture(config)
     tok = load_tokenizer(tokenizer_file)
     if tok.get_vocab_size() > int(arch["vocab_size"]):
@@ -172,15 +175,16 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
                                   config.adalora.orthogonal_weight if config.method == "adalora" else 0.0)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_config(config, out / "config.yaml")
+    write_config(with_precision(config, precision), out / "config.yaml")  # what ran
     try:
         resume = ckpt.resolve_resume(config.resume, out / "checkpoints")
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
     torch.manual_seed(tc.seed + 1)  # dropout stream
     started = time.perf_counter()
-    result = train_loop(model, objective, train_src, train_cfg, device=resolve_device(tc.device), eval_data=val_src,
-                        out_dir=out, resume=resume, after_step=allocator.step if allocator else None)
+    result = train_loop(model, objective, train_src, train_cfg, device=device, eval_data=val_src,
+                        out_dir=out, resume=resume, after_step=allocator.step if allocator else None,
+                        precision=precision, label="finetune")
     train_s = time.perf_counter() - started
     model.cpu()
     best = ckpt.best_step(out / "checkpoints")

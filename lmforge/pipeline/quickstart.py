@@ -43,9 +43,10 @@ def quickstart(
     device: Optional[str] = None,
     overrides: Iterable[str] = (),
     force: Iterable[str] = (),
+    preflight: bool = True,
 ) -> list[StageResult]:
     pipeline = quickstart_pipeline(minutes, out, device, overrides)
-    results = run_pipeline(pipeline, source=str(shipped_config(QUICKSTART)), force=force)
+    results = run_pipeline(pipeline, source=str(shipped_config(QUICKSTART)), force=force, preflight=preflight)
     from lmforge.progress import console
 
     console.print(f"Next: open {Path(pipeline.run_dir) / 'report.html'}; edit a copy of {shipped_config(QUICKSTART)} "

@@ -88,8 +88,10 @@ def run_pipeline(
     force: Iterable[str] = (),
     report: bool = True,
     stdout_summary: bool = True,
+    preflight: bool = True,
 ) -> list[StageResult]:
-    """Validate every stage, then run those not already done; writes RUN_DIR/report.{md,html}."""
+    """Validate every stage, print the pre-flight plan of the training stages that will run, then run
+    those not already done; writes RUN_DIR/report.{md,html}."""
     stages = plan_pipeline(pipeline, source)
     names = [s.name for s in stages]
     forced = set(force)
@@ -100,6 +102,8 @@ def run_pipeline(
     run_dir.mkdir(parents=True, exist_ok=True)
     with _RunLock(run_dir):
         write_config(pipeline, run_dir / "pipeline.yaml")
+        if preflight:
+            _print_preflight(stages, run_dir, forced)
         results = _run_stages(stages, run_dir, forced)
         if report:
             from lmforge.pipeline.report import print_run_summary, write_run_report
@@ -140,6 +144,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _print_preflight(stages: list[PlannedStage], run_dir: Path, forced: set[str]) -> None:
+    from lmforge.pipeline.preflight import preflight
+    from lmforge.progress import console
+
+    todo = [s for s in stages if s.kind.name in ("pretrain", "finetune") and not _up_to_date(s, run_dir, forced)]
+    if todo:
+        plan = preflight(stages, only=[s.name for s in todo])
+        for line in plan.lines():
+            console.print(line, highlight=False)
+        (run_dir / "preflight.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n", encoding="utf-8")
+
+
+def _up_to_date(stage: PlannedStage, run_dir: Path, forced: set[str]) -> bool:
+    record = read_record(stage.out)
+    return (record.get("fingerprint") == fingerprint(stage, run_dir) and stage.name not in forced
+            and record.get("status") == "done" and stage.kind.done(stage.out))
+
+
 def _run_stages(stages: list[PlannedStage], run_dir: Path, forced: set[str]) -> list[StageResult]:
     from lmforge.progress import console
 
@@ -148,7 +170,7 @@ def _run_stages(stages: list[PlannedStage], run_dir: Path, forced: set[str]) -> 
         fp = fingerprint(stage, run_dir)
         record = read_record(stage.out)
         same = record.get("fingerprint") == fp and stage.name not in forced
-        if same and record.get("status") == "done" and stage.kind.done(stage.out):
+        if _up_to_date(stage, run_dir, forced):
             console.rule(f"[dim]{stage.name} ({stage.kind.name}): up to date, skipped")
             seconds = float(record.get("seconds", 0.0))  # what the stage took when it ran
             results.append(StageResult(stage.name, stage.kind.name, "skipped", seconds, stage.out))

@@ -143,6 +143,11 @@ def latest_checkpoint(root: Path) -> Optional[Path]:
     return found[-1] if found else None
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """The loop state saved in checkpoint ``path`` (step, data position, precision...), nothing loaded."""
+    return json.loads((path / "state.json").read_text(encoding="utf-8"))["state"]
+
+
 def load_checkpoint(
     path: Path, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, restore_rng: bool = True
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:

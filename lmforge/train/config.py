@@ -74,7 +74,13 @@ class TrainConfig(Section):
     batch_size: int = Field(32, gt=0, description="Sequences per micro-batch per process.")
     grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
     clip_norm: Optional[float] = Field(1.0, gt=0)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where it is native and measured faster than fp32 on this device, fp16 "
+        "with loss scaling on CUDA devices without bf16, fp32 otherwise (printed and logged; the probe is "
+        "cached). An explicit bf16 on a CPU without native bf16 runs, with a warning giving the slowdown.")
+    threads: Union[Literal["auto"], int] = Field(
+        "auto", description="CPU threads for this run: auto measures which count runs fastest now (one "
+        "process; under torchrun each process keeps its own); a resumed run keeps the count it started with.")
     compile: Union[bool, Literal["inductor", "aot_eager", "eager"]] = Field(
         False, description="torch.compile the model: true (inductor, generated kernels) or a backend name.")
     activation_checkpointing: bool = False
@@ -94,6 +100,13 @@ class TrainConfig(Section):
     tensorboard: bool = True
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value: object) -> object:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"threads must be auto or a count >= 1, got {value}")
+        return value
 
     @field_validator("budget", mode="before")
     @classmethod

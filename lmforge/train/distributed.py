@@ -72,6 +72,15 @@ def all_reduce_sum(tensor: Tensor, info: DistInfo) -> Tensor:
     return tensor
 
 
+def all_gather_tensor(tensor: Tensor, info: DistInfo) -> list[Tensor]:
+    """Every rank's copy of ``tensor`` (same shape and dtype on all ranks), in rank order."""
+    if not info.enabled:
+        return [tensor]
+    parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return parts
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Protocol
 
@@ -22,10 +22,12 @@ from torch.utils.checkpoint import checkpoint
 
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import TrainConfig
-from lmforge.train.distributed import DistInfo, all_reduce_sum, barrier, wrap_model
+from lmforge.train.distributed import DistInfo, all_gather_tensor, all_reduce_sum, barrier, wrap_model
+from lmforge.train.hardware import (PrecisionChoice, autocast_context, choice_record, choose_threads,
+                                    measure_peak_flops, resolve_precision)
 from lmforge.train.objectives import Objective
 from lmforge.train.optim import Schedule, build_optimizer
-from lmforge.train.track import Tracker, measure_peak_flops
+from lmforge.train.track import MFUMeter, Tracker
 
 
 class BatchSource(Protocol):
@@ -57,13 +59,6 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
         raise ValueError("activation checkpointing needs a model with backbone.blocks")
     for block in blocks:
         block.forward = lambda *a, _f=block.forward, **k: checkpoint(_f, *a, use_reentrant=False, **k)
-
-
-def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -131,12 +126,51 @@ def train_loop(
     info: DistInfo = DistInfo(),
     flops_per_token: Optional[float] = None,
     after_step: Optional[Callable[[int], None]] = None,
+    precision: Optional[PrecisionChoice] = None,
+    label: str = "train",
 ) -> LoopResult:
     """Train ``model`` in place; checkpoints and metrics go under ``out_dir`` (rank 0 only).
     ``after_step(step)`` runs after each update while the gradients are still there (AdaLoRA's
-    rank reallocation)."""
-    if cfg.precision == "fp16" and device.type != "cuda":
-        raise TrainingError("train.precision=fp16 needs a CUDA device (use bf16 on CPU)")
+    rank reallocation). ``precision``: the stage's resolved ``train.precision`` (resolved here when
+    not given); ``label`` names the progress bar."""
+    choice = precision or resolve_precision(cfg.precision, device)
+    started_with = ckpt.read_state(resume).get("precision") if resume is not None else None
+    if started_with and choice.requested == "auto" and started_with != choice.precision:
+        # an exact resume computes in the precision the run started with, wherever it resumes
+        choice = replace(choice, precision=started_with, reason=f"auto: the precision run {resume} started with")
+    writer = info.is_main and out_dir is not None
+    if choice.warning and writer:
+        from lmforge.progress import console
+
+        console.print(f"warning: {choice.warning}")
+    cfg = cfg.model_copy(update={"precision": choice.precision})
+    threads_before = torch.get_num_threads()
+    try:
+        return _train(model, objective, train_data, cfg, choice, device=device, eval_data=eval_data,
+                      eval_objective=eval_objective, out_dir=out_dir, resume=resume, info=info,
+                      flops_per_token=flops_per_token, after_step=after_step, label=label)
+    finally:
+        torch.set_num_threads(threads_before)  # train.threads is this run's, not the process's
+
+
+def _train(
+    model: nn.Module,
+    objective: Objective,
+    train_data: BatchSource,
+    cfg: TrainConfig,
+    choice: PrecisionChoice,
+    *,
+    device: torch.device,
+    eval_data: Optional[BatchSource],
+    eval_objective: Optional[Objective],
+    out_dir: Optional[Path],
+    resume: Optional[Path],
+    info: DistInfo,
+    flops_per_token: Optional[float],
+    after_step: Optional[Callable[[int], None]],
+    label: str,
+) -> LoopResult:
+    writer = info.is_main and out_dir is not None
     model.to(device)
     base = model
     n_layers = getattr(getattr(base, "config", None), "n_layers", 0)
@@ -144,7 +178,6 @@ def train_loop(
     schedule = Schedule(optimizer, cfg.schedule, cfg.optim.lr, cfg.steps, cfg.budget)
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
     ckpt_root = out_dir / "checkpoints" if out_dir is not None else None
-    writer = info.is_main and out_dir is not None
 
     state: dict[str, Any] = {
         "step": 0,
@@ -154,16 +187,22 @@ def train_loop(
         "tokens": 0,
         "best": None,
         "evals_since_best": 0,
+        "precision": cfg.precision,
     }
     if resume is not None:
-        state, _ = ckpt.load_checkpoint(resume, base, optimizer)
+        state, extra = ckpt.load_checkpoint(resume, base, optimizer)
         train_data.load_state_dict(state["data"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        if info.rank:  # the checkpoint holds rank 0's RNG; other ranks need their own stream
-            torch.manual_seed(cfg.seed + 1_000_003 * info.rank + state["step"])
+        if info.rank:  # the checkpoint holds every rank's torch RNG: each continues its own stream
+            rank_rng = extra.get(f"extra.rng.rank{info.rank}")
+            if rank_rng is None:
+                raise TrainingError(f"{resume}: no RNG state for rank {info.rank}; it was written by a run "
+                                    f"of fewer processes, so it cannot resume exactly with {info.world_size}")
+            torch.set_rng_state(rank_rng)
     else:
         train_data.set_epoch(0)
+    _set_threads(cfg, device, info, state)
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(base)
     model = ddp = wrap_model(base, info, device)
@@ -172,7 +211,8 @@ def train_loop(
     params = [p for p in base.parameters() if p.requires_grad]
     peak = cfg.peak_flops
     if peak is None and writer and flops_per_token:
-        peak = measure_peak_flops(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+        peak = measure_peak_flops(device, cfg.precision)  # RNG-free: a resumed run draws what a fresh one does
+    mfu = MFUMeter(flops_per_token, peak, info.world_size)
 
     result = LoopResult(step=state["step"], stopped="steps", bad_steps=state["bad_steps"])
     if state["best"] is not None:
@@ -184,6 +224,7 @@ def train_loop(
     saved_at: list[int] = [state["step"]] if resume is not None else []
 
     def save(step: int, best: Optional[tuple[str, float]] = None) -> None:
+        rng = all_gather_tensor(torch.get_rng_state(), info) if info.enabled else []  # every rank's stream
         if writer and ckpt_root is not None:
             if saved_at[-1:] != [step]:
                 full = {
@@ -191,14 +232,16 @@ def train_loop(
                     "data": train_data.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None,
                 }
-                ckpt.save_checkpoint(ckpt_root, step, base, optimizer, full)
+                extra = {f"extra.rng.rank{r}": t for r, t in enumerate(rng) if r}
+                ckpt.save_checkpoint(ckpt_root, step, base, optimizer, full, extra_tensors=extra)
             if best is not None:
                 ckpt.mark_best(ckpt_root, step, *best)
             ckpt.prune(ckpt_root, cfg.keep_last)
         saved_at.append(step)
         barrier(info)
 
-    tracker = Tracker(out_dir, writer, cfg.steps, tensorboard=cfg.tensorboard, progress=cfg.progress)
+    tracker = Tracker(out_dir, writer, cfg.steps, tensorboard=cfg.tensorboard, progress=cfg.progress,
+                      budget=cfg.budget, label=label)
 
     def evaluate_now() -> bool:
         """Evaluate the current weights, log, keep the best; True when early stopping says stop."""
@@ -207,7 +250,10 @@ def train_loop(
                                tracker, save)
 
     with tracker:
-        tracker.advance(state["step"])
+        tracker.message(f"{label}: {choice.line()}; {torch.get_num_threads()} threads" if device.type == "cpu"
+                        else f"{label}: {choice.line()}")
+        tracker.log(state["step"], {**choice_record(choice), "threads": torch.get_num_threads()})
+        tracker.advance(state["step"], state["elapsed"])
         while True:
             step = state["step"]
             elapsed = _agreed_elapsed(time.perf_counter() - start_time, info, device)
@@ -277,7 +323,7 @@ def train_loop(
             window["loss"] += step_loss
             window["steps"] += 1
             window["tokens"] += float(totals[2])
-            tracker.advance(step, step_loss)
+            tracker.advance(step, state["elapsed"], step_loss)
 
             if step % cfg.log_every == 0:
                 now = time.perf_counter()
@@ -291,8 +337,9 @@ def train_loop(
                     "bad_steps": state["bad_steps"],
                     "elapsed_s": state["elapsed"],
                 }
-                if flops_per_token and peak:
-                    metrics["mfu"] = flops_per_token * rate / (peak * info.world_size)
+                utilisation = mfu(rate)
+                if utilisation is not None:
+                    metrics["mfu"] = utilisation
                 tracker.log(step, metrics)
                 window = {"loss": 0.0, "steps": 0, "tokens": 0.0, "t0": now}
 
@@ -313,6 +360,21 @@ def train_loop(
         if ckpt_root is not None and saved_at[-1:] != [state["step"]]:
             save(state["step"])  # the end of every run (or stage of one) is resumable
     return result
+
+
+def _set_threads(cfg: TrainConfig, device: torch.device, info: DistInfo, state: dict[str, Any]) -> None:
+    """``train.threads``: a count, or auto (the count measured fastest now, one process on CPU only:
+    under torchrun each process keeps the count it was given). A resumed run keeps the count it started
+    with, since a matmul split over another number of threads can round differently."""
+    if device.type != "cpu":
+        return
+    if state.get("threads"):
+        torch.set_num_threads(int(state["threads"]))
+    elif cfg.threads != "auto":
+        torch.set_num_threads(int(cfg.threads))
+    elif not info.enabled:
+        torch.set_num_threads(choose_threads()[0])
+    state["threads"] = torch.get_num_threads()
 
 
 def _agreed_elapsed(elapsed: float, info: DistInfo, device: torch.device) -> float:

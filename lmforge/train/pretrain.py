@@ -24,6 +24,7 @@ from lmforge.model.transformer import count_parameters, flops_per_token
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import PretrainConfig
 from lmforge.train.distributed import init_distributed, resolve_device, shutdown
+from lmforge.train.hardware import resolve_precision, with_precision
 from lmforge.train.loop import BatchSource, LoopResult, train_loop
 from lmforge.train.objectives import MLMMasker, MLMObjective, Objective, causal_lm_objective
 
@@ -99,6 +100,7 @@ def pretrain(
     info = init_distributed(device)
     if device.type == "cuda" and config.train.device == "auto":
         device = torch.device(f"cuda:{info.local_rank}")
+    precision = resolve_precision(config.train.precision, device)  # before any data is read: fp16 on CPU fails now
     try:
         if train_data is None:
             train_data, eval_data, meta = _shard_sources(config, info.rank, info.world_size)
@@ -116,7 +118,7 @@ def pretrain(
         resume = _resume_point(config, out)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            write_config(config, out / "config.yaml")
+            write_config(with_precision(config, precision), out / "config.yaml")  # what ran
             (out / "config.json").write_text(
                 json.dumps(
                     {
@@ -152,6 +154,8 @@ def pretrain(
             resume=resume,
             info=info,
             flops_per_token=fpt,
+            precision=precision,
+            label="pretrain",
         )
         if info.is_main:
             root = out / "checkpoints"

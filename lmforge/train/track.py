@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from rich.progress import (
     BarColumn,
     Progress,
@@ -21,28 +20,22 @@ from rich.progress import (
 from lmforge.progress import console
 
 
-def measure_peak_flops(
-    device: torch.device, dtype: torch.dtype = torch.float32, size: int = 1024, seconds: float = 0.3
-) -> float:
-    """Achievable matmul FLOP/s of this device and dtype, timed briefly (the MFU denominator when the
-    user configures none: no table of vendor figures to go stale or be wrong for this machine)."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b  # warm up kernels
-    _sync(device)
-    n, start = 0, time.perf_counter()
-    while True:
-        a @ b
-        n += 1
-        _sync(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and n >= 3:
-            return 2.0 * size**3 * n / elapsed
+class MFUMeter:
+    """Model FLOPs utilisation against the peak of the precision the run uses, never above 1: where the
+    achieved rate beats the probe's (the probe's shape is not the model's), the peak is raised to the
+    best rate seen, so the figure stays a fraction of what this device has shown it can do."""
 
+    def __init__(self, flops_per_token: Optional[float], peak: Optional[float], world_size: int = 1) -> None:
+        self.flops_per_token, self.peak, self.world_size = flops_per_token, peak, world_size
+        self.raised = False
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    def __call__(self, tokens_per_s: float) -> Optional[float]:
+        if not self.flops_per_token or not self.peak:
+            return None
+        achieved = self.flops_per_token * tokens_per_s / self.world_size  # per device
+        if achieved > self.peak:
+            self.peak, self.raised = achieved, True
+        return achieved / self.peak
 
 
 class Tracker:
@@ -55,7 +48,11 @@ class Tracker:
         total_steps: int,
         tensorboard: bool = True,
         progress: bool = True,
+        budget: Optional[float] = None,
+        label: str = "train",
     ) -> None:
+        """The bar counts steps, or, under a time ``budget``, whichever of steps and time is further
+        along (the run stops at the first of the two), so its percentage and ETA are the run's."""
         self.enabled = enabled and out_dir is not None
         self._jsonl = None
         self._tb = None
@@ -68,17 +65,28 @@ class Tracker:
 
                 self._tb = SummaryWriter(log_dir=str(out_dir / "tb"))
         self._progress = Progress(
-            TextColumn("[bold]pretrain"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             TaskProgressColumn(),
-            TextColumn("step {task.completed:,.0f}/{task.total:,.0f} loss {task.fields[loss]}"),
+            TextColumn("step {task.fields[step]} loss {task.fields[loss]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
             disable=not (enabled and progress and sys.stderr.isatty()),
         )
-        self._task = self._progress.add_task("train", total=total_steps, loss="-")
+        self.total_steps, self.budget = total_steps, budget
+        self._task = self._progress.add_task(label, total=self.total, loss="-", step="0")
+
+    @property
+    def total(self) -> float:
+        return 1000.0 if self.budget is not None else float(self.total_steps)
+
+    def completed(self, step: int, elapsed: float) -> float:
+        """Where the bar stands (out of ``total``)."""
+        if self.budget is None:
+            return float(step)
+        return 1000.0 * min(1.0, max(step / self.total_steps, elapsed / self.budget))
 
     def __enter__(self) -> "Tracker":
         self._progress.__enter__()
@@ -100,9 +108,10 @@ class Tracker:
                 if isinstance(value, (int, float)):
                     self._tb.add_scalar(key.replace("val_", "val/").replace("train_", "train/"), value, step)
 
-    def advance(self, step: int, loss: Optional[float] = None) -> None:
+    def advance(self, step: int, elapsed: float, loss: Optional[float] = None) -> None:
         fields = {"loss": f"{loss:.4f}"} if loss is not None else {}
-        self._progress.update(self._task, completed=step, **fields)
+        shown = f"{step:,}" if self.budget is not None else f"{step:,}/{self.total_steps:,}"
+        self._progress.update(self._task, completed=self.completed(step, elapsed), step=shown, **fields)
 
     def message(self, text: str) -> None:
         if self.enabled:

@@ -42,6 +42,9 @@ def train_cfg(**over: Any) -> TrainConfig:
         "progress": False,
         "tensorboard": False,
         "peak_flops": 1e12,
+        # the loop's semantics, not this machine's speed: the same precision and threads everywhere
+        "precision": "fp32",
+        "threads": 1,
         "schedule": {"warmup": 0.2},
         "optim": {"lr": 3e-3},
     }

@@ -81,7 +81,10 @@ def _losses(path: Path) -> dict[int, float]:
 
 
 def test_resume_after_killing_the_process_is_bitwise_identical(corpus, tmp_path):
-    over = {"steps": 300, "checkpoint_every": 2, "keep_last": 2}
+    # as shipped configs run: precision chosen by the probe, peak FLOPs measured (neither may draw
+    # from the training RNG); threads pinned, since a fresh "straight" run may measure another count
+    over = {"steps": 300, "checkpoint_every": 2, "keep_last": 2, "precision": "auto", "peak_flops": None,
+            "threads": 2}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     corpus.save(tmp_path / "corpus")
     cmd = [
