@@ -48,7 +48,7 @@ from lmforge.train.distributed import resolve_device
 from lmforge.train.hardware import resolve_precision, with_precision
 from lmforge.train.loop import LoopResult, train_loop
 
-__all__ = ["finetune", "make_finetune_config", "method_settings"]
+__all__ = ["example_sources", "finetune", "make_finetune_config", "method_settings"]
 
 
 def make_finetune_config(*layers: dict[str, Any], source: str = "config") -> FinetuneConfig:
@@ -112,6 +112,27 @@ def _encode(config: FinetuneConfig, tok: Any, split_data: tuple, label_to_id: di
     return encode_tagging(tok, texts, labels, label_to_id, max_length)
 
 
+def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any]) -> tuple[ExampleSource, ExampleSource,
+                                                                                  list[str]]:
+    """(train batches, validation batches, label names) of the prepared data, encoded as training sees them
+    (the pre-flight times real batches of them)."""
+    max_length = min(config.data.max_length, int(arch["max_positions"]))
+    train_split = _augment(config, *_read(config, "train", max_length))
+    val_split = _read(config, "validation", max_length)
+    if config.task == "classification":
+        labels = sorted(set(train_split[2]))
+    else:
+        labels = sorted({t for row in train_split[2] for t in row})
+    label_to_id = {name: i for i, name in enumerate(labels)}
+    pad = pad_id(tok)
+    tc = config.train
+    train_src = ExampleSource(_encode(config, tok, train_split, label_to_id, max_length), tc.batch_size, pad,
+                              seed=tc.seed)
+    val_src = ExampleSource(_encode(config, tok, val_split, label_to_id, max_length), tc.batch_size, pad,
+                            shuffle=False, drop_last=False)
+    return train_src, val_src, labels
+
+
 def _freeze(model: TaskModel, config: FinetuneConfig) -> None:
     if config.freeze.embeddings:
         model.backbone.embed.requires_grad_(False)
@@ -135,20 +156,9 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if tok.get_vocab_size() > int(arch["vocab_size"]):
         raise ConfigError(f"model.vocab_size={arch['vocab_size']} is smaller than the tokenizer's "
                           f"{tok.get_vocab_size()} tokens ({tokenizer_file})")
-    max_length = min(config.data.max_length, int(arch["max_positions"]))
-    train_split = _augment(config, *_read(config, "train", max_length))
-    val_split = _read(config, "validation", max_length)
-    if config.task == "classification":
-        labels = sorted(set(train_split[2]))
-    else:
-        labels = sorted({t for row in train_split[2] for t in row})
-    label_to_id = {name: i for i, name in enumerate(labels)}
+    train_src, val_src, labels = example_sources(config, tok, arch)
     pad = pad_id(tok)
     tc = config.train
-    train_src = ExampleSource(_encode(config, tok, train_split, label_to_id, max_length), tc.batch_size, pad,
-                              seed=tc.seed)
-    val_src = ExampleSource(_encode(config, tok, val_split, label_to_id, max_length), tc.batch_size, pad,
-                            shuffle=False, drop_last=False)
     steps = config.epochs * len(train_src)
     update: dict[str, Any] = {"steps": steps, "eval_every": len(train_src)}
     if config.average_last:

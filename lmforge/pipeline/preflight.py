@@ -57,6 +57,8 @@ class StagePlan:
     params: int  # parameters without the embedding tables
     epochs: Optional[float] = None
     peak_memory_mib: Optional[float] = None
+    batches_per_epoch: Optional[int] = None  # fine-tuning on prepared data
+    eval_s: float = 0.0  # one validation pass
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -107,15 +109,15 @@ def measure_machine(device: torch.device) -> MachinePlan:
                        {n: round(r, 1) for n, r in rates.items()})
 
 
-class _Synthetic:
-    """The same batch forever: the shape is what a step's cost depends on, not the token ids."""
+class _Cycle:
+    """The given batches, round and round: a step's cost follows their shapes, not their token ids."""
 
-    def __init__(self, batch: dict[str, Tensor]) -> None:
-        self.batch = batch
+    def __init__(self, batches: list[dict[str, Tensor]]) -> None:
+        self.batches = batches
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         while True:
-            yield self.batch
+            yield from self.batches
 
     def set_epoch(self, epoch: int) -> None:
         pass
@@ -152,7 +154,7 @@ def _peak_rss_mib() -> Optional[float]:
 def measure_step(
     model: torch.nn.Module,
     objective: Any,
-    batch: dict[str, Tensor],
+    batches: list[dict[str, Tensor]],
     train: TrainConfig,
     device: torch.device,
     precision: PrecisionChoice,
@@ -161,7 +163,7 @@ def measure_step(
     min_steps: int = 3,
     warmup: int = 2,
 ) -> tuple[float, Optional[float]]:
-    """(mean seconds per optimizer step, peak memory MiB) of ``train_loop`` on ``batch``: warmup
+    """(mean seconds per optimizer step, peak memory MiB) of ``train_loop`` on ``batches``: warmup
     steps first (first-touch allocation, kernel choice), then timed ones until ``seconds`` have passed
     and at least ``min_steps`` ran. The global RNG is restored afterwards."""
     from lmforge.train.loop import train_loop
@@ -182,7 +184,7 @@ def measure_step(
         torch.cuda.reset_peak_memory_stats(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         try:
-            train_loop(model, objective, _Synthetic(batch), cfg, device=device, precision=precision,
+            train_loop(model, objective, _Cycle(batches), cfg, device=device, precision=precision,
                        after_step=after_step)
         except _Enough:
             pass
@@ -234,7 +236,7 @@ def _plan_pretrain(name: str, config: Any, vocab_size: int, device: torch.device
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = LanguageModel(model_cfg, HEADS[kind])
-    step_s, memory = measure_step(model, objective, batch, config.train, device, precision, threads)
+    step_s, memory = measure_step(model, objective, [batch], config.train, device, precision, threads)
     tokens_per_step = batch_size * seq * config.train.grad_accum
     steps, seconds, limited = _predict(config.train, step_s * config.train.grad_accum, None)
     params = _non_embedding_params(model)
@@ -254,8 +256,25 @@ def _plan_pretrain(name: str, config: Any, vocab_size: int, device: torch.device
     return plan
 
 
+# a forward pass costs about a third of a training step (2N of the 6N FLOPs per token)
+_FORWARD_SHARE = 1 / 3
+
+
+def _real_batches(config: Any, tokenizer_file: Path, arch: dict[str, Any], k: int = 12
+                  ) -> tuple[list[dict[str, Tensor]], int, int, list[str]]:
+    """(``k`` training batches spread over an epoch, batches per epoch, validation batches, label names)
+    of the prepared data, encoded and length-bucketed as the stage will."""
+    from lmforge.finetune.modeldir import load_tokenizer
+    from lmforge.finetune.stage import example_sources
+
+    train, val, labels = example_sources(config, load_tokenizer(tokenizer_file), arch)
+    batches = list(train)
+    stride = max(len(batches) // k, 1)
+    return batches[::stride][:k], len(train), len(val), labels
+
+
 def _plan_finetune(name: str, config: Any, arch: dict[str, Any], device: torch.device, threads: int,
-                   n_train: Optional[int]) -> StagePlan:
+                   tokenizer_file: Optional[Path]) -> StagePlan:
     from lmforge.finetune.objective import FinetuneObjective
     from lmforge.model.heads import TaskModel
     from lmforge.model.transformer import TransformerConfig
@@ -269,39 +288,39 @@ def _plan_finetune(name: str, config: Any, arch: dict[str, Any], device: torch.d
     ids = torch.randint(5, model_cfg.vocab_size, (batch_size, length), generator=gen)
     tagging = config.task == "tagging"
     labels = torch.randint(0, 2, (batch_size, length) if tagging else (batch_size,), generator=gen)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
-             "labels": labels}
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+                "labels": labels}]
+    per_epoch = val_batches = None
+    names = ["a", "b"]
+    data = Path(str(config.data.path)) if config.data.path else None
+    if data is not None and (data / "train.jsonl").is_file() and tokenizer_file is not None and tokenizer_file.is_file():
+        batches, per_epoch, val_batches, names = _real_batches(config, tokenizer_file, arch)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = TaskModel(model_cfg, config.task, ["a", "b"], pooling=config.pooling, dropout=config.head_dropout)
+        model = TaskModel(model_cfg, config.task, names, pooling=config.pooling, dropout=config.head_dropout)
     if config.method != "full":
         from lmforge.finetune.modeldir import apply_method
         from lmforge.finetune.stage import method_settings
 
         apply_method(model, config.method, method_settings(config))
     objective = FinetuneObjective(model, config.robust)
-    step_s, memory = measure_step(model, objective, batch, config.train, device, precision, threads)
-    per_epoch = math.ceil(n_train / batch_size) if n_train else None
+    step_s, memory = measure_step(model, objective, batches, config.train, device, precision, threads)
+    tokens_per_step = round(sum(b["input_ids"].numel() for b in batches) / len(batches))
     needed = config.epochs * per_epoch if per_epoch else None
     steps, seconds, limited = _predict(config.train, step_s, needed)
-    plan = StagePlan(name, "finetune", precision.precision, precision.reason, step_s, batch_size * length, steps,
-                     seconds, limited, _non_embedding_params(model), peak_memory_mib=memory)
+    eval_s = (val_batches or 0) * step_s * _FORWARD_SHARE
+    if per_epoch:  # one validation pass per epoch, and the test split's once at the end (about as large)
+        seconds += (math.ceil(steps / per_epoch) + 1) * eval_s
+    plan = StagePlan(name, "finetune", precision.precision, precision.reason, step_s, tokens_per_step, steps,
+                     seconds, limited, _non_embedding_params(model), peak_memory_mib=memory,
+                     batches_per_epoch=per_epoch, eval_s=eval_s)
     if per_epoch:
         plan.epochs = steps / per_epoch
         if limited == "budget" and plan.epochs < config.epochs:
             plan.warnings.append(
-                f"the budget fits {plan.epochs:.1f} of {config.epochs} epochs at {length} tokens an example "
-                f"(an upper bound: batches are padded to their longest example): raise train.budget to about "
+                f"the budget fits {plan.epochs:.1f} of {config.epochs} epochs: raise train.budget to about "
                 f"{math.ceil(needed * step_s / 60)} min or lower epochs")
     return plan
-
-
-def _count_lines(path: Path) -> Optional[int]:
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for _ in f)
-    except OSError:
-        return None
 
 
 def preflight(stages: list[Any], device: Optional[torch.device] = None,
@@ -321,10 +340,8 @@ def preflight(stages: list[Any], device: Optional[torch.device] = None,
             vocab, shard_tokens = _pretrain_vocab(stage, by_name)
             plans.append(_plan_pretrain(stage.name, config, vocab, device, machine.threads, shard_tokens))
         else:
-            arch = _finetune_arch(stage, by_name)
-            data = Path(str(config.data.path)) / "train.jsonl" if config.data.path else None
-            n_train = _count_lines(data) if data is not None and data.is_file() else None
-            plans.append(_plan_finetune(stage.name, config, arch, device, machine.threads, n_train))
+            arch, tokenizer_file = _finetune_arch(stage, by_name)
+            plans.append(_plan_finetune(stage.name, config, arch, device, machine.threads, tokenizer_file))
     return Preflight(machine, plans)
 
 
@@ -352,21 +369,27 @@ def _pretrain_vocab(stage: Any, by_name: dict[str, Any]) -> tuple[int, Optional[
     return int(stage.config.model.vocab_size), None
 
 
-def _finetune_arch(stage: Any, by_name: dict[str, Any]) -> dict[str, Any]:
+def _finetune_arch(stage: Any, by_name: dict[str, Any]) -> tuple[dict[str, Any], Optional[Path]]:
+    """(the model architecture, the tokenizer.json it will use) of a fine-tuning stage, from its
+    pretrained directory or, before that exists, from the pretraining stage that will write it."""
+    from lmforge.config import ConfigError
+
     config = stage.config
     if config.init_from:
-        config_json = Path(str(config.init_from)) / "config.json"
-        if config_json.is_file():
+        if (Path(str(config.init_from)) / "config.json").is_file():
             from lmforge.finetune.modeldir import read_model_config
 
-            return dict(read_model_config(config.init_from)["model"])
+            return dict(read_model_config(config.init_from)["model"]), Path(str(config.init_from)) / "tokenizer.json"
         base = _upstream(stage, by_name, "init_from")
         if base is not None and base.kind.name == "pretrain":
             vocab, _ = _pretrain_vocab(base, by_name)
-            return base.config.model.model_copy(update={"vocab_size": vocab}).model_dump(mode="json")
+            shards = base.config.data.shards
+            return (base.config.model.model_copy(update={"vocab_size": vocab}).model_dump(mode="json"),
+                    Path(str(shards)) / "tokenizer.json" if shards else None)
     if config.model is not None:
-        return dict(config.model)
-    raise ValueError(f"{stage.name}: no model architecture to plan with (init_from does not exist yet)")
+        return dict(config.model), Path(str(config.tokenizer)) if config.tokenizer else None
+    raise ConfigError(f"{stage.name}: init_from {config.init_from} does not exist yet and no earlier pretrain "
+                      "stage writes it: the plan needs the model's architecture")
 
 
 def plan_file(path: str, overrides: list[str], kind: Optional[str] = None) -> Preflight:

@@ -1,17 +1,37 @@
-"""`lmforge quickstart`: the shipped quickstart pipeline (lmforge/configs/quickstart.yaml), run as is."""
+"""`lmforge quickstart`: the shipped quickstart pipeline (lmforge/configs/quickstart.yaml), fitted to
+the machine it runs on.
+
+The data stages run first (seconds; they are needed anyway and tell the plan the data's real size).
+Then the pre-flight measures this machine's real pretraining and fine-tuning steps, and the time left
+of the ``minutes`` target is split between the two: fine-tuning gets the recipe's epochs if they fit
+in a share of it (fewer where they do not), pretraining the rest. A machine whose bf16 is emulated runs
+fp32 (the precision probe), and a machine too slow for the recipe to beat the baseline is told so at
+the start, with the ``--minutes`` that would. Keys the user overrides are never refitted.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import time
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Optional
 
 from lmforge.pipeline.config import PipelineConfig, load_pipeline
+from lmforge.pipeline.preflight import Preflight
 from lmforge.pipeline.run import StageResult, run_pipeline, scale_budgets
 
-__all__ = ["QUICKSTART", "quickstart", "quickstart_pipeline"]
+__all__ = ["QUICKSTART", "Fit", "fit_budgets", "fit_to_machine", "quickstart", "quickstart_pipeline"]
 
 QUICKSTART = "quickstart.yaml"
+# stages that run before the pre-flight: the data, the tokenizer and the baselines (cheap, and the
+# baselines stage times the TF-IDF fit that the fine-tuning report repeats at the end)
+EARLY_STAGES = ("sentiment", "text", "tokenizer", "shards", "baselines")
+FINETUNE_SHARE = 0.35  # at most this share of the training time goes to fine-tuning
+MIN_PRETRAIN_TOKENS = 1.0e6  # measured: below it the fine-tuned model falls under TF-IDF (docs/pipelines.md)
+TAIL_MARGIN_S = 20.0  # pretraining's start and end (embedding init, final evaluation, saving), export
 
 
 def shipped_config(name: str) -> Path:
@@ -24,17 +44,87 @@ def quickstart_pipeline(
     out: Optional[str] = None,
     device: Optional[str] = None,
     overrides: Iterable[str] = (),
+    fitted: Iterable[str] = (),
 ) -> PipelineConfig:
-    """The quickstart pipeline with budgets scaled to ``minutes`` and training on ``device``."""
-    items = list(overrides)
+    """The quickstart pipeline with budgets scaled to ``minutes`` and training on ``device``;
+    ``fitted`` (key=value items of `fit_to_machine`) lie under the user's ``overrides``."""
+    items, fitted = list(overrides), list(fitted)
     pipeline = load_pipeline(shipped_config(QUICKSTART), [], run_dir=out)
     if device is not None:
         trains = [n for n, e in pipeline.stages.items() if isinstance((e.get("config") or {}).get("train"), dict)]
         items = [f"{name}.train.device={device}" for name in trains] + items  # pretrain, finetune...
-    pipeline = load_pipeline(shipped_config(QUICKSTART), items, run_dir=out)
-    if minutes is not None:
-        pipeline = scale_budgets(pipeline, minutes / (pipeline.minutes or 10.0))
-    return pipeline
+    if minutes is not None and not fitted:
+        pipeline = load_pipeline(shipped_config(QUICKSTART), items, run_dir=out)
+        return scale_budgets(pipeline, minutes / (pipeline.minutes or 10.0))
+    return load_pipeline(shipped_config(QUICKSTART), fitted + items, run_dir=out)  # fitted budgets are absolute
+
+
+@dataclass
+class Fit:
+    """What the quickstart chose for this machine, and why."""
+
+    items: list[str]  # key=value overrides laid under the user's
+    lines: list[str] = field(default_factory=list)
+    too_slow: Optional[str] = None  # the warning, with the --minutes that would do
+
+
+def _user_keys(overrides: Iterable[str]) -> set[str]:
+    return {item.split("=", 1)[0].removeprefix("stages.").replace(".config.", ".") for item in overrides}
+
+
+def fit_to_machine(pipeline: PipelineConfig, minutes: float, elapsed: float, baselines_s: float,
+                   overrides: Iterable[str] = ()) -> tuple[Fit, Preflight]:
+    """Measure this machine's steps (the pre-flight) and fit the budgets; returns the fit and the plan."""
+    from lmforge.pipeline.plan import plan_pipeline
+    from lmforge.pipeline.preflight import preflight
+
+    stages = plan_pipeline(pipeline, "quickstart")
+    plan = preflight(stages)
+    epochs = next(s.config.epochs for s in stages if s.name == "finetune")
+    return fit_budgets(plan, epochs, minutes, elapsed, baselines_s, overrides), plan
+
+
+def fit_budgets(plan: Preflight, epochs_wanted: int, minutes: float, elapsed: float, baselines_s: float,
+                overrides: Iterable[str] = ()) -> Fit:
+    """Split the ``minutes`` target, ``elapsed`` seconds of which are spent, between pretraining and
+    fine-tuning from the plan's measured steps."""
+    by = {s.name: s for s in plan.stages}
+    pt, ft = by["pretrain"], by["finetune"]
+    # the fine-tuning report scores the test split and fits TF-IDF again (as long as the baselines stage)
+    tail = TAIL_MARGIN_S + baselines_s + ft.eval_s
+    left = minutes * 60 - elapsed - tail
+    epoch_s = (ft.batches_per_epoch or 0) * ft.step_s + ft.eval_s
+    fits = max(1, min(epochs_wanted, math.floor(FINETUNE_SHARE * left / epoch_s))) if epoch_s else epochs_wanted
+    finetune_s = fits * epoch_s * 1.05  # 5% for the slower steps of long batches: epochs end it, not the clock
+    pretrain_s = max(left - finetune_s, 30.0)
+    user = _user_keys(overrides)
+    chosen = {"pretrain.train.budget": f"{pretrain_s:.0f}", "finetune.train.budget": f"{finetune_s:.0f}",
+              "finetune.epochs": str(fits)}
+    items = [f"{k}={v}" for k, v in chosen.items() if k not in user]
+    tokens = pretrain_s / pt.step_s * pt.tokens_per_step
+    fit = Fit(items, [
+        f"quickstart fitted to this machine ({minutes:g} min target, {elapsed:.0f} s spent on data, "
+        f"{tail:.0f} s kept for evaluation and export):",
+        f"  pretraining {pretrain_s / 60:.1f} min in {pt.precision} -> about {tokens / 1e6:.1f}M tokens "
+        f"({pt.tokens_per_step / pt.step_s:,.0f} tokens/s measured)",
+        f"  fine-tuning {fits} of {epochs_wanted} epochs, {finetune_s / 60:.1f} min in {ft.precision} "
+        f"({epoch_s:.0f} s an epoch measured)",
+    ])
+    if user & set(chosen):
+        fit.lines.append(f"  kept as given: {', '.join(sorted(user & set(chosen)))}")
+    if tokens < MIN_PRETRAIN_TOKENS:
+        rate = pt.tokens_per_step / pt.step_s
+        need = math.ceil((elapsed + tail + MIN_PRETRAIN_TOKENS / rate + epochs_wanted * epoch_s) / 60)
+        fit.too_slow = (f"this machine pretrains {rate:,.0f} tokens/s: in {minutes:g} minutes the model sees "
+                        f"{tokens / 1e6:.2f}M tokens, fewer than the {MIN_PRETRAIN_TOKENS / 1e6:.0f}M it needs to "
+                        f"beat the TF-IDF baseline; run `lmforge quickstart --minutes {need}`")
+    return fit
+
+
+def _early(pipeline: PipelineConfig) -> PipelineConfig:
+    stages = {name: (entry if name in EARLY_STAGES else {**entry, "enabled": False})
+              for name, entry in pipeline.stages.items()}
+    return pipeline.model_copy(update={"stages": stages})
 
 
 def quickstart(
@@ -45,10 +135,29 @@ def quickstart(
     force: Iterable[str] = (),
     preflight: bool = True,
 ) -> list[StageResult]:
-    pipeline = quickstart_pipeline(minutes, out, device, overrides)
-    results = run_pipeline(pipeline, source=str(shipped_config(QUICKSTART)), force=force, preflight=preflight)
+    """Run the quickstart; with ``preflight`` (the default) its budgets are fitted to this machine."""
     from lmforge.progress import console
 
+    started = time.perf_counter()
+    overrides, force = list(overrides), list(force)
+    pipeline = quickstart_pipeline(minutes, out, device, overrides)
+    source = str(shipped_config(QUICKSTART))
+    if preflight:
+        target = minutes or pipeline.minutes or 10.0
+        early = run_pipeline(_early(pipeline), source=source, force=[f for f in force if f in EARLY_STAGES],
+                             report=False, stdout_summary=False, preflight=False)
+        baselines_s = next((r.seconds for r in early if r.name == "baselines"), 0.0)
+        fit, plan = fit_to_machine(pipeline, target, time.perf_counter() - started, baselines_s, overrides)
+        if fit.too_slow:
+            console.print(f"warning: {fit.too_slow}", highlight=False)
+        pipeline = quickstart_pipeline(minutes, out, device, overrides, fitted=fit.items)
+        for line in [*plan.lines()[:1], *fit.lines]:
+            console.print(line, highlight=False)
+        Path(pipeline.run_dir, "preflight.json").write_text(
+            json.dumps({**plan.to_json(), "fit": fit.items, "too_slow": fit.too_slow}, indent=1) + "\n",
+            encoding="utf-8")
+        force = [f for f in force if f not in EARLY_STAGES]  # done above; what reads them re-runs by fingerprint
+    results = run_pipeline(pipeline, source=source, force=force, preflight=False)
     console.print(f"Next: open {Path(pipeline.run_dir) / 'report.html'}; edit a copy of {shipped_config(QUICKSTART)} "
                   f"and run it with `lmforge run FILE`.")
     return results
