@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Iterator, Optional
 
 from lmforge.config import ConfigError
 from lmforge.data.config import InputConfig
+from lmforge.text import lone_surrogate
 
 TEXT_EXTENSIONS = (".txt", ".text", ".md")
 JSON_EXTENSIONS = (".jsonl", ".json", ".ndjson")
@@ -58,16 +59,6 @@ class RawRecord:
 
 
 _TOO_DEEP = "nested deeper than the JSON parser's recursion limit"
-
-
-def lone_surrogate(text: str) -> Optional[str]:
-    """Where ``text`` holds a lone surrogate (what a JSON escape like "\\ud800" decodes to: not text,
-    and not writable as UTF-8), as a short description; None for proper text."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"lone surrogate U+{ord(exc.object[exc.start]):04X} at character {exc.start}"
-    return None
 
 
 def expand_inputs(paths: list[str]) -> list[str]:

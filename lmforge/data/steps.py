@@ -68,7 +68,7 @@ def rejected_line(record: RawRecord, reason: str, detail: str, stage: str, text_
         row["label"] = record.label
     try:
         return (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates (see lone_surrogate): ASCII JSON keeps them as escapes
+    except UnicodeEncodeError:  # lone surrogates (see lmforge.text.lone_surrogate): ASCII JSON keeps them as escapes
         return (json.dumps(row) + "\n").encode("ascii")
 
 
