@@ -7,6 +7,7 @@ import sys
 from typing import Any, Callable, Optional
 
 from lmforge.config import ConfigError, load_config_file, parse_overrides
+from lmforge.errors import TrainingError
 from lmforge.serve import EXPORT_TARGETS
 
 Handler = Callable[[argparse.Namespace], int]
@@ -358,6 +359,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as exc:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingError as exc:  # the message already says where and why; a traceback adds nothing
+        print(f"lmforge: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from lmforge.errors import TrainingError  # defined apart so the CLI can catch it without importing torch
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import DistInfo, all_reduce_sum, barrier, wrap_model
@@ -33,10 +34,6 @@ class BatchSource(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class TrainingError(RuntimeError):
-    """The run cannot continue (e.g. too many non-finite steps); the message says where and why."""
 
 
 @dataclass
