@@ -233,3 +233,15 @@ def test_cli_nan_guard_stop_is_one_error_line(tmp_path, base_dir, reviews_small,
     last = err.rstrip("\n").rsplit("\n", 1)[-1]  # earlier lines: the skipped-step warnings
     assert last.startswith("lmforge: error: step ") and last.endswith("stopping: too many non-finite steps")
     assert "Traceback" not in err
+
+
+def test_a_single_label_train_split_is_one_config_error(tmp_path, base_dir):
+    from tests.finetune.conftest import corpus_rows, write_prepared
+
+    rows = [{**r, "label": "positive"} for r in corpus_rows("reviews", 60)]
+    data = write_prepared(tmp_path / "one-label", rows, 10, 10)
+    with pytest.raises(ConfigError) as err:
+        finetune(make_finetune_config(*ft_layers(tmp_path / "o", base_dir, data), source="t"))
+    message = str(err.value)
+    assert "label" in message and "'positive'" in message and "train.jsonl" in message and "\n" not in message
+    assert not (tmp_path / "o").exists()  # refused before any output is written
