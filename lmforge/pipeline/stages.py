@@ -109,10 +109,19 @@ register(
 # --- tokenize --------------------------------------------------------------------------------
 
 
+_HASH_CHARS = 12  # enough to tell tokenizers apart at a glance (as the tokenize stage's messages show them)
+
+
+def _shard_cell(key: str, value: Any) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)[:_HASH_CHARS] if key.endswith("hash") else str(value)
+
+
 def _tokenize_report(out: Path) -> StageReport:
     meta = _json(out / "meta.json")
     splits = meta.get("splits", {})
-    body = [[s, *(f"{v:,}" if isinstance(v, int) else str(v) for v in c.values())] for s, c in splits.items()]
+    body = [[s, *(_shard_cell(k, v) for k, v in c.items())] for s, c in splits.items()]
     header = ["split", *next(iter(splits.values()), {}).keys()]
     tokens = {s: c.get("tokens") for s, c in splits.items() if isinstance(c, dict)}
     rows = [(f"{s} tokens", f"{n:,}") for s, n in tokens.items() if isinstance(n, int)]
