@@ -195,7 +195,7 @@ def train_loop(
         saved_at.append(step)
         barrier(info)
 
-    tracker = Tracker(out_dir, writer, cfg.steps, tensorboard=cfg.tensorboard, progress=cfg.progress)
+    tracker = Tracker(out_dir, writer, cfg.steps, trackers=cfg.trackers, progress=cfg.progress, wandb=cfg.wandb)
 
     def evaluate_now() -> bool:
         """Evaluate the current weights, log, keep the best; True when early stopping says stop."""
