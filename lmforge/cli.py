@@ -161,7 +161,12 @@ def _run(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from lmforge.pipeline.quickstart import quickstart
 
-    quickstart(minutes=args.minutes, out=args.out, device=args.device, overrides=args.overrides, force=args.force or [])
+    serve = {k: getattr(args, k) for k in ("host", "port") if getattr(args, k) is not None}
+    if serve and not args.serve:
+        raise ConfigError("--host and --port apply with --serve (serve the exported model after the run)")
+    serve = serve if args.serve else None
+    quickstart(minutes=args.minutes, out=args.out, device=args.device, overrides=args.overrides, force=args.force or [],
+               serve=serve)
     return 0
 
 
@@ -323,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/quickstart)")
     p.add_argument("--device", help="auto (default: a GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--force", action="append", metavar="STAGE", help="redo STAGE and the stages that read it")
+    p.add_argument("--serve", action="store_true", help="then serve the exported model over HTTP (`lmforge serve`)")
+    p.add_argument("--host", help="with --serve: the address to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, help="with --serve: the port (default 8000)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="NAME.key=value, as for `lmforge run`")
     p.set_defaults(handler=_quickstart, trailing_overrides=True)
 

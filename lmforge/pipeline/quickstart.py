@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
+from lmforge.config import ConfigError, build_config
 from lmforge.pipeline.config import PipelineConfig, load_pipeline
 from lmforge.pipeline.run import StageResult, run_pipeline, scale_budgets
 
@@ -37,17 +39,41 @@ def quickstart_pipeline(
     return pipeline
 
 
+def exported_model_dir(pipeline: PipelineConfig) -> Path:
+    """Where the pipeline's last enabled export stage writes its model (RUN_DIR/<stage name>)."""
+    exports = [name for name, entry in pipeline.stages.items()
+               if entry.get("kind") == "export" and entry.get("enabled", True)]
+    if not exports:
+        raise ConfigError("--serve: the pipeline has no enabled export stage, so there is no model to serve")
+    return Path(pipeline.run_dir) / exports[-1]
+
+
 def quickstart(
     minutes: Optional[float] = None,
     out: Optional[str] = None,
     device: Optional[str] = None,
     overrides: Iterable[str] = (),
     force: Iterable[str] = (),
+    serve: Optional[dict[str, Any]] = None,
 ) -> list[StageResult]:
+    """Run the quickstart pipeline; with ``serve`` (ServeConfig keys, e.g. {"port": 8080}; {} for the
+    defaults: loopback, port 8000), then serve its exported model until interrupted."""
     pipeline = quickstart_pipeline(minutes, out, device, overrides)
+    serve_config = None
+    if serve is not None:  # every --serve problem is found before minutes of training, not after
+        from lmforge.serve.config import ServeConfig
+
+        for package in ("fastapi", "uvicorn"):
+            if importlib.util.find_spec(package) is None:
+                raise ConfigError(f"--serve needs the {package} package: pip install 'lmforge[serve]'")
+        serve_config = build_config(ServeConfig, serve, {"model": str(exported_model_dir(pipeline))}, source="--serve")
     results = run_pipeline(pipeline, source=str(shipped_config(QUICKSTART)), force=force)
     from lmforge.progress import console
 
     console.print(f"Next: open {Path(pipeline.run_dir) / 'report.html'}; edit a copy of {shipped_config(QUICKSTART)} "
                   f"and run it with `lmforge run FILE`.")
+    if serve_config is not None:
+        from lmforge.serve.server import serve as serve_http
+
+        serve_http(serve_config)
     return results

@@ -13,11 +13,12 @@ an unsupported task; 413 for text or batches over the configured limits.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Callable, Optional, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -303,6 +304,25 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
     return app
 
 
+_EXAMPLE_TEXT = "这个手机质量很好，电池也耐用"  # the built-in corpora, and the quickstart's model, are Chinese
+_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {  # task -> (endpoint, body), the most telling task first
+    "classify": ("/v1/classify", {"texts": [_EXAMPLE_TEXT]}),
+    "tag": ("/v1/tag", {"texts": [_EXAMPLE_TEXT]}),
+    "generate": ("/v1/generate", {"prompt": _EXAMPLE_TEXT, "max_new_tokens": 20}),
+    "embed": ("/v1/embed", {"texts": [_EXAMPLE_TEXT], "normalize": True}),
+}
+
+
+def example_request(url: str, tasks: Sequence[str]) -> str:
+    """A curl command line for the server at ``url`` that exercises the model's most telling task."""
+    task = next((t for t in _EXAMPLES if t in tasks), None)
+    if task is None:
+        return f"curl -s {url}/healthz"
+    path, body = _EXAMPLES[task]
+    return (f"curl -s {url}{path} -H 'content-type: application/json' "
+            f"-d '{json.dumps(body, ensure_ascii=False)}'")
+
+
 def serve(config: ServeConfig) -> None:
     """Load the one model this server answers for, then run uvicorn until interrupted."""
     import torch
@@ -317,6 +337,7 @@ def serve(config: ServeConfig) -> None:
         torch.set_num_threads(config.threads)
     predictor = load(config.model, batch_size=config.batch_size)
     app = create_app(predictor, config)
-    print(f"lmforge: serving {config.model} ({', '.join(predictor.tasks)}) on http://{config.host}:{config.port}"
-          f" - API docs at /docs", flush=True)
+    url = f"http://{config.host}:{config.port}"
+    print(f"lmforge: serving {config.model} ({', '.join(predictor.tasks)}) on {url} - API docs at /docs", flush=True)
+    print(f"try: {example_request(url, predictor.tasks)}", flush=True)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
