@@ -95,7 +95,7 @@ FILE_LEVEL: dict[str, tuple[bytes, str]] = {
     "utf16be.jsonl": (b"\xfe\xff" + _jsonl(GOOD).decode().encode("utf-16-be"), "UTF-16"),
     "bad.zst": (b"not zstd at all", "zstd"),
     "truncated.jsonl.zst": (zstandard.ZstdCompressor().compress(_jsonl(GOOD * 50))[:-9], "truncated zstd"),
-    "x.parquet.gz": (_gz(b"PAR1 not really"), "parquet"),
+    "x.parquet.gz": (_gz(b"PAR1 not really"), "compressed parquet"),
 }
 
 
