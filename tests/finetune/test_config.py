@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from lmforge.finetune.stage import make_finetune_config
-from lmforge.finetune.config import FinetuneConfig
 from lmforge.config import parse_overrides
+from lmforge.finetune.config import FinetuneConfig
+from lmforge.finetune.stage import make_finetune_config
 from lmforge.pipeline.config import stage_overrides
 from lmforge.train.config import TrainConfig
 
