@@ -1,6 +1,6 @@
 """Deployment benchmark for a sentiment classifier, everything measured side by side in one run:
 
-1. fp32 eager vs int8 dynamic quantisation (torch) vs ONNX Runtime fp32 and int8: median latency of `classify` at batch 1 and
+1. fp32 eager vs ONNX Runtime fp32 and int8 (`--to int8`, the same graph as `onnx-int8`): median latency of `classify` at batch 1 and
    batch 32 (rounds interleaved, repeats), and accuracy on the reviews test split;
 2. the HTTP server (`lmforge serve` in a subprocess, loopback only) under 32 concurrent clients sending
    one text per request: requests/s with micro-batching on and off.
@@ -95,7 +95,6 @@ def median_ms(fn: Callable[[], Any], repeats: int) -> float:
 
 def backends(model_dir: Path, work: Path) -> dict[str, Any]:
     return {"fp32 eager": lmforge.load(model_dir),
-            "int8 dynamic (torch)": lmforge.load(export_model(model_dir, "int8", work / "int8")),
             "ONNX Runtime": lmforge.load(export_model(model_dir, "onnx", work / "onnx")),
             "ONNX Runtime int8": lmforge.load(export_model(model_dir, "onnx-int8", work / "onnx-int8"))}
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any, Callable, Optional
 
 from lmforge.config import ConfigError, load_config_file, parse_overrides
+from lmforge.errors import TrainingError
 from lmforge.serve import EXPORT_TARGETS
 
 Handler = Callable[[argparse.Namespace], int]
@@ -173,8 +174,12 @@ def _plan(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from lmforge.pipeline.quickstart import quickstart
 
+    serve = {k: getattr(args, k) for k in ("host", "port") if getattr(args, k) is not None}
+    if serve and not args.serve:
+        raise ConfigError("--host and --port apply with --serve (serve the exported model after the run)")
+    serve = serve if args.serve else None
     quickstart(minutes=args.minutes, out=args.out, device=args.device, overrides=args.overrides, force=args.force or [],
-               preflight=not args.no_preflight)
+               serve=serve, preflight=not args.no_preflight)
     return 0
 
 
@@ -347,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", metavar="STAGE", help="redo STAGE and the stages that read it")
     p.add_argument("--no-preflight", action="store_true",
                    help="skip the pre-flight (the recipe then stays as shipped, not fitted to this machine)")
+    p.add_argument("--serve", action="store_true", help="then serve the exported model over HTTP (`lmforge serve`)")
+    p.add_argument("--host", help="with --serve: the address to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, help="with --serve: the port (default 8000)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="NAME.key=value, as for `lmforge run`")
     p.set_defaults(handler=_quickstart, trailing_overrides=True)
 
@@ -383,6 +391,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as exc:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingError as exc:  # the message already says where and why; a traceback adds nothing
+        print(f"lmforge: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130

@@ -253,3 +253,27 @@ def test_a_run_directory_in_use_is_refused(tmp_path):
         other.kill()
         other.wait()
     assert not (tmp_path / "run" / "sentiment").exists()
+
+
+def test_shards_table_shows_tokenizer_hashes_shortened(tmp_path):
+    from lmforge.pipeline.registry import get_kind
+
+    full = "0123456789abcdef" * 4
+    meta = {"splits": {"train": {"source": "data/train.jsonl", "tokenizer_hash": full, "tokens": 1234},
+                       "validation": {"source": "data/validation.jsonl", "tokenizer_hash": full, "tokens": 56}}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    report = get_kind("tokenize").report(tmp_path)
+    title, header, body = report.tables[0]
+    column = header.index("tokenizer_hash")
+    assert [row[column] for row in body] == [full[:12], full[:12]]
+    assert body[0][header.index("tokens")] == "1,234"
+
+
+def test_an_onnx_export_stage_without_onnxruntime_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"export.*to: int8.*pip install 'lmforge\[onnx\]'"):
+        plan_pipeline(load_pipeline(_pipeline(tmp_path)))
+    assert not (tmp_path / "run").exists()

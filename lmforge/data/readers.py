@@ -8,18 +8,22 @@ chunks without ever being held whole.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import glob
 import gzip
 import io
 import json
 import os
+import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional
 
 from lmforge.config import ConfigError
 from lmforge.data.config import InputConfig
+from lmforge.text import lone_surrogate
 
 TEXT_EXTENSIONS = (".txt", ".text", ".md")
 JSON_EXTENSIONS = (".jsonl", ".json", ".ndjson")
@@ -49,7 +53,12 @@ class RawRecord:
         except json.JSONDecodeError as exc:
             return RawRecord(self.source, self.line, error="malformed_json", detail=f"column {exc.colno}: {exc.msg}",
                              text=self.json_line)
+        except RecursionError:  # the parser recurses once per nesting level
+            return RawRecord(self.source, self.line, error="too_deeply_nested", detail=_TOO_DEEP, text=self.json_line)
         return _from_mapping(obj, self.source, self.line, config)
+
+
+_TOO_DEEP = "nested deeper than the JSON parser's recursion limit"
 
 
 def expand_inputs(paths: list[str]) -> list[str]:
@@ -83,6 +92,9 @@ def expand_inputs(paths: list[str]) -> list[str]:
     for path in files:
         if path.startswith(CORPUS_PREFIX):
             continue
+        if _format_of(path) == "parquet" and path.lower().endswith(COMPRESSIONS):
+            raise ConfigError(f"{path}: compressed Parquet is not read (Parquet compresses its columns itself); "
+                              f"decompress the file first, e.g. gunzip or unzstd")
         if _format_of(path) is None:
             raise ConfigError(f"unsupported input format: {path} (use .txt, .jsonl, .json, .csv, .tsv or .parquet, optionally .gz/.zst)")
         if not os.access(path, os.R_OK):
@@ -114,6 +126,87 @@ def check_columns(files: list[str], config: InputConfig) -> None:
         for key in filter(None, (config.text_field, config.label_field)):
             if key.split(".")[0] not in columns:
                 raise ConfigError(f"{path}: no column '{key}' (columns: {', '.join(sorted(columns))})")
+
+
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"),
+         (b"\xff\xfe", "UTF-16LE"), (b"\xfe\xff", "UTF-16BE"))
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def check_readable(files: list[str]) -> None:
+    """Refuse file-level damage before any output is written, in one line naming the file.
+
+    A compressed file is decompressed once to its end here: a truncated or corrupt stream would
+    otherwise surface mid-run, after part of the output exists (gzip is read at hundreds of MB/s,
+    little next to the per-record work). Text must be UTF-8: a UTF-16/32 byte-order mark is refused
+    with the conversion to run, since reading such a file as UTF-8 would reject every line.
+    """
+    for path in files:
+        if path.startswith(CORPUS_PREFIX) or _format_of(path) == "parquet":
+            continue
+        with open(path, "rb") as raw:
+            head = _verified_head(path, raw)
+        for bom, encoding in _BOMS:
+            if head.startswith(bom):
+                raise ConfigError(f"{path}: {encoding} text (byte-order mark {bom.hex(' ').upper()}); lmforge reads "
+                                  f"UTF-8: convert it first, e.g. iconv -f {encoding} -t UTF-8 FILE > FILE.utf8")
+
+
+def _verified_head(path: str, raw: BinaryIO) -> bytes:
+    """The first 4 bytes of the file's content, after checking a compressed stream to its end."""
+    lower = path.lower()
+    if not lower.endswith(COMPRESSIONS):
+        return raw.read(4)
+    magic, name = (_GZIP_MAGIC, "gzip") if lower.endswith(".gz") else (_ZSTD_MAGIC, "zstd")
+    start = raw.read(len(magic))
+    raw.seek(0)
+    if start and start != magic:
+        raise ConfigError(f"{path}: not a {name} file (it starts with bytes {start.hex(' ')}), though named .{lower.rsplit('.', 1)[1]}")
+    return _verified_gzip_head(path, raw) if name == "gzip" else _verified_zstd_head(path, raw)
+
+
+def _verified_gzip_head(path: str, raw: BinaryIO) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            head = stream.read(4)
+            while stream.read(1 << 20):
+                pass
+    except EOFError:
+        raise ConfigError(f"{path}: truncated gzip file: the compressed data ends before its end marker "
+                          f"(an interrupted download or copy?)") from None
+    except gzip.BadGzipFile as exc:
+        if str(exc).startswith("Not a gzipped file"):  # the stream ended, then bytes that start no new member
+            raise ConfigError(f"{path}: damaged gzip file: bytes after the end of the gzip data are not gzip "
+                              f"(appended garbage?)") from None
+        raise ConfigError(f"{path}: damaged gzip file ({exc})") from None
+    except zlib.error as exc:
+        raise ConfigError(f"{path}: damaged gzip file ({exc})") from None
+    return head
+
+
+def _verified_zstd_head(path: str, raw: BinaryIO) -> bytes:
+    import zstandard
+
+    # decompressobj, not stream_reader: stream_reader reports a truncated frame as a clean end.
+    head, frame, chunk = b"", None, b""
+    try:
+        while True:
+            chunk = chunk or raw.read(1 << 16)
+            if not chunk:
+                break
+            frame = frame or zstandard.ZstdDecompressor().decompressobj()
+            out = frame.decompress(chunk)
+            head = head if len(head) >= 4 else (head + out)[:4]
+            chunk = b""
+            if frame.eof:  # a file may hold several frames one after another
+                chunk, frame = frame.unused_data, None
+    except zstandard.ZstdError as exc:
+        raise ConfigError(f"{path}: damaged zstd file ({exc})") from None
+    if frame is not None:
+        raise ConfigError(f"{path}: truncated zstd file: the compressed data ends inside a frame "
+                          f"(an interrupted download or copy?)")
+    return head
 
 
 class ReadPosition:
@@ -163,9 +256,13 @@ def read_records(
         produced = False
         with open(path, "rb") as raw:
             position.current = raw
-            for record in _read_file(path, raw, config):
-                produced = True
-                yield record
+            try:
+                for record in _read_file(path, raw, config):
+                    produced = True
+                    yield record
+            except (EOFError, OSError, zlib.error, _zstd_error()) as exc:
+                # check_readable refuses these up front; this catches a file damaged since.
+                raise ConfigError(f"{path}: could not be read to the end ({type(exc).__name__}: {exc})") from None
             position.current = None
         position.finished += os.path.getsize(path)
         if not produced:
@@ -189,6 +286,12 @@ def _format_of(path: str) -> Optional[str]:
     return None
 
 
+def _zstd_error() -> type[Exception]:
+    import zstandard
+
+    return zstandard.ZstdError
+
+
 def _decompressed(path: str, raw: BinaryIO) -> BinaryIO:
     """The file's content: gzip and zstd are undone transparently, as a stream."""
     if path.lower().endswith(".gz"):
@@ -196,7 +299,8 @@ def _decompressed(path: str, raw: BinaryIO) -> BinaryIO:
     if path.lower().endswith(".zst"):
         import zstandard
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=False))
+        # read_across_frames: a file may hold several frames (pzstd, concatenated files)
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=False, read_across_frames=True))
     return raw
 
 
@@ -290,6 +394,10 @@ def _from_mapping(obj: Any, path: str, number: int, config: InputConfig) -> RawR
         return RawRecord(path, number, error="missing_field", detail=config.text_field, fields=obj)
     if not isinstance(text, str):
         return RawRecord(path, number, error="wrong_type", detail=f"{config.text_field} is {type(text).__name__}")
+    surrogate = lone_surrogate(text)
+    if surrogate:
+        return RawRecord(path, number, error="invalid_unicode", detail=surrogate,
+                         text=text.encode("utf-8", "backslashreplace").decode("utf-8"))
     label = None
     if config.label_field:
         found, label = _get_field(obj, config.label_field)
@@ -306,15 +414,7 @@ def _read_json(lines: Iterator[_Line], path: str, config: InputConfig) -> Iterat
         return
     number, item = first
     if isinstance(item, str) and item.lstrip().startswith("["):
-        # A JSON array: the one format that cannot stream line by line; read it whole.
-        body = item + "\n" + "\n".join(x for _, x in lines if isinstance(x, str))
-        try:
-            array = json.loads(body)
-        except json.JSONDecodeError as exc:
-            yield RawRecord(path, exc.lineno, error="malformed_json", detail=exc.msg)
-            return
-        for index, obj in enumerate(array if isinstance(array, list) else [array]):
-            yield _from_mapping(obj, path, index + 1, config)
+        yield from _read_json_array(_chain_first(first, lines), path, config)
         return
     for number, item in _chain_first(first, lines):
         if isinstance(item, RawRecord):
@@ -324,6 +424,82 @@ def _read_json(lines: Iterator[_Line], path: str, config: InputConfig) -> Iterat
             yield RawRecord(path, number, error="empty")
             continue
         yield RawRecord(path, number, json_line=item)
+
+
+_SPACE = re.compile(r"\s*")
+
+
+def _read_json_array(lines: Iterator[_Line], path: str, config: InputConfig) -> Iterator[RawRecord]:
+    """A JSON array, the one format that cannot stream line by line: read whole, then parsed one element
+    at a time, so that each element is a record at its own line and damage stays with its element.
+
+    An unreadable line (bad UTF-8, too long) rejects the element that spans it; a syntax error
+    ends the array in one malformed_json record that says the rest is not read.
+    """
+    texts: list[str] = []
+    damaged: dict[int, RawRecord] = {}  # line number -> why that line could not be read
+    for number, item in lines:
+        if isinstance(item, RawRecord):
+            damaged[number] = item
+            # bad bytes read as U+FFFD keep the line's JSON shape; a too-long line becomes blank
+            texts.append(item.text if item.error == "invalid_utf8" and item.text else "")
+        else:
+            texts.append(item)
+    body = "\n".join(texts)
+    starts = [0]
+    for text in texts[:-1]:
+        starts.append(starts[-1] + len(text) + 1)
+
+    def line_of(offset: int) -> int:
+        return bisect.bisect_right(starts, offset)
+
+    unseen = sorted(damaged)  # damaged lines not yet reported, in file order
+
+    def damage_before(line: int) -> Iterator[RawRecord]:
+        while unseen and unseen[0] < line:
+            yield damaged[unseen.pop(0)]
+
+    decoder = json.JSONDecoder()
+    pos = _SPACE.match(body, body.index("[") + 1).end()
+    if body.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            first_line = line_of(pos)
+            try:
+                obj, end = decoder.raw_decode(body, pos)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                line = exc.lineno if isinstance(exc, json.JSONDecodeError) else first_line
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else _TOO_DEEP
+                yield from damage_before(first_line)
+                yield RawRecord(path, line, error="malformed_json" if isinstance(exc, json.JSONDecodeError)
+                                else "too_deeply_nested", detail=f"{reason}; the rest of the array is not read")
+                return
+            last_line = line_of(end - 1)
+            yield from damage_before(first_line)
+            spanned = [n for n in unseen if n <= last_line]
+            if spanned:
+                bad = damaged[spanned[0]]
+                del unseen[: len(spanned)]
+                yield RawRecord(path, first_line, error=bad.error, detail=f"line {spanned[0]}: {bad.detail}",
+                                text=bad.text)
+            else:
+                yield _from_mapping(obj, path, first_line, config)
+            pos = _SPACE.match(body, end).end()
+            if body.startswith(",", pos):
+                pos = _SPACE.match(body, pos + 1).end()
+                continue
+            if body.startswith("]", pos):
+                pos += 1
+                break
+            yield from damage_before(line_of(pos) + 1)
+            yield RawRecord(path, line_of(pos), error="malformed_json",
+                            detail="expected ',' or ']' after an array element; the rest of the array is not read")
+            return
+    yield from damage_before(len(texts) + 1)
+    if _SPACE.match(body, pos).end() < len(body):
+        yield RawRecord(path, line_of(_SPACE.match(body, pos).end()), error="malformed_json",
+                        detail="extra data after the end of the array")
 
 
 def _chain_first(first: _Line, rest: Iterator[_Line]) -> Iterator[_Line]:

@@ -66,7 +66,10 @@ def rejected_line(record: RawRecord, reason: str, detail: str, stage: str, text_
                            "line": record.line, "text": text}
     if record.label is not None:
         row["label"] = record.label
-    return (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    try:
+        return (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (see lmforge.text.lone_surrogate): ASCII JSON keeps them as escapes
+        return (json.dumps(row) + "\n").encode("ascii")
 
 
 def exact_key(text: str) -> int:
@@ -110,7 +113,13 @@ class ChunkProcessor:
             if rejection is not None:
                 self._reject(result, record, rejection.reason, rejection.detail, "filter")
                 continue
-            result.spool_lines.append(spool_line(record, labelled))
+            try:
+                line = spool_line(record, labelled)
+            except UnicodeEncodeError as exc:  # the text was checked on reading; a label or field was not
+                detail = f"lone surrogate U+{ord(exc.object[exc.start]):04X} in the label or another field"
+                self._reject(result, record, "invalid_unicode", detail, "read")
+                continue
+            result.spool_lines.append(line)
             if labelled:
                 result.kept_labels.append(label_key(record.label))
             kept_texts.append(text)

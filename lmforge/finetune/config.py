@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmforge.config import Section
-from lmforge.train.config import TrainConfig
+from lmforge.train.config import EarlyStopping, OptimConfig, ScheduleConfig, TrainConfig
 
 Operation = Literal["synonym_replacement", "random_insertion", "random_swap", "random_deletion"]
 
@@ -105,6 +105,33 @@ class ReportConfig(Section):
     max_train_examples: Optional[int] = Field(None, gt=0, description="Subsample the baselines' training set.")
 
 
+# Fine-tuning's training defaults are field defaults of subclasses, not one default TrainConfig
+# instance: a default_factory is used only when `train` is absent, so any `train.*` key (a CLI
+# option, an override, a pipeline stage) used to bring back every pretraining default with it.
+class FinetuneOptimConfig(OptimConfig):
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (fine-tuning's default; pretraining's is 1e-3).")
+
+
+class FinetuneScheduleConfig(ScheduleConfig):
+    warmup: float = Field(0.1, ge=0, lt=1, description="Warmup as a fraction of training (steps or budget).")
+
+
+class FinetuneEarlyStopping(EarlyStopping):
+    metric: str = Field("val_acc", description="Any logged eval metric (val_acc, val_loss, ...).")
+    mode: Literal["min", "max"] = "max"
+    patience: Optional[int] = Field(2, ge=1, description="Epochs without improvement; None: never stop.")
+
+
+class FinetuneTrainConfig(TrainConfig):
+    """TrainConfig with fine-tuning's defaults; train.steps is replaced by epochs x batches per epoch."""
+
+    steps: int = Field(1, gt=0, description="Replaced by epochs x batches per epoch; evaluation runs every epoch.")
+    batch_size: int = Field(16, gt=0, description="Examples per micro-batch per process.")
+    early_stopping: FinetuneEarlyStopping = Field(default_factory=FinetuneEarlyStopping)
+    optim: FinetuneOptimConfig = Field(default_factory=FinetuneOptimConfig)
+    schedule: FinetuneScheduleConfig = Field(default_factory=FinetuneScheduleConfig)
+
+
 class FinetuneConfig(Section):
     """Adapt a pretrained lmforge model to a labelled task with the one training loop."""
 
@@ -139,11 +166,16 @@ class FinetuneConfig(Section):
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
-    train: TrainConfig = Field(
-        default_factory=lambda: TrainConfig(steps=1, batch_size=16, optim={"lr": 5e-5}, schedule={"warmup": 0.1},
-                                            early_stopping={"metric": "val_acc", "mode": "max", "patience": 2}),
-        description="train.steps is replaced by epochs x batches per epoch; evaluation runs every epoch.",
-    )
+    train: FinetuneTrainConfig = Field(default_factory=FinetuneTrainConfig)
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_keys_over_finetune_defaults(cls, value: Any) -> Any:
+        # A plain TrainConfig from Python carries pretraining's defaults; keep only what its
+        # caller set, so fine-tuning's defaults fill the rest as they do for a dict.
+        if isinstance(value, TrainConfig) and not isinstance(value, FinetuneTrainConfig):
+            return value.model_dump(exclude_unset=True)
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneConfig":

@@ -123,6 +123,11 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any]) -> t
         labels = sorted(set(train_split[2]))
     else:
         labels = sorted({t for row in train_split[2] for t in row})
+    if len(labels) < 2:  # the head would have one output: nothing to learn, and heads.py refuses it
+        field = f"label field '{config.data.label_field}'" if config.task == "classification" else "tags"
+        found = f"every training example has the same {field}: {labels!r}" if labels else "no training examples"
+        raise ConfigError(f"{Path(str(config.data.path)) / 'train.jsonl'}: {found}; {config.task} needs at least "
+                          f"two distinct labels (is data.label_field the right key?)")
     label_to_id = {name: i for i, name in enumerate(labels)}
     pad = pad_id(tok)
     tc = config.train

@@ -10,6 +10,7 @@ weights are transposed; nothing else changes, so HF -> lmforge -> HF gives ident
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -162,12 +163,33 @@ def _read_weights(root: Path) -> tuple[dict[str, Tensor], str]:
     if pt.is_file():
         try:  # weights_only: tensors and plain containers only; a pickle that wants to run code is refused
             state = torch.load(pt, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ConfigError(f"{pt}: not a loadable weights-only checkpoint ({str(exc).splitlines()[0]})") from None
+        except Exception as exc:  # noqa: BLE001 - torch raises several types for a refused or broken file
+            raise ConfigError(_weights_only_refusal(pt, exc)) from None
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
             raise ConfigError(f"{pt}: expected a dict of tensors")
         return state, str(pt)
     raise ConfigError(f"{root}: no model.safetensors or pytorch_model.bin")
+
+
+# torch's refusal text advises re-running with weights_only=False or allow-listing the global, i.e.
+# letting the file run code; only the facts in it reach the user.
+_TORCH_ADVICE = ("weights_only", "weights only", "safe_globals", "check the documentation", "please file an issue",
+                 "this file can still be loaded")
+_PICKLED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _weights_only_refusal(path: Path, exc: Exception) -> str:
+    """One line naming ``path`` and why torch.load(weights_only=True) refused it."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    wanted = _PICKLED_GLOBAL.search(text)
+    if wanted:  # the pickle imports a callable: loading it could run code
+        return (f"{path}: refused: the pickle asks to import {wanted.group(1)}, so loading it could run code; "
+                f"lmforge reads .bin weights only when they hold nothing but tensors: use the model's "
+                f"model.safetensors instead")
+    lines = [line.strip().removeprefix("WeightsUnpickler error:").strip() for line in text.splitlines()]
+    facts = [line for line in lines if line and not any(a in line.lower() for a in _TORCH_ADVICE)]
+    reason = facts[0].rstrip(".") if facts else type(exc).__name__
+    return f"{path}: not a loadable PyTorch weights file ({reason})"
 
 
 def _hf_tokenizer(root: Path) -> Optional[LoadedTokenizer]:

@@ -11,14 +11,16 @@ the start, with the ``--minutes`` that would. Keys the user overrides are never 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
+from lmforge.config import ConfigError, build_config
 from lmforge.pipeline.config import PipelineConfig, load_pipeline
 from lmforge.pipeline.preflight import Preflight
 from lmforge.pipeline.run import StageResult, run_pipeline, scale_budgets
@@ -121,6 +123,15 @@ def fit_budgets(plan: Preflight, epochs_wanted: int, minutes: float, elapsed: fl
     return fit
 
 
+def exported_model_dir(pipeline: PipelineConfig) -> Path:
+    """Where the pipeline's last enabled export stage writes its model (RUN_DIR/<stage name>)."""
+    exports = [name for name, entry in pipeline.stages.items()
+               if entry.get("kind") == "export" and entry.get("enabled", True)]
+    if not exports:
+        raise ConfigError("--serve: the pipeline has no enabled export stage, so there is no model to serve")
+    return Path(pipeline.run_dir) / exports[-1]
+
+
 def _early(pipeline: PipelineConfig) -> PipelineConfig:
     stages = {name: (entry if name in EARLY_STAGES else {**entry, "enabled": False})
               for name, entry in pipeline.stages.items()}
@@ -133,14 +144,25 @@ def quickstart(
     device: Optional[str] = None,
     overrides: Iterable[str] = (),
     force: Iterable[str] = (),
+    serve: Optional[dict[str, Any]] = None,
     preflight: bool = True,
 ) -> list[StageResult]:
-    """Run the quickstart; with ``preflight`` (the default) its budgets are fitted to this machine."""
+    """Run the quickstart; with ``preflight`` (the default) its budgets are fitted to this machine. With
+    ``serve`` (ServeConfig keys, e.g. {"port": 8080}; {} for the defaults: loopback, port 8000), then
+    serve its exported model until interrupted."""
     from lmforge.progress import console
 
     started = time.perf_counter()
     overrides, force = list(overrides), list(force)
     pipeline = quickstart_pipeline(minutes, out, device, overrides)
+    serve_config = None
+    if serve is not None:  # every --serve problem is found before minutes of training, not after
+        from lmforge.serve.config import ServeConfig
+
+        for package in ("fastapi", "uvicorn"):
+            if importlib.util.find_spec(package) is None:
+                raise ConfigError(f"--serve needs the {package} package: pip install 'lmforge[serve]'")
+        serve_config = build_config(ServeConfig, serve, {"model": str(exported_model_dir(pipeline))}, source="--serve")
     source = str(shipped_config(QUICKSTART))
     if preflight:
         target = minutes or pipeline.minutes or 10.0
@@ -153,6 +175,7 @@ def quickstart(
         pipeline = quickstart_pipeline(minutes, out, device, overrides, fitted=fit.items)
         for line in [*plan.lines()[:1], *fit.lines]:
             console.print(line, highlight=False)
+        Path(pipeline.run_dir).mkdir(parents=True, exist_ok=True)
         Path(pipeline.run_dir, "preflight.json").write_text(
             json.dumps({**plan.to_json(), "fit": fit.items, "too_slow": fit.too_slow}, indent=1) + "\n",
             encoding="utf-8")
@@ -160,4 +183,8 @@ def quickstart(
     results = run_pipeline(pipeline, source=source, force=force, preflight=False)
     console.print(f"Next: open {Path(pipeline.run_dir) / 'report.html'}; edit a copy of {shipped_config(QUICKSTART)} "
                   f"and run it with `lmforge run FILE`.")
+    if serve_config is not None:
+        from lmforge.serve.server import serve as serve_http
+
+        serve_http(serve_config)
     return results

@@ -109,10 +109,19 @@ register(
 # --- tokenize --------------------------------------------------------------------------------
 
 
+_HASH_CHARS = 12  # enough to tell tokenizers apart at a glance (as the tokenize stage's messages show them)
+
+
+def _shard_cell(key: str, value: Any) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)[:_HASH_CHARS] if key.endswith("hash") else str(value)
+
+
 def _tokenize_report(out: Path) -> StageReport:
     meta = _json(out / "meta.json")
     splits = meta.get("splits", {})
-    body = [[s, *(f"{v:,}" if isinstance(v, int) else str(v) for v in c.values())] for s, c in splits.items()]
+    body = [[s, *(_shard_cell(k, v) for k, v in c.items())] for s, c in splits.items()]
     header = ["split", *next(iter(splits.values()), {}).keys()]
     tokens = {s: c.get("tokens") for s, c in splits.items() if isinstance(c, dict)}
     rows = [(f"{s} tokens", f"{n:,}") for s, n in tokens.items() if isinstance(n, int)]
@@ -277,9 +286,16 @@ def _export(config: BaseModel) -> Any:
 
 def _export_check(config: BaseModel, upstream: Callable[[str], Optional[tuple[str, str, BaseModel]]]) -> None:
     """The Hugging Face layout is BERT's (post-LN) for encoders: a pre-LN pretrain cannot go there."""
+    from lmforge.serve.export import ONNX_TARGETS, missing_onnx_package
+
+    to = getattr(config, "to")
+    package = missing_onnx_package() if to in ONNX_TARGETS else None
+    if package:  # found now, not after the training stages before it
+        raise ConfigError(f"export stage: to: {to} is written with onnx and onnxruntime, and {package} is not "
+                          f"installed: pip install 'lmforge[onnx]' (or disable the stage: export.enabled=false)")
     feed = upstream("model")
     model = getattr(feed[2], "model", None) if feed is not None else None
-    if getattr(config, "to") == "hf" and model is not None and not model.causal and model.norm == "pre":
+    if to == "hf" and model is not None and not model.causal and model.norm == "pre":
         raise ConfigError(
             f"to: hf exports encoders as BERT, which is post-LN, but stage {feed[0]!r} trains model.norm=pre; "
             f"use to: int8, onnx or onnx-int8, or model.norm: post"

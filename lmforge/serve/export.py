@@ -1,10 +1,4 @@
-"""CPU deployment formats: int8 dynamic quantisation and ONNX (run with onnxruntime, the `onnx` extra).
-
-int8: `torch.ao.quantization.quantize_dynamic` turns the backbone's nn.Linear layers into int8-weight
-(per-channel) Linears whose activations are quantised on the fly. It is a deterministic function of the fp32 weights, so an int8
-model directory is the fp32 directory with `"quantization": "int8-dynamic"` in config.json; loading
-applies it. (Packed int8 weights are not a safetensors format, and this keeps the file loadable by
-every other tool.)
+"""CPU deployment formats: ONNX and its int8 form (run with onnxruntime, the `onnx` extra).
 
 ONNX: the model's main output as one graph with dynamic batch and length axes:
     classification -> logits (B, L); tagging -> logits (B, T, L); otherwise -> hidden (B, T, C).
@@ -13,15 +7,21 @@ An ONNX directory holds model.onnx, config.json (with "onnx": {"output": ...}) a
 ONNX int8: the same graph passed through onnxruntime's own dynamic quantisation (MatMul weights int8 per
 output channel, activations quantised on the fly; `"onnx": {..., "quantization": "int8-dynamic"}`). It
 measured the fastest CPU path (docs/serving.md: 2.58x fp32 eager at batch 1, 2.37x at batch 32), where
-torch's quantised Linear still pays Python dispatch per layer at batch 1 (1.24x).
+torch's quantised Linear still paid Python dispatch per layer at batch 1 (1.24x).
+
+int8 (`--to int8`) is that ONNX int8 graph. It used to be torch's eager dynamic quantisation
+(`torch.ao.quantization.quantize_dynamic`, applied when loading an fp32 directory marked
+`"quantization": "int8-dynamic"`), which torch deprecates with no replacement inside torch (the
+successor, torchao, is a separate package): slower, and on its way out. A directory of that old kind
+still loads, as the fp32 model it holds.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,33 +29,24 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.config import ConfigError
-from lmforge.model.modeldir import ForgeModel, LoadedModel, atomic_directory, load_model_dir, read_json, save_model_dir
+from lmforge.model.modeldir import ForgeModel, LoadedModel, atomic_directory, load_model_dir, read_json
 from lmforge.serve import EXPORT_TARGETS
 
 INT8 = "int8-dynamic"
+ONNX_PACKAGES = ("onnx", "onnxruntime")
+ONNX_TARGETS = ("onnx", "onnx-int8", "int8")  # the export targets written by onnx + onnxruntime
 
 
-def quantize_int8(model: ForgeModel) -> ForgeModel:
-    """A copy of `model` with int8 dynamic quantisation of the backbone's Linear layers (CPU inference only).
+def missing_onnx_package() -> Optional[str]:
+    """The first package of the `onnx` extra that is not installed, or None."""
+    import importlib.util
 
-    Weights are quantised per output channel (one scale per row), which keeps small rows from being
-    flattened by one large one; the heads (a few small matrices next to the logits) stay fp32.
-    """
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    copy_ = copy.deepcopy(model).eval()
-    names = {name for name, m in copy_.named_modules() if isinstance(m, nn.Linear) and name.startswith("backbone.")}
-    return quantize_dynamic(copy_, {name: per_channel_dynamic_qconfig for name in names}, dtype=torch.qint8)
+    return next((p for p in ONNX_PACKAGES if importlib.util.find_spec(p) is None), None)
 
 
 def export_int8(model_dir: str | Path, out: str | Path) -> Path:
-    """`lmforge export --to int8`: the directory, marked to be quantised when loaded."""
-    src = Path(model_dir)
-    loaded = load_model_dir(src)  # validates before anything is written
-    quantize_int8(copy.deepcopy(loaded.model))  # fails here, not at serving time, if a layer cannot be quantised
-    config = dict(loaded.config, quantization=INT8)
-    # The fp32 weights in this module's own names (a fine-tuned directory names its head differently).
-    return save_model_dir(loaded.model, config, Path(out), loaded.tokenizer)
+    """`lmforge export --to int8`: the ONNX Runtime int8 graph (see the module docstring)."""
+    return export_onnx(model_dir, out, quantize=True)
 
 
 class _Graph(nn.Module):
@@ -80,11 +71,9 @@ def onnx_output(model: ForgeModel) -> str:
 
 def export_onnx(model_dir: str | Path, out: str | Path, quantize: bool = False) -> Path:
     """`lmforge export --to onnx` (or `onnx-int8` with `quantize`): model.onnx + config.json + tokenizer.json."""
-    import importlib.util
-
-    for package in ("onnx", "onnxruntime"):
-        if importlib.util.find_spec(package) is None:
-            raise ConfigError(f"ONNX export needs the {package} package: pip install 'lmforge[onnx]'")
+    package = missing_onnx_package()
+    if package:
+        raise ConfigError(f"ONNX and int8 export need the {package} package: pip install 'lmforge[onnx]'")
     src = Path(model_dir)
     loaded = load_model_dir(src)
     model = loaded.model.eval()
@@ -115,16 +104,11 @@ def export_onnx(model_dir: str | Path, out: str | Path, quantize: bool = False) 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def export_onnx_int8(model_dir: str | Path, out: str | Path) -> Path:
-    """`lmforge export --to onnx-int8`: the ONNX graph with onnxruntime's dynamic int8 quantisation."""
-    return export_onnx(model_dir, out, quantize=True)
-
-
 def export_model(model_dir: str | Path, to: str, out: str | Path) -> Path:
     """`lmforge export --to TARGET` (TARGET one of EXPORT_TARGETS), for the CLI and the pipeline stage."""
     from lmforge.model.hf import export_hf
 
-    targets = {"hf": export_hf, "onnx": export_onnx, "onnx-int8": export_onnx_int8, "int8": export_int8}
+    targets = {"hf": export_hf, "onnx": export_onnx, "onnx-int8": export_int8, "int8": export_int8}
     assert set(targets) == set(EXPORT_TARGETS)
     if to not in targets:
         raise ConfigError(f"export: unknown target {to!r}; expected one of {', '.join(EXPORT_TARGETS)}")
@@ -175,17 +159,18 @@ class OnnxModel:
 
 
 def load_deployed(path: Path, config: dict[str, Any]) -> LoadedModel:
-    """An int8 or ONNX directory -> LoadedModel (model quantised, or an onnxruntime stand-in)."""
+    """An ONNX (fp32 or int8) directory -> LoadedModel with an onnxruntime stand-in; an old torch-int8
+    directory -> its fp32 model."""
     from lmforge.tokenize.train import load_tokenizer
 
     if "onnx" in config:
         tok = load_tokenizer(path / "tokenizer.json") if (path / "tokenizer.json").is_file() else None
         return LoadedModel(OnnxModel(path / "model.onnx", config), tok, config,  # type: ignore[arg-type]
                            list(config.get("labels", [])))
-    loaded = load_model_dir(path)
-    if config.get("quantization") == INT8:
-        loaded.model = quantize_int8(loaded.model)
-    return loaded
+    warnings.warn(f"{path}: an int8 directory of the old kind (fp32 weights, quantised by torch.ao.quantization "
+                  f"when loaded, which torch deprecates): serving its fp32 model; re-export it with "
+                  f"`lmforge export --to int8` for the ONNX Runtime int8 graph", UserWarning, stacklevel=2)
+    return load_model_dir(path)
 
 
 def is_deployed(path: Path) -> Optional[dict[str, Any]]:

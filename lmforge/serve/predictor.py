@@ -20,6 +20,7 @@ from lmforge.config import ConfigError
 from lmforge.model.modeldir import ForgeModel, LoadedModel, mean_pool
 from lmforge.model.transformer import KVCache
 from lmforge.tokenize.truncate import head_and_tail_ids, head_and_tail_positions
+from lmforge.text import text_problem
 
 TASKS = ("classify", "tag", "fill_mask", "embed", "generate")
 T = TypeVar("T")
@@ -218,8 +219,9 @@ class Predictor:
     def _check_text(self, text: Any) -> None:
         if not isinstance(text, str):
             raise InputError(f"expected text as a string, got {type(text).__name__}")
-        if not text.strip():
-            raise InputError("empty text")
+        problem = text_problem(text)
+        if problem:
+            raise InputError(problem)
 
     def _map(self, texts: str | Sequence[str], run: Callable[[list[Encoding]], list[T]],
              encode: Optional[Callable[[list[str]], list[Any]]] = None) -> Any:

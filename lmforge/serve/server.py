@@ -3,19 +3,22 @@
 Concurrent /v1/classify, /v1/tag and /v1/embed requests are grouped into micro-batches: an asyncio
 queue per task; a worker takes every request that queued while the previous forward pass ran (up to
 `max_size` texts; a request that finds the model idle waits up to `max_wait_ms` for company), runs one
-forward pass in the single model thread and hands each request its rows.
-Bad requests get a 4xx with a one-line message: 422 for malformed JSON, wrong types, empty text or
+forward pass in the single model thread and hands each request its rows; should that pass fail, each
+request is run alone so that only the one at fault gets the error.
+Bad requests get a 4xx with a one-line message: 422 for malformed JSON, wrong types, text a model cannot
+read (empty, a lone surrogate, only control or zero-width characters; the field and index are named) or
 an unsupported task; 413 for text or batches over the configured limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Callable, Optional, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.predictor import InputError, Predictor
+from lmforge.text import text_problem
 
 
 class _Body(BaseModel):
@@ -95,18 +99,34 @@ class MicroBatcher:
             texts = [t for item, _ in batch for t in item]
             self.stats["batches"] += 1
             self.stats["batched_texts"] += len(texts)
+            loop = asyncio.get_running_loop()
             try:
-                answers = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, texts)
-            except Exception as exc:  # hand the error to every waiting request instead of killing the worker
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                answers = await loop.run_in_executor(self.executor, self.run, texts)
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one bad batch
+                if len(batch) == 1:
+                    self._settle(batch[0][1], error=exc)
+                    continue
+                # One request's texts must not fail the requests batched with it: answer each alone.
+                for item, future in batch:
+                    try:
+                        self._settle(future, await loop.run_in_executor(self.executor, self.run, item))
+                    except Exception as alone:  # noqa: BLE001 - handed to that request only
+                        self._settle(future, error=alone)
                 continue
             start = 0
             for item, future in batch:
-                if not future.done():
-                    future.set_result(answers[start:start + len(item)])
+                self._settle(future, answers[start:start + len(item)])
                 start += len(item)
+
+    @staticmethod
+    def _settle(future: asyncio.Future[list[Any]], answers: Optional[list[Any]] = None,
+                error: Optional[BaseException] = None) -> None:
+        if future.done():  # the client went away
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(answers or [])
 
 
 class Metrics:
@@ -213,18 +233,22 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
-    def check(task: str, texts: list[str]) -> None:
+    def check(task: str, texts: list[str], field: str = "texts") -> None:
+        """Refuse what the model cannot read here, naming the field and index, so a bad text never
+        reaches the tokenizer (a lone surrogate makes it raise) or a micro-batch shared with others."""
         if task not in predictor.tasks:
             raise RequestError(422, f"this model does not support {task}; it supports: {', '.join(predictor.tasks)}")
         if not texts:
-            raise RequestError(422, "texts: empty list")
+            raise RequestError(422, f"{field}: empty list")
         if len(texts) > limits.max_batch:
-            raise RequestError(413, f"texts: {len(texts)} texts, the limit is {limits.max_batch} per request")
+            raise RequestError(413, f"{field}: {len(texts)} texts, the limit is {limits.max_batch} per request")
         for i, text in enumerate(texts):
-            if not text.strip():
-                raise RequestError(422, f"texts.{i}: empty text")
+            where = f"{field}.{i}" if field == "texts" else field
             if len(text) > limits.max_chars:
-                raise RequestError(413, f"texts.{i}: {len(text)} characters, the limit is {limits.max_chars}")
+                raise RequestError(413, f"{where}: {len(text)} characters, the limit is {limits.max_chars}")
+            problem = text_problem(text)
+            if problem:
+                raise RequestError(422, f"{where}: {problem}")
 
     async def run(task: str, texts: list[str]) -> list[Any]:
         check(task, texts)
@@ -250,8 +274,8 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
             vectors = [[x / max(sum(y * y for y in v) ** 0.5, 1e-12) for x in v] for v in vectors]
         return {"results": vectors}
 
-    async def single(task: str, text: str, call: Callable[[], Any]) -> Any:
-        check(task, [text])
+    async def single(task: str, field: str, text: str, call: Callable[[], Any]) -> Any:
+        check(task, [text], field)
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, call)
         except InputError as exc:
@@ -259,14 +283,14 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
 
     @app.post("/v1/fill-mask", summary="Most likely tokens for each mask token")
     async def fill_mask(body: FillMaskRequest) -> dict[str, Any]:
-        return {"results": await single("fill_mask", body.text, lambda: predictor.fill_mask(body.text, body.top_k))}
+        return {"results": await single("fill_mask", "text", body.text, lambda: predictor.fill_mask(body.text, body.top_k))}
 
     @app.post("/v1/generate", summary="Continue a prompt (KV-cached sampling)")
     async def generate(body: GenerateRequest) -> dict[str, Any]:
         if body.max_new_tokens > limits.max_new_tokens:
             raise RequestError(413, f"max_new_tokens: {body.max_new_tokens}, the limit is {limits.max_new_tokens}")
         args = body.model_dump(exclude={"prompt"})
-        return await single("generate", body.prompt, lambda: predictor.generate(body.prompt, **args))
+        return await single("generate", "prompt", body.prompt, lambda: predictor.generate(body.prompt, **args))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -278,6 +302,25 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
         return metrics.snapshot()
 
     return app
+
+
+_EXAMPLE_TEXT = "这个手机质量很好，电池也耐用"  # the built-in corpora, and the quickstart's model, are Chinese
+_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {  # task -> (endpoint, body), the most telling task first
+    "classify": ("/v1/classify", {"texts": [_EXAMPLE_TEXT]}),
+    "tag": ("/v1/tag", {"texts": [_EXAMPLE_TEXT]}),
+    "generate": ("/v1/generate", {"prompt": _EXAMPLE_TEXT, "max_new_tokens": 20}),
+    "embed": ("/v1/embed", {"texts": [_EXAMPLE_TEXT], "normalize": True}),
+}
+
+
+def example_request(url: str, tasks: Sequence[str]) -> str:
+    """A curl command line for the server at ``url`` that exercises the model's most telling task."""
+    task = next((t for t in _EXAMPLES if t in tasks), None)
+    if task is None:
+        return f"curl -s {url}/healthz"
+    path, body = _EXAMPLES[task]
+    return (f"curl -s {url}{path} -H 'content-type: application/json' "
+            f"-d '{json.dumps(body, ensure_ascii=False)}'")
 
 
 def serve(config: ServeConfig) -> None:
@@ -294,6 +337,7 @@ def serve(config: ServeConfig) -> None:
         torch.set_num_threads(config.threads)
     predictor = load(config.model, batch_size=config.batch_size)
     app = create_app(predictor, config)
-    print(f"lmforge: serving {config.model} ({', '.join(predictor.tasks)}) on http://{config.host}:{config.port}"
-          f" - API docs at /docs", flush=True)
+    url = f"http://{config.host}:{config.port}"
+    print(f"lmforge: serving {config.model} ({', '.join(predictor.tasks)}) on {url} - API docs at /docs", flush=True)
+    print(f"try: {example_request(url, predictor.tasks)}", flush=True)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning")

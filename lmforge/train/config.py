@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -61,6 +62,18 @@ class EarlyStopping(Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+TrackerName = Literal["jsonl", "tensorboard", "wandb"]
+DEFAULT_TRACKERS: tuple[TrackerName, ...] = ("jsonl", "tensorboard")
+
+
+class WandbConfig(Section):
+    project: str = Field("lmforge", description="Weights & Biases project of the run.")
+    name: Optional[str] = Field(None, description="Run name; None: the output directory's name.")
+    mode: Literal["offline", "online"] = Field(
+        "offline", description="offline: the run's files go to OUT/wandb and nothing leaves the machine "
+        "(`wandb sync OUT/wandb/offline-run-*` uploads them later); online: streams to W&B (needs `wandb login`).")
+
+
 class TrainConfig(Section):
     steps: int = Field(
         1000, gt=0, description="Optimizer steps (the schedule's length when there is no budget)."
@@ -97,7 +110,14 @@ class TrainConfig(Section):
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     peak_flops: Optional[float] = Field(None, gt=0, description="Device peak FLOP/s for MFU; None: measured.")
     progress: bool = True
-    tensorboard: bool = True
+    trackers: list[TrackerName] = Field(
+        default_factory=lambda: list(DEFAULT_TRACKERS),
+        description="Where metrics go: jsonl (OUT/metrics.jsonl, always: the reports read it), tensorboard "
+                    "(OUT/tb), wandb (Weights & Biases, `pip install 'lmforge[wandb]'`; see train.wandb).")
+    tensorboard: Optional[bool] = Field(
+        None, description="The switch from before train.trackers, kept working: false drops tensorboard from "
+                          "trackers, true adds it; None leaves trackers as they are.")
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
@@ -112,6 +132,29 @@ class TrainConfig(Section):
     @classmethod
     def _duration(cls, value: object) -> Optional[float]:
         return parse_duration(value)  # type: ignore[arg-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_switch(cls, data: Any) -> Any:
+        # Applied to the merged layers, so `train.tensorboard=false` from any layer turns TensorBoard off
+        # whatever the trackers list says; the resolved config reads back to the same trackers.
+        if not isinstance(data, dict) or not isinstance(data.get("tensorboard"), bool):
+            return data
+        trackers = list(data.get("trackers") or DEFAULT_TRACKERS)
+        if data["tensorboard"]:
+            trackers += [] if "tensorboard" in trackers else ["tensorboard"]
+        else:
+            trackers = [t for t in trackers if t != "tensorboard"]
+        return {**data, "trackers": trackers}
+
+    @field_validator("trackers")
+    @classmethod
+    def _jsonl_kept(cls, value: list[str]) -> list[str]:
+        if "jsonl" not in value:
+            raise ValueError("must include jsonl: metrics.jsonl feeds the run report, the curves and evaluation")
+        if "wandb" in value and importlib.util.find_spec("wandb") is None:  # found now, not after setup
+            raise ValueError("wandb needs the wandb package: pip install 'lmforge[wandb]'")
+        return list(dict.fromkeys(value))  # each tracker once, in the order given
 
 
 class ObjectiveConfig(Section):

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from lmforge.errors import TrainingError  # defined apart so the CLI can catch it without importing torch
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import DistInfo, all_gather_tensor, all_reduce_sum, barrier, wrap_model
@@ -35,10 +36,6 @@ class BatchSource(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class TrainingError(RuntimeError):
-    """The run cannot continue (e.g. too many non-finite steps); the message says where and why."""
 
 
 @dataclass
@@ -240,7 +237,7 @@ def _train(
         saved_at.append(step)
         barrier(info)
 
-    tracker = Tracker(out_dir, writer, cfg.steps, tensorboard=cfg.tensorboard, progress=cfg.progress,
+    tracker = Tracker(out_dir, writer, cfg.steps, trackers=cfg.trackers, progress=cfg.progress, wandb=cfg.wandb,
                       budget=cfg.budget, label=label)
 
     def evaluate_now() -> bool:
@@ -252,7 +249,7 @@ def _train(
     with tracker:
         tracker.message(f"{label}: {choice.line()}; {torch.get_num_threads()} threads" if device.type == "cpu"
                         else f"{label}: {choice.line()}")
-        tracker.log(state["step"], {**choice_record(choice), "threads": torch.get_num_threads()})
+        tracker.event(state["step"], {**choice_record(choice), "threads": torch.get_num_threads()})
         tracker.advance(state["step"], state["elapsed"])
         while True:
             step = state["step"]

@@ -1,4 +1,4 @@
-"""What the user sees and what is kept: metrics JSONL, TensorBoard events, a progress bar, MFU."""
+"""What the user sees and what is kept: metrics JSONL, TensorBoard events, Weights & Biases, a progress bar, MFU."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+import yaml
 from rich.progress import (
     BarColumn,
     Progress,
@@ -18,6 +19,7 @@ from rich.progress import (
 )
 
 from lmforge.progress import console
+from lmforge.train.config import DEFAULT_TRACKERS, WandbConfig
 
 
 class MFUMeter:
@@ -38,32 +40,63 @@ class MFUMeter:
         return achieved / self.peak
 
 
+def _scalar_name(key: str) -> str:
+    """train_loss -> train/loss, val_acc -> val/acc: TensorBoard and W&B group charts by the prefix."""
+    return key.replace("val_", "val/").replace("train_", "train/")
+
+
+class _WandbWriter:
+    """Metrics to a Weights & Biases run whose files live under OUT/wandb; offline unless configured
+    otherwise, so that tracking never needs the network or an account."""
+
+    def __init__(self, out_dir: Path, settings: WandbConfig) -> None:
+        import wandb  # TrainConfig checked that it is installed
+
+        config_file = out_dir / "config.yaml"  # the stage's resolved config, when it wrote one
+        config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else None
+        self.run = wandb.init(project=settings.project, name=settings.name or out_dir.resolve().name,
+                              dir=str(out_dir), mode=settings.mode, config=config)
+        if settings.mode == "offline":
+            console.print(f"wandb: offline run in {Path(self.run.dir).parent}; upload it later with `wandb sync`")
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        self.run.log(scalars, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 class Tracker:
-    """Writes metrics to ``metrics.jsonl`` and TensorBoard (rank 0 only) and drives the progress bar."""
+    """Writes metrics to ``metrics.jsonl``, TensorBoard and W&B as ``trackers`` say (rank 0 only) and
+    drives the progress bar."""
 
     def __init__(
         self,
         out_dir: Optional[Path],
         enabled: bool,
         total_steps: int,
-        tensorboard: bool = True,
+        trackers: Sequence[str] = DEFAULT_TRACKERS,
         progress: bool = True,
         budget: Optional[float] = None,
         label: str = "train",
+        wandb: Optional[WandbConfig] = None,
     ) -> None:
         """The bar counts steps, or, under a time ``budget``, whichever of steps and time is further
         along (the run stops at the first of the two), so its percentage and ETA are the run's."""
         self.enabled = enabled and out_dir is not None
         self._jsonl = None
         self._tb = None
+        self._wandb: Optional[_WandbWriter] = None
         if self.enabled:
             assert out_dir is not None
             out_dir.mkdir(parents=True, exist_ok=True)
             self._jsonl = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
-            if tensorboard:
+            if "tensorboard" in trackers:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(log_dir=str(out_dir / "tb"))
+            if "wandb" in trackers:
+                self._wandb = _WandbWriter(out_dir, wandb or WandbConfig())
         self._progress = Progress(
             TextColumn(f"[bold]{label}"),
             BarColumn(),
@@ -103,10 +136,20 @@ class Tracker:
         assert self._jsonl is not None
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
+        scalars = {_scalar_name(k): v for k, v in metrics.items() if isinstance(v, (int, float))}
         if self._tb is not None:
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)):
-                    self._tb.add_scalar(key.replace("val_", "val/").replace("train_", "train/"), value, step)
+            for name, value in scalars.items():
+                self._tb.add_scalar(name, value, step)
+        if self._wandb is not None:
+            self._wandb.log(step, scalars)
+
+    def event(self, step: int, record: dict[str, Any]) -> None:
+        """A fact about the run (the precision and threads it chose) into metrics.jsonl only: it is no
+        metric to chart."""
+        if self.enabled:
+            assert self._jsonl is not None
+            self._jsonl.write(json.dumps({"step": step, "time": round(time.time(), 3), **record}) + "\n")
+            self._jsonl.flush()
 
     def advance(self, step: int, elapsed: float, loss: Optional[float] = None) -> None:
         fields = {"loss": f"{loss:.4f}"} if loss is not None else {}
@@ -124,3 +167,6 @@ class Tracker:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.close()
+            self._wandb = None

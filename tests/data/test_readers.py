@@ -55,6 +55,17 @@ def test_json_array(tmp_path):
     assert [r.text for r in records([path])] == ["one", "two"]
 
 
+def test_json_array_elements_carry_their_file_line_and_keep_what_precedes_an_error(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_bytes(b'[\n  {"text": "one"},\n  {"text":\n   "two"},\n  {"text": "bad\xff"},\n  {"text": "four"}\n  {"x"\n]')
+    out = records([path])
+    assert [(r.line, r.text, r.error) for r in out[:3]] == [(2, "one", None), (3, "two", None),
+                                                            (5, '  {"text": "bad\ufffd"},', "invalid_utf8")]
+    assert out[3].line == 6 and out[3].text == "four"
+    assert out[4].error == "malformed_json" and out[4].line == 7 and "rest of the array" in out[4].detail
+    assert len(out) == 5
+
+
 def test_csv_tsv_with_quotes_and_ragged_rows(tmp_path):
     csv_path = tmp_path / "a.csv"
     csv_path.write_text('text,label\n"hello, world",pos\n"multi\nline",neg\nonly-one-field\n')

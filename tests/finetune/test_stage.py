@@ -221,3 +221,27 @@ def test_a_soup_averages_the_weights_of_runs_with_consecutive_seeds(tmp_path, ba
     assert row["name"] == "lmforge full (soup of 2)" and len(row["info"]["parts_accuracy"]) == 2
     assert any(r["kind"] == "baseline" for r in result["report"]["rows"])
     assert (out / "report" / "report.json").is_file() and (out / "curves.jsonl").is_file()
+
+
+def test_cli_nan_guard_stop_is_one_error_line(tmp_path, base_dir, reviews_small, capsys):
+    # lr=1e30 blows the weights up after the first step: the next losses are not finite
+    code = main(["finetune", "--init-from", str(base_dir), "--data", str(reviews_small), "--out", str(tmp_path / "o"),
+                 "--no-progress", "epochs=1", "data.max_length=32", "train.optim.lr=1e30", "train.max_bad_steps=1",
+                 "train.device=cpu", "train.tensorboard=false", "train.peak_flops=1e12", "report.baselines=false"])
+    err = capsys.readouterr().err
+    assert code == 1
+    last = err.rstrip("\n").rsplit("\n", 1)[-1]  # earlier lines: the skipped-step warnings
+    assert last.startswith("lmforge: error: step ") and last.endswith("stopping: too many non-finite steps")
+    assert "Traceback" not in err
+
+
+def test_a_single_label_train_split_is_one_config_error(tmp_path, base_dir):
+    from tests.finetune.conftest import corpus_rows, write_prepared
+
+    rows = [{**r, "label": "positive"} for r in corpus_rows("reviews", 60)]
+    data = write_prepared(tmp_path / "one-label", rows, 10, 10)
+    with pytest.raises(ConfigError) as err:
+        finetune(make_finetune_config(*ft_layers(tmp_path / "o", base_dir, data), source="t"))
+    message = str(err.value)
+    assert "label" in message and "'positive'" in message and "train.jsonl" in message and "\n" not in message
+    assert not (tmp_path / "o").exists()  # refused before any output is written

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from lmforge.cli import main
 from lmforge.config import ConfigError
 from lmforge.model.hf import export_hf, import_hf, load_hf
 from lmforge.model.modeldir import ForgeModel, load_model_dir, model_dir_config, save_model_dir
@@ -146,8 +147,35 @@ def test_pytorch_bin_is_loaded_weights_only_and_pickles_are_refused(tok, tmp_pat
             return (print, ("pwned",))
 
     torch.save({"x": Evil()}, src / "pytorch_model.bin")
-    with pytest.raises(ConfigError, match="pytorch_model.bin: not a loadable weights-only checkpoint"):
+    with pytest.raises(ConfigError) as err:
         load_hf(src)
+    message = str(err.value)
+    assert message.startswith(f"{src / 'pytorch_model.bin'}: refused: ") and "import print" in message
+    assert "\n" not in message  # and no advice to switch the safety off:
+    assert "weights_only" not in message and "safe_globals" not in message
+    (src / "pytorch_model.bin").write_bytes(b"not a pickle at all")
+    with pytest.raises(ConfigError, match=r"pytorch_model.bin: not a loadable PyTorch weights file \(") as err:
+        load_hf(src)
+    assert "weights_only" not in str(err.value)
+
+
+def test_cli_import_refuses_a_code_pickle_in_one_line(tok, tmp_path, capsys):
+    src = tmp_path / "hf"
+    hf_bert("BertForMaskedLM", tok.get_vocab_size(), src, tok)
+    (src / "model.safetensors").unlink()
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, src / "pytorch_model.bin")
+    capsys.readouterr()  # what building the source directory printed
+    assert main(["import", "--from", str(src), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "pwned" not in captured.out
+    assert captured.err.startswith("lmforge: error: ") and captured.err.count("\n") == 1
+    assert str(src / "pytorch_model.bin") in captured.err and "weights_only" not in captured.err
+    assert not (tmp_path / "out").exists()
 
 
 def _broken(tok, tmp_path: Path, arch: str = "BertForMaskedLM") -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -79,3 +80,35 @@ def test_serve_verb_runs_uvicorn(serve_models):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_quickstart_serve_serves_the_exported_model_on_loopback(serve_models, tmp_path, monkeypatch, capsys):
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    run_dir = tmp_path / "qs"
+    shutil.copytree(serve_models["classifier"], run_dir / "export")  # what the quickstart's export stage leaves
+    ran, served = [], {}
+    # the whole quickstart is not run here: only that --serve reaches the server with the exported directory
+    monkeypatch.setattr("lmforge.pipeline.quickstart.run_pipeline", lambda pipeline, **kw: ran.append(pipeline) or [])
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.update(app=app, host=host, port=port))
+    assert main(["quickstart", "--out", str(run_dir), "--serve", "--port", "8123", "--no-preflight"]) == 0
+    assert len(ran) == 1 and served["host"] == "127.0.0.1" and served["port"] == 8123
+    out = capsys.readouterr().out
+    assert f"serving {run_dir / 'export'}" in out
+    assert "curl -s http://127.0.0.1:8123/v1/classify" in out and '{"texts": [' in out
+    texts = review_texts(3)
+    with TestClient(served["app"]) as client:
+        got = client.post("/v1/classify", json={"texts": texts}).json()["results"]
+    assert [r["label"] for r in got] == [r["label"] for r in lmforge.load(run_dir / "export").classify(texts)]
+
+
+def test_quickstart_serve_without_an_export_stage_is_refused_before_running(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("lmforge.pipeline.quickstart.run_pipeline", lambda *a, **kw: pytest.fail("ran"))
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--serve", "export.enabled=false"]) == 2
+    assert "no enabled export stage" in capsys.readouterr().err
+
+
+def test_quickstart_port_without_serve_is_an_error(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--port", "9000"]) == 2
+    assert "apply with --serve" in capsys.readouterr().err

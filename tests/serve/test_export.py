@@ -1,6 +1,10 @@
-"""int8 dynamic quantisation and ONNX Runtime: same answers as fp32 within tolerance."""
+"""int8 (ONNX Runtime dynamic quantisation) and ONNX Runtime: same answers as fp32 within tolerance."""
 
 from __future__ import annotations
+
+import json
+import shutil
+import warnings
 
 import pytest
 import torch
@@ -20,17 +24,34 @@ def _probs(p, texts) -> torch.Tensor:
     return torch.tensor([[r["scores"][lab] for lab in p.labels] for r in p.classify(texts)])
 
 
-def test_int8_classifier_is_close_to_fp32(serve_models, texts, tmp_path):
+def test_int8_is_the_onnx_runtime_int8_graph_without_deprecated_torch_apis(serve_models, texts, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
+    import onnx
+
     fp32 = lmforge.load(serve_models["classifier"])
-    out = export_int8(serve_models["classifier"], tmp_path / "int8")
-    int8 = lmforge.load(out)
-    assert any("quantized" in type(m).__module__ for m in int8.model.modules())  # really int8 Linear layers
-    a, b = _probs(fp32, texts), _probs(int8, texts)
-    assert (a - b).abs().max() < 0.05  # int8 weights: small, bounded drift
-    agree = (a.argmax(-1) == b.argmax(-1)).float().mean()
-    assert agree >= 0.9
-    torch.testing.assert_close(torch.tensor(int8.embed(texts[:4])), torch.tensor(fp32.embed(texts[:4])),
-                               rtol=0, atol=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = export_int8(serve_models["classifier"], tmp_path / "int8")
+        int8 = lmforge.load(out)
+        b = _probs(int8, texts)
+    assert not [w for w in caught if "torch.ao.quantization" in str(w.message) or "quantized tensor" in str(w.message)]
+    assert json.loads((out / "config.json").read_text())["onnx"]["quantization"] == "int8-dynamic"
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}  # really int8 matmuls
+    assert type(int8.model).__name__ == "OnnxModel"
+    a = _probs(fp32, texts)
+    assert 0 < (a - b).abs().max() < 0.05  # int8 weights: small, bounded drift
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.9
+
+
+def test_an_int8_directory_of_the_old_torch_kind_loads_as_the_fp32_model_it_holds(serve_models, texts, tmp_path):
+    old = tmp_path / "old-int8"
+    shutil.copytree(serve_models["classifier"], old)
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**config, "quantization": "int8-dynamic"}))
+    with pytest.warns(UserWarning, match="re-export it with `lmforge export --to int8`"):
+        loaded = lmforge.load(old)
+    torch.testing.assert_close(_probs(loaded, texts), _probs(lmforge.load(serve_models["classifier"]), texts))
 
 
 @pytest.mark.parametrize("kind", ["classifier", "tagger"])

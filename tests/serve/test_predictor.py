@@ -106,6 +106,10 @@ def test_clear_errors(serve_models):
     c = lmforge.load(serve_models["classifier"])
     with pytest.raises(InputError, match="expected text as a string, got int"):
         c.classify(["好", 3])
+    with pytest.raises(InputError, match="lone surrogate U\\+D800"):
+        c.classify(["好", "bad \ud800 text"])
+    with pytest.raises(InputError, match="no visible characters"):
+        c.embed(["\x00\u200b\x07"])
 
 
 def test_batches_group_similar_lengths(serve_models):

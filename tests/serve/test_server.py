@@ -4,13 +4,15 @@ to the predictor's, and malformed requests answered 4xx with a clear message, ne
 from __future__ import annotations
 
 import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 import lmforge
 from lmforge.serve.config import ServeConfig
-from lmforge.serve.server import create_app
+from lmforge.serve.server import MicroBatcher, create_app
 from tests.serve.conftest import review_texts
 from tests.serve.server_utils import running
 
@@ -115,3 +117,59 @@ def test_decoder_server_generates_like_the_predictor_and_batching_can_be_off(ser
         assert c.post("/v1/generate", json={**body, "top_p": 1.5}).status_code == 422
         assert c.post("/v1/classify", json={"texts": ["好"]}).status_code == 422
         assert c.get("/healthz").json()["micro_batching"] is False
+
+
+BAD_TEXTS = ["bad \ud800 text", "\x00\x00\x00", "\u200b\u200d\ufeff", "\x01\x07\x1b ", "\t\u2028\u3000"]
+
+
+def test_concurrent_requests_with_bad_texts_get_422_and_their_neighbours_answers(classifier_server):
+    url, predictor = classifier_server
+    good = [t[:300] for t in review_texts(40)]
+    requests = []
+    for i in range(25):  # every fifth request carries one bad text among good ones
+        texts = good[i:i + 1 + i % 3]
+        if i % 5 == 2:
+            texts = [*texts[:1], BAD_TEXTS[(i // 5) % len(BAD_TEXTS)], *texts[1:]]
+        requests.append(texts)
+
+    async def go():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            # json.dumps escapes the lone surrogate as \ud800, as a JSON client would send it
+            return await asyncio.gather(*(client.post("/v1/classify", content=json.dumps({"texts": r}),
+                                                      headers={"content-type": "application/json"})
+                                          for r in requests))
+
+    responses = asyncio.run(go())
+    for i, (texts_sent, response) in enumerate(zip(requests, responses)):
+        if i % 5 == 2:
+            assert response.status_code == 422, response.text
+            assert response.json()["error"].startswith("texts.1: "), response.text
+        else:
+            assert response.status_code == 200, response.text
+            for got, expected in zip(response.json()["results"], predictor.classify(texts_sent), strict=True):
+                _close(got, expected)
+    assert "surrogate" in responses[2].json()["error"] and "visible" in responses[7].json()["error"]
+    metrics = httpx.get(f"{url}/metrics").json()["endpoints"]
+    assert all("500" not in m["status"] for m in metrics.values())
+
+
+def test_a_request_that_fails_in_a_micro_batch_fails_alone():
+    def run(texts: list[str]) -> list[str]:
+        if "poison" in texts:
+            raise RuntimeError("the model cannot take this one")
+        return [t.upper() for t in texts]
+
+    async def go():
+        batcher = MicroBatcher(run, ThreadPoolExecutor(max_workers=1), max_size=64, max_wait_ms=50,
+                               stats={"batches": 0, "batched_texts": 0})
+        batcher.worker = asyncio.create_task(batcher.loop())
+        try:
+            return await asyncio.gather(*(batcher.submit(r) for r in (["a"], ["b", "poison"], ["c", "d"])),
+                                        return_exceptions=True), batcher.stats
+        finally:
+            batcher.worker.cancel()
+
+    results, stats = asyncio.run(go())
+    assert results[0] == ["A"] and results[2] == ["C", "D"]
+    assert isinstance(results[1], RuntimeError)
+    assert stats["batches"] == 1  # the three were one batch, then retried one request at a time
