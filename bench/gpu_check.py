@@ -123,7 +123,7 @@ def plan() -> list[Section]:
         Section(
             "environment",
             "torch, CUDA, GPU and CPU capabilities; matmul peaks",
-            10,
+            15,  # the first CUDA call creates the context: seconds on some machines
             {"matmul_sizes": [1024, 8192]},
         ),
         Section(
@@ -190,7 +190,7 @@ def plan() -> list[Section]:
         Section(
             "serve",
             "lmforge serve: micro-batching off vs on, 32 concurrent loopback clients",
-            25,
+            20,
             {"clients": 32, "requests": 320, "threads": 0},
         ),
     ]
