@@ -38,7 +38,7 @@ from lmforge.model.transformer import TransformerConfig
 from lmforge.train.config import TrainConfig
 from lmforge.train.data import TensorBlockSource
 from lmforge.train.loop import autocast_context, train_loop
-from lmforge.train.objectives import IGNORE, MLMMasker, MLMObjective
+from lmforge.train.objectives import IGNORE, MLMMasker, MLMObjective, Objective
 from lmforge.train.optim import build_optimizer
 
 SEQ, BATCH = 128, 32
@@ -184,9 +184,10 @@ def lf_model(vocab: int, recipe: bool = False) -> LanguageModel:
 
 
 class Stamped:
-    """The MLM objective, recording when each step starts (for per-step timing inside the loop)."""
+    """An objective (here MLM; causal LM in bench/gpu_check.py), recording when each step starts (for
+    per-step timing inside the loop)."""
 
-    def __init__(self, objective: MLMObjective) -> None:
+    def __init__(self, objective: Objective) -> None:
         self.objective, self.stamps = objective, []
 
     def __call__(self, model: Any, batch: dict[str, torch.Tensor]) -> Any:
@@ -256,10 +257,10 @@ def lf_bare(data: dict[str, Any], precision: str, steps: int) -> dict[str, Any]:
     return {"stamps": stamps}
 
 
-def rate(stamps: list[float], warmup: int) -> float:
-    """Tokens/s between the end of step ``warmup`` and the last step."""
+def rate(stamps: list[float], warmup: int, tokens_per_step: int = BATCH * SEQ) -> float:
+    """Tokens/s between the end of step ``warmup`` and the last step (``stamps``: each step's end)."""
     steady = stamps[warmup - 1 :]
-    return (len(steady) - 1) * BATCH * SEQ / (steady[-1] - steady[0])
+    return (len(steady) - 1) * tokens_per_step / (steady[-1] - steady[0])
 
 
 def main() -> None:

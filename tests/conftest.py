@@ -1,4 +1,4 @@
-"""Shared fixtures: real corpora prepared once per session."""
+"""Shared fixtures: real corpora prepared once per session; the device the `device`-marked tests run on."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.utils import run_prepare
 
@@ -21,6 +22,32 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--lmforge-device", default="cpu",
+                     help="device for the tests that take the `device` fixture (cpu, cuda, cuda:1); "
+                          "bench/gpu_check.py runs `pytest -m device --lmforge-device cuda`")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "device: runs on the device given by --lmforge-device (default cpu)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # every test that takes the fixture is marked, so `-m device` selects exactly the device-able tests
+    for item in items:
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.device)
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig: pytest.Config) -> torch.device:
+    """Where model/training tests written for any device run; CPU unless --lmforge-device says otherwise."""
+    dev = torch.device(pytestconfig.getoption("--lmforge-device"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"--lmforge-device {dev}: torch.cuda.is_available() is False here")
+    return dev
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -28,10 +29,19 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: Optional[int] = None) -> torch.device:
+    """``auto`` -> this process's GPU when there is one, else the CPU; ``cuda`` without an index -> this
+    process's GPU too. That GPU is ``local_rank`` (default: torchrun's LOCAL_RANK, 0 without torchrun):
+    a bare ``torch.device("cuda")`` would put every rank on GPU 0, and init_distributed's
+    ``torch.cuda.set_device`` rejects a device without an index."""
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank)
+    return device
 
 
 def init_distributed(device: torch.device) -> DistInfo:

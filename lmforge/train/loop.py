@@ -288,7 +288,14 @@ def _train(
                 if p.grad is not None:
                     p.grad.mul_(factor)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm or math.inf))
-            finite = math.isfinite(step_loss) and (scaler is not None or math.isfinite(grad_norm))
+            if scaler is not None and math.isfinite(step_loss) and not math.isfinite(grad_norm):
+                # fp16 overflow: the loss scale was too high. GradScaler skips the update and lowers the
+                # scale; the step is retried with the next batch and neither counts nor moves the schedule
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            finite = math.isfinite(step_loss) and math.isfinite(grad_norm)
             if not finite:
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:

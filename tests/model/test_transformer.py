@@ -39,10 +39,10 @@ def test_shapes_and_options(corpus, norm, activation, positions):
     assert model.blocks[0].mlp.fc.out_features == (128 if activation == "gated_gelu" else 64)
 
 
-def test_padding_mask_hides_padded_keys(corpus):
+def test_padding_mask_hides_padded_keys(corpus, device):
     torch.manual_seed(0)
-    model = Transformer(tiny()).eval()
-    ids = ids_from(corpus, B=1)
+    model = Transformer(tiny()).eval().to(device)
+    ids = ids_from(corpus, B=1).to(device)
     mask = torch.ones_like(ids)
     mask[:, 10:] = 0
     other = ids.clone()
@@ -54,9 +54,9 @@ def test_padding_mask_hides_padded_keys(corpus):
     assert not torch.allclose(a, c)
 
 
-def test_causal_decoder_does_not_see_the_future(corpus):
-    model = Transformer(tiny(causal=True, norm="pre", type_vocab_size=0)).eval()
-    ids = ids_from(corpus, B=1)
+def test_causal_decoder_does_not_see_the_future(corpus, device):
+    model = Transformer(tiny(causal=True, norm="pre", type_vocab_size=0)).eval().to(device)
+    ids = ids_from(corpus, B=1).to(device)
     changed = ids.clone()
     changed[:, 8:] = 5
     torch.testing.assert_close(model(ids)[:, :8], model(changed)[:, :8])
@@ -204,15 +204,15 @@ def test_cpu_bf16_short_sequences_take_the_explicit_path(monkeypatch):
     assert calls == [torch.float32, torch.bfloat16]  # long sequences: SDPA's kernel wins again
 
 
-def test_bf16_autocast_model_matches_fp32(corpus):
+def test_bf16_autocast_model_matches_fp32(corpus, device):
     torch.manual_seed(0)
-    model = LanguageModel(tiny(), ("mlm",)).eval()
-    ids = ids_from(corpus)
+    model = LanguageModel(tiny(), ("mlm",)).eval().to(device)
+    ids = ids_from(corpus).to(device)
     attn = torch.ones_like(ids)
     attn[1, 9:] = 0
     with torch.no_grad():
         ref = model.backbone(ids, attn)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             low = model.backbone(ids, attn)
     assert low.dtype in (torch.bfloat16, torch.float32)
     assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()

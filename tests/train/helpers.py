@@ -63,6 +63,7 @@ def run(
     dropout: float = 0.1,
     objective=None,
     info: DistInfo = DistInfo(),
+    device: torch.device = torch.device("cpu"),
 ) -> LoopResult:
     vocab = len(corpus.vocab)
     model = tiny_model(vocab, causal, init_seed, dropout=dropout, attn_dropout=dropout)
@@ -98,7 +99,7 @@ def run(
         objective,
         data,
         cfg,
-        device=torch.device("cpu"),
+        device=device,
         eval_data=val,
         out_dir=out,
         resume=resume,

@@ -65,3 +65,18 @@ def test_two_processes_equal_one_with_the_same_global_batch(corpus, tmp_path):
         "step-00000002",
         "step-00000004",
     ]
+
+
+def test_a_cuda_device_without_an_index_is_this_processs_gpu(monkeypatch):
+    # torch.device needs no GPU to exist, so this holds on any machine
+    from lmforge.train.distributed import resolve_device
+
+    monkeypatch.setenv("LOCAL_RANK", "1")  # what torchrun sets for the second process of a node
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda", local_rank=3) == torch.device("cuda", 3)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)  # an explicit index is kept
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = torch.device("cuda", 1) if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve_device("auto") == expected
+    monkeypatch.delenv("LOCAL_RANK")
+    assert resolve_device("cuda") == torch.device("cuda", 0)

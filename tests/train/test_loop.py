@@ -3,6 +3,8 @@ import json
 import pytest
 import torch
 
+from lmforge.config import ConfigError
+
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.data import TensorBlockSource
 from lmforge.train.loop import TrainingError, train_loop
@@ -10,9 +12,9 @@ from lmforge.train.objectives import ObjectiveOutput, causal_lm_objective
 from tests.train.helpers import ListSource, padded_batches, run, tiny_model, train_cfg
 
 
-def test_loss_falls_on_a_tiny_corpus(corpus, tmp_path):
+def test_loss_falls_on_a_tiny_corpus(corpus, tmp_path, device):
     cfg = train_cfg(steps=60, eval_every=30, eval_batches=4, log_every=10, optim={"lr": 5e-3})
-    result = run(corpus, tmp_path, cfg, eval_data=True, dropout=0.0)
+    result = run(corpus, tmp_path, cfg, eval_data=True, dropout=0.0, device=device)
     first = sum(result.losses[s] for s in range(1, 6)) / 5
     last = sum(result.losses[s] for s in range(56, 61)) / 5
     assert last < first - 0.4, (first, last)
@@ -23,7 +25,7 @@ def test_loss_falls_on_a_tiny_corpus(corpus, tmp_path):
     )
 
 
-def test_accumulating_4x8_equals_one_batch_of_32(corpus):
+def test_accumulating_4x8_equals_one_batch_of_32(corpus, device):
     results = []
     for rows, accum in ((32, 1), (8, 4)):
         model = tiny_model(len(corpus.vocab), causal=True, dropout=0.0, attn_dropout=0.0)
@@ -39,7 +41,7 @@ def test_accumulating_4x8_equals_one_batch_of_32(corpus):
             causal_lm_objective,
             ListSource(padded_batches(corpus, 96, rows)),
             cfg,
-            device=torch.device("cpu"),
+            device=device,
         )
         results.append((res, model))
     (a, ma), (b, mb) = results
@@ -49,14 +51,25 @@ def test_accumulating_4x8_equals_one_batch_of_32(corpus):
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_bf16_autocast_on_cpu(corpus):
-    result = run(corpus, None, train_cfg(steps=3, precision="bf16"))
+def test_bf16_autocast(corpus, device):
+    result = run(corpus, None, train_cfg(steps=3, precision="bf16"), device=device)
     assert all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
 
 
-def test_activation_checkpointing_same_result(corpus):
-    plain = run(corpus, None, train_cfg(steps=3), dropout=0.0)
-    ckpt = run(corpus, None, train_cfg(steps=3, activation_checkpointing=True), dropout=0.0)
+def test_fp16_trains_with_loss_scaling_on_cuda_and_is_refused_elsewhere(corpus, tmp_path, device):
+    if device.type != "cuda":
+        with pytest.raises(ConfigError, match="fp16 with loss scaling needs a CUDA device"):
+            run(corpus, None, train_cfg(steps=1, precision="fp16"), device=device)
+        return
+    result = run(corpus, tmp_path, train_cfg(steps=8, precision="fp16"), device=device)
+    assert result.step == 8 and all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
+    state = json.loads((latest_checkpoint(tmp_path / "checkpoints") / "state.json").read_text())
+    assert 0 < state["state"]["scaler"]["scale"] <= 2.0**16  # GradScaler("cuda") ran and was saved
+
+
+def test_activation_checkpointing_same_result(corpus, device):
+    plain = run(corpus, None, train_cfg(steps=3), dropout=0.0, device=device)
+    ckpt = run(corpus, None, train_cfg(steps=3, activation_checkpointing=True), dropout=0.0, device=device)
     for s in (1, 2, 3):
         assert plain.losses[s] == pytest.approx(ckpt.losses[s], rel=1e-5)
 
@@ -79,7 +92,7 @@ class Poisoned:
 
 
 @pytest.mark.parametrize("kind", ["loss", "grad"])
-def test_non_finite_step_is_skipped_and_weights_unchanged(corpus, kind):
+def test_non_finite_step_is_skipped_and_weights_unchanged(corpus, kind, device):
     model = tiny_model(len(corpus.vocab), causal=True, dropout=0.0, attn_dropout=0.0)
     data = TensorBlockSource(corpus.tokens[:20_000], 16, 8)
     snapshots = {}
@@ -93,7 +106,7 @@ def test_non_finite_step_is_skipped_and_weights_unchanged(corpus, kind):
             return self.inner(m, batch)
 
     watch = Watch()
-    res = train_loop(model, watch, data, train_cfg(steps=4, max_bad_steps=3), device=torch.device("cpu"))
+    res = train_loop(model, watch, data, train_cfg(steps=4, max_bad_steps=3), device=device)
     assert (
         res.bad_steps == 1 and res.step == 4 and watch.inner.calls == 5
     )  # one extra batch replaced the bad one
