@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TextIO
 
 import torch
 
-from lmforge.train.track import measure_peak_flops
+from lmforge.train.hardware import matmul_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "gpu_check"
@@ -393,7 +393,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 # ---------------------------------------------------------------- sections
@@ -443,10 +442,10 @@ def section_environment(config: dict[str, Any], ctx: Context, result: dict[str, 
         f"   {result['gpu']} (sm {result['capability']}, {result['memory_gib']} GiB), "
         f"torch {torch.__version__}, CUDA {torch.version.cuda}, CPU {result['cpu_capability']}"
     )
-    # the loop's MFU denominator when train.peak_flops is unset is measure_peak_flops at size 1024: how far
-    # that is from a large matmul and from the datasheet says how much its MFU is overstated
+    # the loop's MFU denominator when train.peak_flops is unset is an 8192^3 product on CUDA: how far a
+    # smaller one is from it and from the datasheet says how much a small probe would overstate MFU
     for size in config["matmul_sizes"]:
-        peak = measure_peak_flops(torch.device("cuda"), torch.bfloat16, size=size, seconds=0.3)
+        peak = matmul_rate(torch.device("cuda"), "bf16", (size, size, size), seconds=0.3)
         result[f"matmul_bf16_{size}_tflops"] = round(peak / 1e12, 1)
     sheet = datasheet_peak(props.name, "bf16")
     result["datasheet_bf16_tflops"] = sheet[1] / 1e12 if sheet else None
@@ -569,12 +568,11 @@ def train_throughput(
     seq, batch, steps = config["seq_len"], config["batch_size"], config["steps"]
     fpt = flops_per_token(mcfg, seq, count_parameters(model, exclude_embeddings=True))
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    dtype = DTYPES[config["precision"]]
     # 8192^3 keeps an H100-class GPU busy for a millisecond per matmul; a CPU needs seconds for that
     peak = mfu_peak(
         name,
         config["precision"],
-        lambda: measure_peak_flops(device, dtype, size=8192 if cuda else 1024, seconds=0.5),
+        lambda: matmul_rate(device, config["precision"], (8192,) * 3 if cuda else (1024,) * 3, seconds=0.5),
     )
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(5, mcfg.vocab_size, ((steps + 1) * batch * seq,), generator=g)

@@ -37,6 +37,7 @@ from lmforge.model.heads import LanguageModel
 from lmforge.model.transformer import TransformerConfig
 from lmforge.train.config import TrainConfig
 from lmforge.train.data import TensorBlockSource
+from lmforge.train.hardware import cpu_has_native_bf16
 from lmforge.train.loop import autocast_context, train_loop
 from lmforge.train.objectives import IGNORE, MLMMasker, MLMObjective, Objective
 from lmforge.train.optim import build_optimizer
@@ -221,6 +222,7 @@ def lf_train(
             "tensorboard": out is not None,
             "checkpoint_every": None,
             "peak_flops": 1e12,
+            "threads": torch.get_num_threads(),  # the Trainer's count: a comparison at equal threads
             "optim": {"lr": lr},
             "schedule": {"warmup": 0.06},
         },
@@ -282,12 +284,15 @@ def main() -> None:
     runs: dict[str, list[float]] = {}
     load: list[float] = []
     tmp_root = Path(tempfile.mkdtemp())
+    native_bf16 = cpu_has_native_bf16()
+    if not native_bf16:  # emulated bf16 runs 20-80x slower than fp32: hours for rows nobody should use
+        print(f"bf16 rows skipped: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16", flush=True)
     for r in range(args.repeats):
         for name, fn in (
             ("hf_fp32", lambda: hf_train(data, "fp32", args.steps)),
             ("lmforge_fp32", lambda: lf_train(data, "fp32", args.steps)),
-            ("hf_bf16", lambda: hf_train(data, "bf16", args.steps)),
-            ("lmforge_bf16", lambda: lf_train(data, "bf16", args.steps)),
+            *([("hf_bf16", lambda: hf_train(data, "bf16", args.steps)),
+               ("lmforge_bf16", lambda: lf_train(data, "bf16", args.steps))] if native_bf16 else []),
             ("bare_fp32", lambda: lf_bare(data, "fp32", args.steps)),
             # the full loop: metrics JSONL + TensorBoard every 10 steps, a checkpoint at the end
             ("loop_full_fp32", lambda: lf_train(data, "fp32", args.steps, out=tmp_root / f"r{r}")),
@@ -302,26 +307,31 @@ def main() -> None:
     overheads = [1 - f / b for f, b in zip(runs["loop_full_fp32"], runs["bare_fp32"])]
     report: dict[str, Any] = {
         "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16,
         "vocab": data["vocab"], "cjk": args.cjk, "train_tokens": len(data["train"]),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "tokens_per_s": runs,
         "median": med,
         "load_average_1min": load,
         "speedup_fp32": med["lmforge_fp32"] / med["hf_fp32"],
-        "speedup_bf16": med["lmforge_bf16"] / med["hf_bf16"],
-        "lmforge_bf16_vs_hf_fp32": med["lmforge_bf16"] / med["hf_fp32"],
+        "speedup_bf16": med["lmforge_bf16"] / med["hf_bf16"] if native_bf16 else None,
+        "lmforge_bf16_vs_hf_fp32": med["lmforge_bf16"] / med["hf_fp32"] if native_bf16 else None,
         "loop_overhead": statistics.median(overheads),
         "loop_overhead_per_round": overheads,
     }
     if args.ttq_minutes > 0:
         val = fixed_val_set(data)
         budget = args.ttq_minutes * 60
-        # the Trainer's schedule needs a step count: what its measured bf16 rate allows in the budget
-        hf_steps = max(int(budget * med["hf_bf16"] / (BATCH * SEQ)), 10)
-        hf = hf_train(data, "bf16", hf_steps, seconds=budget, val=val)
+        # each side in the precision that is fastest here (bf16 only where it is native)
+        fast = "bf16" if native_bf16 else "fp32"
+        # the Trainer's schedule needs a step count: what its measured rate allows in the budget
+        hf_steps = max(int(budget * med[f"hf_{fast}"] / (BATCH * SEQ)), 10)
+        hf = hf_train(data, fast, hf_steps, seconds=budget, val=val)
         hf_minutes = (hf["stamps"][-1] - hf["start"]) / 60  # the steps may end before the clock does
-        lf = lf_train(data, "bf16", 10**6, budget=hf_minutes * 60 / 3, recipe=True, val=val, lr=2e-3)
+        lf = lf_train(data, fast, 10**6, budget=hf_minutes * 60 / 3, recipe=True, val=val, lr=2e-3)
         report["time_to_quality"] = {
+            "precision": fast,
             "hf_minutes": hf_minutes,
             "hf_steps": len(hf["stamps"]),
             "hf_val_mlm_loss": hf["val_mlm_loss"],
@@ -332,8 +342,10 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "tokens_per_s"}, indent=1))
-    print(f"vocab {data['vocab']:,}: lmforge/HF fp32 {report['speedup_fp32']:.2f}x, bf16 {report['speedup_bf16']:.2f}x, "
-          f"lmforge bf16 vs HF fp32 {report['lmforge_bf16_vs_hf_fp32']:.2f}x, loop overhead {report['loop_overhead']:.1%}")
+    bf16 = (f"bf16 {report['speedup_bf16']:.2f}x, lmforge bf16 vs HF fp32 {report['lmforge_bf16_vs_hf_fp32']:.2f}x"
+            if native_bf16 else "bf16 not run (emulated here)")
+    print(f"CPU capability {report['cpu_capability']}, vocab {data['vocab']:,}: lmforge/HF fp32 "
+          f"{report['speedup_fp32']:.2f}x, {bf16}, loop overhead {report['loop_overhead']:.1%}")
     if "time_to_quality" in report:
         t = report["time_to_quality"]
         print(f"time to quality: HF {t['hf_minutes']:.1f} min -> val MLM loss {t['hf_val_mlm_loss']:.3f}; "

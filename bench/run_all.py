@@ -155,7 +155,14 @@ def environment() -> list[str]:
         pass
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return [f"- CPU: {cpu}, {os.cpu_count()} cores; GPU: {gpu}; load average at start: {load}",
+    from lmforge.train.hardware import cpu_has_native_bf16
+
+    isa = (f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+           f"bf16 {'native' if cpu_has_native_bf16() else 'emulated'}")
+    limits = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)]
+    if limits:
+        isa += f" (limited by {' '.join(limits)})"
+    return [f"- CPU: {cpu}, {os.cpu_count()} cores, {isa}; GPU: {gpu}; load average at start: {load}",
             f"- {', '.join(versions)}"]
 
 

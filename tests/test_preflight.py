@@ -9,7 +9,7 @@ import yaml
 
 from lmforge.cli import main
 from lmforge.config import load_config_file
-from lmforge.pipeline.preflight import _plan_pretrain, plan_file
+from lmforge.pipeline.preflight import _plan_pretrain
 from lmforge.train.data import TensorBlockSource
 from lmforge.train.pretrain import make_pretrain_config, pretrain
 from tests.lmcorpus import corpus  # noqa: F401  (a session fixture)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
-from pydantic import BaseModel
 from torch import Tensor
 
 from lmforge.train.config import TrainConfig

@@ -31,6 +31,9 @@ from lmforge.train.optim import Schedule, build_optimizer
 from lmforge.train.track import MFUMeter, Tracker
 
 
+_MAX_OVERFLOWS = 40  # halvings from GradScaler's 2**16 to below 1e-7: past that it is no overflow
+
+
 class BatchSource(Protocol):
     def __iter__(self) -> Iterator[dict[str, Tensor]]: ...
     def set_epoch(self, epoch: int) -> None: ...
@@ -215,6 +218,7 @@ def _train(
     if state["best"] is not None:
         result.best = tuple(state["best"])  # type: ignore[assignment]
     batches = _batch_stream(train_data, state)
+    overflows = 0  # consecutive fp16 overflow retries
     start_time = time.perf_counter() - state["elapsed"]
     window = {"loss": 0.0, "steps": 0, "tokens": 0.0, "t0": time.perf_counter()}
 
@@ -288,13 +292,16 @@ def _train(
                 if p.grad is not None:
                     p.grad.mul_(factor)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm or math.inf))
-            if scaler is not None and math.isfinite(step_loss) and not math.isfinite(grad_norm):
-                # fp16 overflow: the loss scale was too high. GradScaler skips the update and lowers the
+            if (scaler is not None and math.isfinite(step_loss) and not math.isfinite(grad_norm)
+                    and overflows < _MAX_OVERFLOWS):
+                # fp16 overflow: the loss scale was too high. GradScaler skips the update and halves the
                 # scale; the step is retried with the next batch and neither counts nor moves the schedule
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
+                overflows += 1
                 continue
+            overflows = 0
             finite = math.isfinite(step_loss) and math.isfinite(grad_norm)
             if not finite:
                 optimizer.zero_grad(set_to_none=True)
