@@ -52,3 +52,33 @@ def test_what_the_user_overrides_is_never_refitted():
     pipeline = quickstart_pipeline(10, "/tmp/unused", "cpu", over, fitted=fit.items)
     assert pipeline.stages["pretrain"]["config"]["train"]["budget"] == 120
     assert pipeline.stages["finetune"]["config"]["epochs"] == 2
+
+
+def test_quickstart_runs_the_data_first_then_the_fitted_pipeline(tmp_path, monkeypatch):
+    from lmforge.pipeline import quickstart as qs
+    from lmforge.pipeline.run import StageResult
+
+    runs = []
+
+    def fake_run(pipeline, **kw):
+        enabled = [n for n, e in pipeline.stages.items() if e.get("enabled", True)]
+        runs.append((enabled, pipeline, kw))
+        return [StageResult("baselines", "evaluate", "ran", 12.5, tmp_path)] if len(runs) == 1 else []
+
+    seen = {}
+
+    def fake_fit(pipeline, minutes, elapsed, baselines_s, overrides=()):
+        seen.update(minutes=minutes, baselines_s=baselines_s, overrides=list(overrides))
+        return qs.Fit(["pretrain.train.budget=321", "finetune.epochs=2"], ["fitted"]), _plan(35_000, 38.0)
+
+    monkeypatch.setattr(qs, "run_pipeline", fake_run)
+    monkeypatch.setattr(qs, "fit_to_machine", fake_fit)
+    qs.quickstart(minutes=8, out=str(tmp_path / "qs"), device="cpu", overrides=["finetune.train.seed=3"],
+                  force=["tokenizer", "finetune"])
+    (early, _, early_kw), (_, final, final_kw) = runs
+    assert early == list(qs.EARLY_STAGES) and early_kw["force"] == ["tokenizer"]
+    assert final_kw["force"] == ["finetune"] and final_kw["preflight"] is False  # measured once, not twice
+    assert seen == {"minutes": 8, "baselines_s": 12.5, "overrides": ["finetune.train.seed=3"]}
+    assert final.stages["pretrain"]["config"]["train"]["budget"] == 321
+    assert final.stages["finetune"]["config"]["epochs"] == 2 and final.stages["finetune"]["config"]["train"]["seed"] == 3
+    assert (tmp_path / "qs" / "preflight.json").is_file()

@@ -170,10 +170,8 @@ def quickstart(
                              report=False, stdout_summary=False, preflight=False)
         baselines_s = next((r.seconds for r in early if r.name == "baselines"), 0.0)
         fit, plan = fit_to_machine(pipeline, target, time.perf_counter() - started, baselines_s, overrides)
-        if fit.too_slow:
-            console.print(f"warning: {fit.too_slow}", highlight=False)
         pipeline = quickstart_pipeline(minutes, out, device, overrides, fitted=fit.items)
-        for line in [*plan.lines()[:1], *fit.lines]:
+        for line in [*plan.lines()[:1], *fit.lines, *([f"warning: {fit.too_slow}"] if fit.too_slow else [])]:
             console.print(line, highlight=False)
         Path(pipeline.run_dir).mkdir(parents=True, exist_ok=True)
         Path(pipeline.run_dir, "preflight.json").write_text(
