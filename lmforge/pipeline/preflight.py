@@ -200,7 +200,7 @@ def _predict(train: TrainConfig, step_s: float, needed_steps: Optional[int]) -> 
     if needed_steps is not None and needed_steps < cap:
         cap, limited = needed_steps, "epochs"
     if train.budget is not None:
-        in_budget = max(int((train.budget - 0.0) / step_s), 0)
+        in_budget = max(int(train.budget / step_s), 0)
         if in_budget < cap:
             return in_budget, train.budget + _STARTUP_S, "budget"
     return cap, cap * step_s + _STARTUP_S, limited
@@ -214,8 +214,8 @@ def _non_embedding_params(model: torch.nn.Module) -> int:
 
 def _plan_pretrain(name: str, config: Any, vocab_size: int, device: torch.device, threads: int,
                    shard_tokens: Optional[int]) -> StagePlan:
-    from lmforge.train.pretrain import HEADS, build_objective
     from lmforge.model.heads import LanguageModel
+    from lmforge.train.pretrain import HEADS, build_objective
 
     model_cfg = config.model.model_copy(update={"vocab_size": vocab_size})
     config = config.model_copy(update={"model": model_cfg})
@@ -235,12 +235,13 @@ def _plan_pretrain(name: str, config: Any, vocab_size: int, device: torch.device
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = LanguageModel(model_cfg, HEADS[kind])
+    # one optimizer step: grad_accum micro-batches (measure_step times whole optimizer steps)
     step_s, memory = measure_step(model, objective, [batch], config.train, device, precision, threads)
     tokens_per_step = batch_size * seq * config.train.grad_accum
-    steps, seconds, limited = _predict(config.train, step_s * config.train.grad_accum, None)
+    steps, seconds, limited = _predict(config.train, step_s, None)
     params = _non_embedding_params(model)
-    plan = StagePlan(name, "pretrain", precision.precision, precision.reason, step_s * config.train.grad_accum,
-                     tokens_per_step, steps, seconds, limited, params, peak_memory_mib=memory)
+    plan = StagePlan(name, "pretrain", precision.precision, precision.reason, step_s, tokens_per_step, steps,
+                     seconds, limited, params, peak_memory_mib=memory)
     if shard_tokens:
         plan.epochs = plan.tokens / shard_tokens
     per_param = plan.tokens / max(params, 1)
@@ -335,12 +336,13 @@ def preflight(stages: list[Any], device: Optional[torch.device] = None,
     plans: list[StagePlan] = []
     for stage in trains:
         config = stage.config
+        threads = config.train.threads if config.train.threads != "auto" else machine.threads
         if stage.kind.name == "pretrain":
             vocab, shard_tokens = _pretrain_vocab(stage, by_name)
-            plans.append(_plan_pretrain(stage.name, config, vocab, device, machine.threads, shard_tokens))
+            plans.append(_plan_pretrain(stage.name, config, vocab, device, threads, shard_tokens))
         else:
             arch, tokenizer_file = _finetune_arch(stage, by_name)
-            plans.append(_plan_finetune(stage.name, config, arch, device, machine.threads, tokenizer_file))
+            plans.append(_plan_finetune(stage.name, config, arch, device, threads, tokenizer_file))
     return Preflight(machine, plans)
 
 
