@@ -162,7 +162,7 @@ def measure_peak_flops(device: torch.device, precision: str = "fp32") -> float:
 def choose_threads(candidates: Optional[list[int]] = None, seconds: float = 0.15) -> tuple[int, dict[int, float]]:
     """The intra-op thread count that runs a matmul fastest right now, and GFLOP/s per count tried.
     Load-dependent (another process holding a core makes every extra thread wait), so never cached:
-    with one of two cores busy, two threads ran a tiny pretraining 5.8x slower than one."""
+    with one of two cores busy, two threads once ran a tiny pretraining 5.8x slower than one."""
     before = torch.get_num_threads()
     if candidates is None:
         candidates = sorted({before, max(1, before // 2), 1}, reverse=True)

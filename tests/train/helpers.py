@@ -93,7 +93,7 @@ def run(
         objective = (
             causal_lm_objective if causal else MLMObjective(MLMMasker(vocab, corpus.mask, corpus.special_ids))
         )
-    torch.manual_seed(cfg.seed + 1)  # the training stream (masks, dropout) starts from the run's seed
+    torch.manual_seed(cfg.seed + 1 + info.rank)  # each rank's training stream (masks, dropout), as pretrain seeds
     return train_loop(
         model,
         objective,

@@ -133,3 +133,12 @@ def test_loop_logs_its_choice_restores_threads_and_resumes_with_them(corpus, tmp
     assert first["event"] == "precision" and first["precision"] in ("fp32", "bf16") and first["threads"] == 1
     state = json.loads((tmp_path / "checkpoints" / "step-00000002" / "state.json").read_text())["state"]
     assert state["threads"] == 1 and state["precision"] == first["precision"]
+
+
+def test_measuring_the_mfu_peak_changes_no_loss(corpus, tmp_path):
+    from tests.train.helpers import run
+
+    measured = run(corpus, tmp_path / "measured", train_cfg(steps=4, peak_flops=None))  # out dir: it measures
+    given = run(corpus, tmp_path / "given", train_cfg(steps=4, peak_flops=1e12))
+    assert measured.losses == given.losses  # bitwise: the probe draws no random numbers
+
