@@ -159,20 +159,25 @@ def measure_peak_flops(device: torch.device, precision: str = "fp32") -> float:
     return matmul_rate(device, precision, (size, size, size), seconds=0.3, max_seconds=1.5)
 
 
-def choose_threads(candidates: Optional[list[int]] = None, seconds: float = 0.15) -> tuple[int, dict[int, float]]:
-    """The intra-op thread count that runs a matmul fastest right now, and GFLOP/s per count tried.
-    Load-dependent (another process holding a core makes every extra thread wait), so never cached:
-    with one of two cores busy, two threads once ran a tiny pretraining 5.8x slower than one."""
+def choose_threads(candidates: Optional[list[int]] = None, seconds: float = 0.05,
+                   rounds: int = 3) -> tuple[int, dict[int, float]]:
+    """The intra-op thread count that runs a matmul fastest right now, and GFLOP/s per count tried
+    (the median of ``rounds`` interleaved rounds: a neighbour's load comes and goes, and a count must
+    be fast under it, not in one lull). Load-dependent (another process holding a core makes every
+    extra thread wait), so never cached: with one of two cores busy, two threads once ran a tiny
+    pretraining 5.8x slower than one."""
     before = torch.get_num_threads()
     if candidates is None:
         candidates = sorted({before, max(1, before // 2), 1}, reverse=True)
-    rates: dict[int, float] = {}
+    seen: dict[int, list[float]] = {n: [] for n in candidates}
     try:
-        for n in candidates:
-            torch.set_num_threads(n)
-            rates[n] = matmul_rate(torch.device("cpu"), "fp32", (1024, 256, 512), seconds=seconds) / 1e9
+        for _ in range(rounds):
+            for n in candidates:
+                torch.set_num_threads(n)
+                seen[n].append(matmul_rate(torch.device("cpu"), "fp32", (1024, 256, 512), seconds=seconds) / 1e9)
     finally:
         torch.set_num_threads(before)
+    rates = {n: sorted(r)[len(r) // 2] for n, r in seen.items()}
     best = max(rates, key=lambda n: (rates[n] * (1.05 if n == before else 1.0), n))  # ties keep the default
     return best, rates
 
