@@ -26,6 +26,7 @@ from lmforge.finetune import peft
 from lmforge.finetune.adalora import add_adalora
 from lmforge.model.heads import TaskModel
 from lmforge.model.transformer import TransformerConfig
+from lmforge.tokenize.train import load_tokenizer as load_tokenizer_file
 
 __all__ = ["apply_method", "build_task_model", "load_base", "load_task_model", "predict", "save_task_model"]
 
@@ -143,10 +144,13 @@ def predict(model: TaskModel, batches: Any) -> list[np.ndarray]:
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
+    """The model's tokenizer without padding or truncation of its own (a directory imported before
+    `lmforge import` removed them may still carry them): the encoders cut at data.max_length and
+    collate pads per batch."""
     path = Path(directory) / "tokenizer.json" if Path(directory).is_dir() else Path(directory)
     if not path.is_file():
         raise ConfigError(f"{directory}: no tokenizer.json")
-    return Tokenizer.from_file(str(path))
+    return load_tokenizer_file(path).tokenizer
 
 
 def pad_id(tok: Tokenizer) -> int:
