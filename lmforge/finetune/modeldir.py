@@ -45,11 +45,13 @@ def read_model_config(directory: str | Path) -> dict[str, Any]:
 
 
 def load_base(model: TaskModel, base_dir: str | Path) -> None:
-    """Copy the pretrained backbone (``backbone.*`` of an lmforge pretrain output) into ``model``."""
+    """Copy the pretrained backbone (``backbone.*`` of an lmforge pretrain output) into ``model``, and
+    an imported BERT's pretrained pooler (``pooler.*``) into a [CLS] classifier's pooler."""
     weights = Path(base_dir) / "model.safetensors"
     if not weights.is_file():
         raise ConfigError(f"init_from: {base_dir} has no model.safetensors")
-    state = {k: v for k, v in load_file(str(weights)).items() if k.startswith("backbone.")}
+    tensors = load_file(str(weights))
+    state = {k: v for k, v in tensors.items() if k.startswith("backbone.")}
     # a PEFT wrapper keeps the wrapped Linear as `.base` (ours) or `.base_layer` (peft's):
     # backbone.blocks.0.attn.qkv.base.weight <- backbone.blocks.0.attn.qkv.weight
     wanted = {k: k.replace(".base_layer.", ".").replace(".base.", ".") for k in model.state_dict()
@@ -58,6 +60,11 @@ def load_base(model: TaskModel, base_dir: str | Path) -> None:
     if missing:
         raise ConfigError(f"init_from: {weights} lacks {len(missing)} backbone tensors, e.g. {missing[0]}")
     model.load_state_dict({k: state[v] for k, v in wanted.items()}, strict=False)
+    # the pretrained tanh pooler starts the head's, as in transformers' BertForSequenceClassification
+    pooler = getattr(model.head, "pooler", None) if model.task == "classification" else None
+    found = tensors.get("pooler.weight")
+    if isinstance(pooler, torch.nn.Linear) and found is not None and found.shape == pooler.weight.shape:
+        pooler.load_state_dict({"weight": tensors["pooler.weight"], "bias": tensors["pooler.bias"]})
 
 
 def apply_method(model: TaskModel, method: str, settings: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ import torch
 
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.data import TensorBlockSource
-from lmforge.train.loop import TrainingError, train_loop
+from lmforge.train.loop import TrainingError, scale_and_clip_, train_loop
 from lmforge.train.objectives import ObjectiveOutput, causal_lm_objective
 from tests.train.helpers import ListSource, padded_batches, run, tiny_model, train_cfg
 
@@ -199,3 +199,18 @@ def test_peak_flops_is_measured_not_looked_up():
     from lmforge.train.track import measure_peak_flops
 
     assert measure_peak_flops(torch.device("cpu"), size=64, seconds=0.02) > 1e6
+
+
+@pytest.mark.parametrize("clip", [None, 1.0, 1e3])
+def test_scale_and_clip_is_scaling_then_clip_grad_norm(clip):
+    torch.manual_seed(0)
+    grads = [torch.randn(50, 8) * 3, torch.randn(8), torch.randn(3, 3, 3)]
+    reference = [g.clone() * 0.25 for g in grads]
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in reference]
+    for p, g in zip(params, reference):
+        p.grad = g
+    expected = float(torch.nn.utils.clip_grad_norm_(params, clip or float("inf")))
+    norm = scale_and_clip_(grads, 0.25, clip)
+    assert norm == pytest.approx(expected, rel=1e-5)
+    for g, p in zip(grads, params):
+        torch.testing.assert_close(g, p.grad)
