@@ -58,7 +58,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                "--layers", "1"),
               "finetune_reviews.py", "finetuning.md"),
     Benchmark("finetune_vs_hf", "Fine-tuning the real MiniLM vs the Hugging Face Trainer (WordNet glosses)",
-              ("--repeats", "3", "--per-class", "600", "--threads", "1"),
+              ("--repeats", "2", "--per-class", "1500", "--threads", "1"),
               ("--repeats", "1", "--per-class", "60", "--threads", "1", "--warmup", "1",
                "--out", "bench/results/quick/finetune_vs_hf.json"),
               "finetune_vs_hf.py", "benchmarks-finetune.md"),

@@ -50,9 +50,9 @@ class LoadedTokenizer:
 
     tokenizer: Tokenizer
     kind: str
-    json_text: str  # the exact tokenizer.json; its sha256 is the tokenizer's identity
+    json_text: str  # the tokenizer.json as read (less `removed`); its sha256 is the tokenizer's identity
     hash: str
-    removed: dict[str, Any] = field(default_factory=dict)  # padding/truncation the source file had (see below)
+    removed: dict[str, Any] = field(default_factory=dict)  # the file's own padding/truncation, dropped on load
 
     @property
     def vocab_size(self) -> int:
