@@ -205,6 +205,27 @@ def lmforge_run(data: Path, base: Path, precision: str, args: argparse.Namespace
     return {**rate(stamps, tokens, args.batch, args.warmup), "accuracy": accuracy, "steps": len(stamps)}
 
 
+def interleaved(data: Path, base: Path, precisions: list[str], args: argparse.Namespace, steps: int
+                ) -> tuple[dict[str, list[dict[str, Any]]], list[float]]:
+    """Rounds of (HF, lmforge) per precision; every run's rates and accuracy, and the load after each."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    load: list[float] = []
+    for r in range(args.repeats):
+        for precision in precisions:
+            for system in args.systems:
+                if system == "hf":
+                    res = hf_run(data, precision, args, steps)
+                else:
+                    res = lmforge_run(data, base, precision, args, steps)
+                runs.setdefault(f"{system}_{precision}", []).append(res)
+                load.append(os.getloadavg()[0])  # other processes on the machine skew absolute numbers
+                print(f"round {r + 1} {system:8s} {precision}: {res['tokens_per_s']:8,.0f} tokens/s "
+                      f"{res['examples_per_s']:6.1f} examples/s {res['s_per_step']:.3f} s/step "
+                      f"({res['tokens_per_example']:.1f} tokens/example), accuracy {res['accuracy']:.4f}  "
+                      f"(load {load[-1]:.1f})", flush=True)
+    return runs, load
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=2)
@@ -231,26 +252,15 @@ def main() -> None:
     if "bf16" in precisions and not native:
         precisions.remove("bf16")
         print(f"bf16 rows skipped: {why}")
-    work = Path(tempfile.mkdtemp(prefix="ft-vs-hf-"))
-    data = prepare(work, args.per_class)
-    base = import_hf(minilm_dir(), work / "minilm")
-    n_train = len(split(data, "train")[0])
-    steps = n_train // args.batch  # one epoch, lmforge's unit; the Trainer gets the same max_steps
-    print(f"data: {n_train:,} train / {len(split(data, 'test')[0]):,} test glosses; {steps} steps of "
-          f"{args.batch} at max_length {args.max_length}; cpu {why}", flush=True)
-    runs: dict[str, list[dict[str, Any]]] = {}
-    load: list[float] = []
-    for r in range(args.repeats):
-        for precision in precisions:
-            for system in args.systems:
-                fn = hf_run if system == "hf" else lambda *a: lmforge_run(a[0], base, *a[1:])
-                res = fn(data, precision, args, steps)
-                runs.setdefault(f"{system}_{precision}", []).append(res)
-                load.append(os.getloadavg()[0])  # other processes on the machine skew absolute numbers
-                print(f"round {r + 1} {system:8s} {precision}: {res['tokens_per_s']:8,.0f} tokens/s "
-                      f"{res['examples_per_s']:6.1f} examples/s {res['s_per_step']:.3f} s/step "
-                      f"({res['tokens_per_example']:.1f} tokens/example), accuracy {res['accuracy']:.4f}  "
-                      f"(load {load[-1]:.1f})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="ft-vs-hf-") as tmp:  # the data and a 90 MB model copy
+        work = Path(tmp)
+        data = prepare(work, args.per_class)
+        base = import_hf(minilm_dir(), work / "minilm")
+        n_train = len(split(data, "train")[0])
+        steps = n_train // args.batch  # one epoch, lmforge's unit; the Trainer gets the same max_steps
+        print(f"data: {n_train:,} train / {len(split(data, 'test')[0]):,} test glosses; {steps} steps of "
+              f"{args.batch} at max_length {args.max_length}; cpu {why}", flush=True)
+        runs, load = interleaved(data, base, precisions, args, steps)
     med = {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in runs.items()}
     ratios = {p: med[f"lmforge_{p}"]["tokens_per_s"] / med[f"hf_{p}"]["tokens_per_s"]
               for p in precisions if f"lmforge_{p}" in med and f"hf_{p}" in med}
