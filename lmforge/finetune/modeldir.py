@@ -26,6 +26,7 @@ from lmforge.finetune import peft
 from lmforge.finetune.adalora import add_adalora
 from lmforge.model.heads import TaskModel
 from lmforge.model.transformer import TransformerConfig
+from lmforge.tokenize.train import load_tokenizer as load_tokenizer_file
 
 __all__ = ["apply_method", "build_task_model", "load_base", "load_task_model", "predict", "save_task_model"]
 
@@ -44,11 +45,13 @@ def read_model_config(directory: str | Path) -> dict[str, Any]:
 
 
 def load_base(model: TaskModel, base_dir: str | Path) -> None:
-    """Copy the pretrained backbone (``backbone.*`` of an lmforge pretrain output) into ``model``."""
+    """Copy the pretrained backbone (``backbone.*`` of an lmforge pretrain output) into ``model``, and
+    an imported BERT's pretrained pooler (``pooler.*``) into a [CLS] classifier's pooler."""
     weights = Path(base_dir) / "model.safetensors"
     if not weights.is_file():
         raise ConfigError(f"init_from: {base_dir} has no model.safetensors")
-    state = {k: v for k, v in load_file(str(weights)).items() if k.startswith("backbone.")}
+    tensors = load_file(str(weights))
+    state = {k: v for k, v in tensors.items() if k.startswith("backbone.")}
     # a PEFT wrapper keeps the wrapped Linear as `.base` (ours) or `.base_layer` (peft's):
     # backbone.blocks.0.attn.qkv.base.weight <- backbone.blocks.0.attn.qkv.weight
     wanted = {k: k.replace(".base_layer.", ".").replace(".base.", ".") for k in model.state_dict()
@@ -57,6 +60,11 @@ def load_base(model: TaskModel, base_dir: str | Path) -> None:
     if missing:
         raise ConfigError(f"init_from: {weights} lacks {len(missing)} backbone tensors, e.g. {missing[0]}")
     model.load_state_dict({k: state[v] for k, v in wanted.items()}, strict=False)
+    # the pretrained tanh pooler starts the head's, as in transformers' BertForSequenceClassification
+    pooler = getattr(model.head, "pooler", None) if model.task == "classification" else None
+    found = tensors.get("pooler.weight")
+    if isinstance(pooler, torch.nn.Linear) and found is not None and found.shape == pooler.weight.shape:
+        pooler.load_state_dict({"weight": tensors["pooler.weight"], "bias": tensors["pooler.bias"]})
 
 
 def apply_method(model: TaskModel, method: str, settings: dict[str, Any]) -> None:
@@ -143,10 +151,13 @@ def predict(model: TaskModel, batches: Any) -> list[np.ndarray]:
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
+    """The model's tokenizer without padding or truncation of its own (a directory imported before
+    `lmforge import` removed them may still carry them): the encoders cut at data.max_length and
+    collate pads per batch."""
     path = Path(directory) / "tokenizer.json" if Path(directory).is_dir() else Path(directory)
     if not path.is_file():
         raise ConfigError(f"{directory}: no tokenizer.json")
-    return Tokenizer.from_file(str(path))
+    return load_tokenizer_file(path).tokenizer
 
 
 def pad_id(tok: Tokenizer) -> int:

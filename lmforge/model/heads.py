@@ -194,5 +194,7 @@ class TaskModel(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
                 token_type_ids: Optional[Tensor] = None) -> Tensor:
-        hidden = self.backbone(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        # a [CLS] classifier reads one position: the last block computes only that one
+        first = self.task == "classification" and self.head.pooling == "first"
+        hidden = self.backbone(input_ids, attention_mask, token_type_ids, n_queries=1 if first else None)
         return self.head(hidden, attention_mask)  # (B, K) or (B, T, K)

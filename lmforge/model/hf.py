@@ -309,6 +309,8 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
         config["tokenizer"] = {"hash": loaded.tokenizer.hash, "kind": loaded.tokenizer.kind,
                                "vocab_size": loaded.tokenizer.vocab_size,
                                "special_tokens": loaded.tokenizer.special_tokens}
+        if loaded.tokenizer.removed:  # the saved tokenizer.json lacks them; lmforge's max_length governs
+            config["tokenizer"]["removed"] = loaded.tokenizer.removed
     return save_model_dir(loaded.model, config, out, loaded.tokenizer)
 
 

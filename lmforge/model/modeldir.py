@@ -67,7 +67,9 @@ class ForgeModel(LanguageModel):
 
     def classify(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
         assert self.classifier is not None
-        hidden = self.backbone(input_ids, attention_mask)  # (B, T, C)
+        # first-token pooling reads one position: the last block computes only that one (as TaskModel)
+        first = None if self.pooling == "mean" else 1
+        hidden = self.backbone(input_ids, attention_mask, n_queries=first)  # (B, T or 1, C)
         return self.classifier(self.pool(hidden, attention_mask))  # (B, L)
 
     def tag(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:

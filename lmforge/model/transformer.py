@@ -109,7 +109,8 @@ class Attention(nn.Module):
         self.prefix: Optional[nn.Module] = None
 
     def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]],
-                cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
+                cache: Optional[KVCache] = None, layer: int = 0, n_queries: Optional[int] = None) -> Tensor:
+        """``n_queries``: outputs for the first n positions only (keys and values still from all T)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
@@ -124,6 +125,12 @@ class Attention(nn.Module):
             pk, pv = self.prefix(B)  # (B, nh, P, hs) each
             k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)  # (B, nh, P+T, hs)
             mask, is_causal = prefix_mask(mask, is_causal, T, pk.shape[2], x.device), False
+        if n_queries is not None:
+            # the first rows of the mask; SDPA's and explicit_attention's causal masks are top-left
+            # aligned, so query i still sees keys 0..i
+            q = q[:, :, :n_queries]
+            mask = mask[..., :n_queries, :] if mask is not None and mask.shape[-2] > 1 else mask
+            T = q.shape[2]
         y = attention(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -193,11 +200,13 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]],
-                cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
+                cache: Optional[KVCache] = None, layer: int = 0, n_queries: Optional[int] = None) -> Tensor:
+        """(B, T, C) -> (B, T, C), or (B, n_queries, C): the first positions' outputs only."""
+        rest = x if n_queries is None else x[:, :n_queries]
         if self.pre_norm:
-            x = x + self.drop(self.attn(self.norm1(x), mask, is_causal, rotary, cache, layer))
+            x = rest + self.drop(self.attn(self.norm1(x), mask, is_causal, rotary, cache, layer, n_queries))
             return x + self.drop(self.mlp(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, mask, is_causal, rotary, cache, layer)))
+        x = self.norm1(rest + self.drop(self.attn(x, mask, is_causal, rotary, cache, layer, n_queries)))
         return self.norm2(x + self.drop(self.mlp(x)))
 
 
@@ -239,7 +248,11 @@ class Transformer(nn.Module):
         attention_mask: Optional[Tensor] = None,
         token_type_ids: Optional[Tensor] = None,
         cache: Optional[KVCache] = None,
+        n_queries: Optional[int] = None,
     ) -> Tensor:
+        """``n_queries``: the last block computes only the first n positions, all a first-token head
+        reads: (B, n, C). Its feed-forward and output projection are 3/4 of a block's FLOPs, so a
+        6-block encoder does 1/8 less work per step, with the same outputs at those positions."""
         B, T = input_ids.shape
         offset = cache.length if cache is not None else 0
         if offset + T > self.config.max_positions:
@@ -255,8 +268,9 @@ class Transformer(nn.Module):
             cos, sin = rotary_tables(offset + T, self.config.head_size, self.config.rotary_base, input_ids.device)
             rotary = cos[offset:], sin[offset:]  # (T, hs/2) each, for the new positions
         x = self.embed(input_ids, token_type_ids, offset)  # (B, T, C)
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, is_causal, rotary, cache, i)
+            x = block(x, mask, is_causal, rotary, cache, i, n_queries if i == last else None)
         return self.final_norm(x) if self.final_norm is not None else x
 
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -50,8 +50,9 @@ class LoadedTokenizer:
 
     tokenizer: Tokenizer
     kind: str
-    json_text: str  # the exact tokenizer.json; its sha256 is the tokenizer's identity
+    json_text: str  # the tokenizer.json as read (less `removed`); its sha256 is the tokenizer's identity
     hash: str
+    removed: dict[str, Any] = field(default_factory=dict)  # the file's own padding/truncation, dropped on load
 
     @property
     def vocab_size(self) -> int:
@@ -164,8 +165,26 @@ def _add_pair_template(tokenizer: Tokenizer) -> None:
     )
 
 
+def strip_padding_and_truncation(tokenizer: Tokenizer) -> dict[str, Any]:
+    """Disable the tokenizer's own padding and truncation; return the settings removed ({} if none).
+
+    Hugging Face tokenizer.json files may pad every text to a fixed length and truncate at another
+    (all-MiniLM-L6-v2: both 128). lmforge cuts at its own ``max_length`` and pads each batch to its
+    longest example; a tokenizer that pads by itself hands the model 128 ids per text whatever
+    ``data.max_length`` says, defeating dynamic padding and length bucketing, and the pads count
+    as real tokens in the attention mask."""
+    if tokenizer.padding is None and tokenizer.truncation is None:
+        return {}
+    as_file = json.loads(tokenizer.to_str())  # recorded as tokenizer.json spells them
+    removed = {k: as_file[k] for k in ("padding", "truncation") if as_file.get(k)}
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return removed
+
+
 def load_tokenizer(path: str | Path, lowercase: bool = True) -> LoadedTokenizer:
-    """A tokenizer directory (tokenizer.json inside), a tokenizer.json, or a BERT vocab.txt."""
+    """A tokenizer directory (tokenizer.json inside), a tokenizer.json, or a BERT vocab.txt; always
+    without padding and truncation of its own (``removed`` names what the file had)."""
     path = Path(path)
     if path.is_dir():
         path = path / "tokenizer.json"
@@ -184,7 +203,10 @@ def load_tokenizer(path: str | Path, lowercase: bool = True) -> LoadedTokenizer:
     kind = _MODEL_KINDS[model_type]
     if kind == "bpe" and tokenizer.token_to_id("[MASK]") is not None:
         kind = "bpe-bert"  # BPE with BERT's special tokens: an encoder's
-    return LoadedTokenizer(tokenizer, kind, json_text, tokenizer_hash(json_text))
+    removed = strip_padding_and_truncation(tokenizer)
+    if removed:  # the text written onwards (model dirs, shards) is the normalised one; else the exact file
+        json_text = tokenizer.to_str()
+    return LoadedTokenizer(tokenizer, kind, json_text, tokenizer_hash(json_text), removed)
 
 
 def _from_vocab_txt(path: Path, lowercase: bool) -> LoadedTokenizer:
@@ -294,6 +316,8 @@ def train_tokenizer(config: TokenizerTrainConfig) -> dict[str, Any]:
         "source": config.from_file or str(train_file),
         "train_seconds": round(seconds, 3),
     }
+    if loaded.removed:
+        meta["removed"] = loaded.removed
     if coverage_file is not None:
         report = coverage(loaded, iter_texts(coverage_file, config.text_field))
         report["split"] = coverage_split

@@ -124,3 +124,32 @@ def test_shuffled_batches_are_length_bucketed_and_resume_exactly(tokenizer_file)
     resumed.load_state_dict(first.state_dict())
     rest, expected = list(resumed), list(stream)
     assert len(rest) == len(expected) and all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(rest, expected))
+
+
+def test_first_token_classifier_computes_only_that_position_in_the_last_block():
+    """The last block's output for [CLS] alone equals the full block's at position 0 (logits and
+    gradients), for post-LN and pre-LN encoders, a causal model and prefix tuning, with padding."""
+    from lmforge.finetune.peft import add_prefix
+
+    ids = torch.randint(5, 100, (3, 9))
+    mask = torch.tensor([[1] * 9, [1] * 4 + [0] * 5, [1] * 6 + [0] * 3])
+    for norm, causal, prefix in (("post", False, False), ("pre", False, False), ("pre", True, False),
+                                 ("post", False, True)):
+        arch = tiny_arch(100, causal).model_copy(update={"norm": norm, "dropout": 0.0, "attn_dropout": 0.0})
+        torch.manual_seed(0)
+        model = TaskModel(arch, "classification", ["a", "b"], pooling="first", dropout=0.0)
+        if prefix:
+            add_prefix(model, 3)
+        hidden = model.backbone(ids, mask)  # every position, as before
+        full = model.head(hidden, mask)
+        full.sum().backward()
+        full_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad()
+        shapes = []
+        model.backbone.blocks[-1].mlp.register_forward_hook(lambda m, args, out: shapes.append(out.shape))
+        one = model(ids, mask)
+        assert shapes == [(3, 1, arch.d_model)]  # the classifier's own forward takes the short path
+        one.sum().backward()
+        torch.testing.assert_close(one, full, rtol=1e-5, atol=1e-6)
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, full_grads[name], rtol=1e-4, atol=1e-6, msg=name)

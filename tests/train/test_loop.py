@@ -7,7 +7,7 @@ from lmforge.config import ConfigError
 
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.data import TensorBlockSource
-from lmforge.train.loop import TrainingError, train_loop
+from lmforge.train.loop import TrainingError, scale_and_clip_, train_loop
 from lmforge.train.objectives import ObjectiveOutput, causal_lm_objective
 from tests.train.helpers import ListSource, padded_batches, run, tiny_model, train_cfg
 
@@ -202,3 +202,18 @@ def test_epochs_roll_over_and_empty_data_is_an_error(corpus):
     assert res.step == 5 and data.epoch == 2 and data.position == 1
     with pytest.raises(TrainingError, match="yields no batches"):
         train_loop(model, causal_lm_objective, ListSource([]), train_cfg(steps=1), device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("clip", [None, 1.0, 1e3])
+def test_scale_and_clip_is_scaling_then_clip_grad_norm(clip):
+    torch.manual_seed(0)
+    grads = [torch.randn(50, 8) * 3, torch.randn(8), torch.randn(3, 3, 3)]
+    reference = [g.clone() * 0.25 for g in grads]
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in reference]
+    for p, g in zip(params, reference):
+        p.grad = g
+    expected = float(torch.nn.utils.clip_grad_norm_(params, clip or float("inf")))
+    norm = scale_and_clip_(grads, 0.25, clip)
+    assert norm == pytest.approx(expected, rel=1e-5)
+    for g, p in zip(grads, params):
+        torch.testing.assert_close(g, p.grad)
