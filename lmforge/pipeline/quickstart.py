@@ -129,8 +129,8 @@ def fit_budgets(plan: Preflight, epochs_wanted: int, minutes: float, elapsed: fl
         need_s = elapsed + tail + MIN_PRETRAIN_TOKENS / rate + epochs_wanted * epoch_s * EPOCH_SLACK
         need = math.ceil(need_s / 60)
         fit.too_slow = (f"this machine pretrains {rate:,.0f} tokens/s: in {minutes:g} minutes the model sees "
-                        f"{tokens / 1e6:.2f}M tokens, fewer than the {MIN_PRETRAIN_TOKENS / 1e6:.0f}M it needs to "
-                        f"beat the TF-IDF baseline; run `lmforge quickstart --minutes {need}`")
+                        f"{tokens / 1e6:.2f}M tokens, fewer than the {MIN_PRETRAIN_TOKENS / 1e6:.0f}M below which "
+                        f"the recipe measured under the TF-IDF baseline; run `lmforge quickstart --minutes {need}`")
     return fit
 
 
