@@ -1,4 +1,4 @@
-"""A tiny MLM run with dropout under torchrun (2 processes, gloo), stopped and resumed by the test:
+"""A tiny MLM run with dropout under torchrun (2 processes, gloo), killed and resumed by the test:
 torchrun ... -m tests.train.ddp_resume_run OUT CORPUS STOP_AT_STEP RESUME(0|1)."""
 
 import json
@@ -16,7 +16,7 @@ if __name__ == "__main__":
     out, corpus, stop, resume = Path(sys.argv[1]), TinyCorpus.load(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
     info = init_distributed(torch.device("cpu"))
     # as shipped configs run: no peak_flops (the MFU probe is measured after the RNG is restored)
-    cfg = train_cfg(steps=6, batch_size=4, checkpoint_every=2, stop_at_step=stop, peak_flops=None,
+    cfg = train_cfg(steps=300, batch_size=4, checkpoint_every=2, stop_at_step=stop, peak_flops=None,
                     precision="auto")
     result = run(corpus, out, cfg, dropout=0.1, info=info,
                  resume=resolve_resume("auto", out / "checkpoints") if resume else None)

@@ -1,13 +1,16 @@
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import torch
 
+from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.loop import train_loop
 from lmforge.train.objectives import causal_lm_objective
 from tests.train.helpers import ListSource, padded_batches, run, tiny_model, train_cfg
@@ -89,16 +92,55 @@ def _torchrun(module: str, *args: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_two_process_resume_is_bitwise_identical_with_masks_and_dropout(corpus, tmp_path):
-    """Every rank continues its own random stream: rank 1 used to reseed on resume, so its masks and
-    dropout after a resume differed from an uninterrupted run's."""
-    corpus.save(tmp_path / "corpus")
-    module = "tests.train.ddp_resume_run"
-    _torchrun(module, str(tmp_path / "straight"), str(tmp_path / "corpus"), "6", "0")
-    _torchrun(module, str(tmp_path / "resumed"), str(tmp_path / "corpus"), "2", "0")
-    _torchrun(module, str(tmp_path / "resumed"), str(tmp_path / "corpus"), "6", "1")
-    straight = json.loads((tmp_path / "straight" / "losses-rank0.json").read_text())
-    resumed = json.loads((tmp_path / "resumed" / "losses-rank0.json").read_text())
-    assert sorted(resumed, key=int) == ["3", "4", "5", "6"]
-    assert {s: straight[s] for s in resumed} == resumed  # bitwise
+def _kill_processes_naming(text: str) -> None:
+    """SIGKILL every process whose command line contains ``text`` (a test's own temporary path), and wait."""
+    victims = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    victims.append(entry)
+            except (OSError, ProcessLookupError):
+                pass
+    def alive(entry: Path) -> bool:
+        try:
+            return b"zombie" not in (entry / "status").read_bytes().lower()
+        except OSError:
+            return False  # gone
 
+    deadline = time.time() + 10
+    while any(alive(v) for v in victims) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def test_two_process_resume_after_sigkill_is_bitwise_identical_with_masks_and_dropout(corpus, tmp_path):
+    """Every rank continues its own random stream: rank 1 used to reseed on resume, so its masks and
+    dropout after a resume differed from an uninterrupted run's. Both processes are SIGKILLed mid-run."""
+    corpus.save(tmp_path / "corpus")
+    module, data = "tests.train.ddp_resume_run", str(tmp_path / "corpus")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", module,
+           str(tmp_path / "killed"), data, "300", "0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    root = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 150
+    while time.time() < deadline and proc.poll() is None:
+        latest = latest_checkpoint(root)
+        if latest is not None and int(latest.name.split("-")[1]) >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    # torchrun and both ranks, mid-step (the ranks run in sessions of their own: found by their arguments)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _kill_processes_naming(str(tmp_path / "killed"))
+    done = int(latest_checkpoint(root).name.split("-")[1])
+    stop = str(done + 3)
+    _torchrun(module, str(tmp_path / "killed"), data, stop, "1")
+    _torchrun(module, str(tmp_path / "straight"), data, stop, "0")
+    straight = json.loads((tmp_path / "straight" / "losses-rank0.json").read_text())
+    resumed = json.loads((tmp_path / "killed" / "losses-rank0.json").read_text())
+    assert sorted(resumed, key=int) == [str(s) for s in range(done + 1, done + 4)]
+    assert {s: straight[s] for s in resumed} == resumed  # bitwise
