@@ -148,7 +148,8 @@ def _print_preflight(stages: list[PlannedStage], run_dir: Path, forced: set[str]
     from lmforge.pipeline.preflight import preflight
     from lmforge.progress import console
 
-    todo = [s for s in stages if s.kind.name in ("pretrain", "finetune") and not _up_to_date(s, run_dir, forced)]
+    todo = [s for s in stages if s.kind.name in ("pretrain", "finetune")
+            and not _up_to_date(s, fingerprint(s, run_dir), read_record(s.out), forced)]
     if todo:
         plan = preflight(stages, only=[s.name for s in todo])
         for line in plan.lines():
@@ -156,9 +157,9 @@ def _print_preflight(stages: list[PlannedStage], run_dir: Path, forced: set[str]
         (run_dir / "preflight.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n", encoding="utf-8")
 
 
-def _up_to_date(stage: PlannedStage, run_dir: Path, forced: set[str]) -> bool:
-    record = read_record(stage.out)
-    return (record.get("fingerprint") == fingerprint(stage, run_dir) and stage.name not in forced
+def _up_to_date(stage: PlannedStage, fp: str, record: dict[str, Any], forced: set[str]) -> bool:
+    """Complete, unchanged (fingerprint ``fp``, its record ``record``) and not forced: skipped."""
+    return (record.get("fingerprint") == fp and stage.name not in forced
             and record.get("status") == "done" and stage.kind.done(stage.out))
 
 
@@ -170,7 +171,7 @@ def _run_stages(stages: list[PlannedStage], run_dir: Path, forced: set[str]) -> 
         fp = fingerprint(stage, run_dir)
         record = read_record(stage.out)
         same = record.get("fingerprint") == fp and stage.name not in forced
-        if _up_to_date(stage, run_dir, forced):
+        if _up_to_date(stage, fp, record, forced):
             console.rule(f"[dim]{stage.name} ({stage.kind.name}): up to date, skipped")
             seconds = float(record.get("seconds", 0.0))  # what the stage took when it ran
             results.append(StageResult(stage.name, stage.kind.name, "skipped", seconds, stage.out))

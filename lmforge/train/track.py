@@ -132,10 +132,7 @@ class Tracker:
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        record = {"step": step, "time": round(time.time(), 3), **metrics}
-        assert self._jsonl is not None
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        self.event(step, metrics)
         scalars = {_scalar_name(k): v for k, v in metrics.items() if isinstance(v, (int, float))}
         if self._tb is not None:
             for name, value in scalars.items():
@@ -144,8 +141,8 @@ class Tracker:
             self._wandb.log(step, scalars)
 
     def event(self, step: int, record: dict[str, Any]) -> None:
-        """A fact about the run (the precision and threads it chose) into metrics.jsonl only: it is no
-        metric to chart."""
+        """One line of metrics.jsonl; alone, a fact about the run (the precision and threads it chose)
+        that is no metric to chart."""
         if self.enabled:
             assert self._jsonl is not None
             self._jsonl.write(json.dumps({"step": step, "time": round(time.time(), 3), **record}) + "\n")
