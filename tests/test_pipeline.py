@@ -95,6 +95,18 @@ def test_run_report_has_funnel_curves_and_tables(finished):
     assert (run / "report_files" / "curves_pretrain.png").is_file()
 
 
+def test_evaluate_plots_the_curves_of_a_real_pretraining_run(finished, tmp_path):
+    """`lmforge evaluate --curves runs/pt/metrics.jsonl` reads the loop's own format (it plotted nothing)."""
+    _, run, _ = finished
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--baselines", "--data", str(run / "sentiment"), "--out", str(out), "--no-progress",
+                 "--curves", str(run / "pretrain" / "metrics.jsonl")])
+    assert code == 0
+    curves = json.loads((out / "report.json").read_text(encoding="utf-8"))["curves"]
+    assert curves["train"]["steps"] == [1, 2, 3, 4] and curves["validation"]["steps"] == [2, 4]
+    assert (out / "curves.png").is_file()
+
+
 def test_second_run_skips_everything_and_changes_rerun_downstream(finished):
     path, run, _ = finished
     assert set(_run(path).values()) == {"skipped"}

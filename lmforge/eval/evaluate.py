@@ -15,7 +15,8 @@ from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.prepared import check_prepared
 from lmforge.eval.config import EvaluateConfig
 from lmforge.eval.metrics import classification_metrics, language_model_metrics, span_metrics
-from lmforge.eval.report import read_curves, write_report
+from lmforge.eval.report import write_report
+from lmforge.train.track import read_metrics
 
 __all__ = ["evaluate", "language_model_row", "make_evaluate_config", "prediction_row", "tagging_row"]
 
@@ -75,7 +76,7 @@ def evaluate(config: EvaluateConfig, rows: Sequence[dict[str, Any]] = ()) -> dic
     data = check_prepared(config.data)
     if not rows and not config.baselines.enabled and not config.models:
         raise ConfigError("nothing to evaluate: pass --baselines and/or --model DIR")
-    curves = read_curves(config.curves) if config.curves else None  # checked before the slow part
+    curves = read_metrics(config.curves)[0] if config.curves else None  # checked before the slow part
     out = Path(config.out) if config.out else data / "evaluation"
     all_rows = list(rows)
     if config.models:

@@ -15,10 +15,9 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from lmforge.config import ConfigError
 from lmforge.eval.plots import plot_confusion_matrix, plot_curves, plot_per_class
 
-__all__ = ["FORMAT_VERSION", "read_curves", "render_markdown", "write_report"]
+__all__ = ["FORMAT_VERSION", "render_markdown", "write_report"]
 
 FORMAT_VERSION = 1
 
@@ -41,38 +40,6 @@ SUMMARY_COLUMNS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     ],
     "language_model": [("loss", ("loss",)), ("perplexity", ("perplexity",))],
 }
-
-
-def read_curves(path: str | Path, metric: str = "loss") -> dict[str, tuple[list[int], list[float]]]:
-    """{split: (steps, values)} from a metrics.jsonl of {"step": int, "split": str, "loss": float, ...} lines.
-
-    Lines without ``metric`` (throughput, learning rate...) are skipped; malformed ones name file and line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"metrics file not found: {path}")
-    curves: dict[str, tuple[list[int], list[float]]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or metric not in row:
-                continue
-            step, split, value = row.get("step"), row.get("split", "train"), row[metric]
-            if not isinstance(step, int) or isinstance(step, bool) or not isinstance(split, str):
-                raise ConfigError(
-                    f"{path}:{number}: 'step' must be an integer, 'split' a string; got {line.strip()[:60]}"
-                )
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"{path}:{number}: '{metric}' must be a number, got {value!r}")
-            steps, values = curves.setdefault(split, ([], []))
-            steps.append(step)
-            values.append(float(value))
-    return curves
 
 
 def _lookup(metrics: dict[str, Any], keys: tuple[str, ...]) -> Optional[float]:

@@ -7,7 +7,6 @@ validation split runs every epoch and drives early stopping (``train.early_stopp
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ from lmforge.model.transformer import TransformerConfig
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.distributed import resolve_device
 from lmforge.train.hardware import resolve_precision, with_precision
-from lmforge.train.loop import LoopResult, train_loop
+from lmforge.train.loop import train_loop
 
 __all__ = ["example_sources", "finetune", "make_finetune_config", "method_settings"]
 
@@ -214,7 +213,6 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
             "report_info": {"trainable_params": trainable, "trainable_share": round(trainable / total, 5),
                             "train_s": round(train_s, 1), "steps": result.step, "stopped": result.stopped}}
     save_task_model(model, out, meta, tokenizer_file, merge=config.method == "lora" and config.lora.merge)
-    _write_curves(result, out / "curves.jsonl")
     report = _report(config, model, meta, out)
     return {"result": result, "report": report, "trainable": (trainable, total)}
 
@@ -237,7 +235,7 @@ def _soup(config: FinetuneConfig) -> dict[str, Any]:
                            "steps": sum(i["steps"] for i in infos), "soup_of": [str(p) for p in parts],
                            "parts_accuracy": [_model_row(run)["metrics"].get("accuracy") for run in runs]}
     save_task_model(model, out, meta, parts[0] / "tokenizer.json")
-    shutil.copyfile(parts[0] / "curves.jsonl", out / "curves.jsonl")  # the first run's curves stand for all
+    shutil.copyfile(parts[0] / "metrics.jsonl", out / "metrics.jsonl")  # the first run's curves stand for all
     write_config(config, out / "config.yaml")
     report = _report(config, model, meta, out)
     return {"result": runs[0]["result"], "report": report, "trainable": runs[0]["trainable"]}
@@ -253,15 +251,6 @@ def _print_trainable(method: str, trainable: int, total: int, show: bool) -> Non
 
         console.print(f"method={method}: {trainable:,} trainable parameters of {total:,} "
                       f"({100 * trainable / total:.2f}%)")
-
-
-def _write_curves(result: LoopResult, path: Path) -> None:
-    """Train and validation loss per step in the shape lmforge.eval.report.read_curves plots."""
-    with open(path, "w", encoding="utf-8") as f:
-        for step, loss in sorted(result.losses.items()):
-            f.write(json.dumps({"step": step, "split": "train", "loss": loss}) + "\n")
-        for row in result.evals:
-            f.write(json.dumps({"step": int(row["step"]), "split": "validation", "loss": row["val_loss"]}) + "\n")
 
 
 def _report(config: FinetuneConfig, model: TaskModel, meta: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -280,6 +269,6 @@ def _report(config: FinetuneConfig, model: TaskModel, meta: dict[str, Any], out:
     if config.report.max_train_examples:
         baselines["max_train_examples"] = config.report.max_train_examples
     eval_cfg = make_evaluate_config({"data": str(config.data.path), "split": "test", "out": str(out / "report"),
-                                     "curves": str(out / "curves.jsonl"), "baselines": baselines,
+                                     "curves": str(out / "metrics.jsonl"), "baselines": baselines,
                                      "progress": config.train.progress}, source="finetune")
     return evaluate(eval_cfg, rows=[row])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, Field
 
@@ -16,7 +16,7 @@ from lmforge.config import ConfigError, Section, build_config
 from lmforge.pipeline.registry import StageKind, StageReport, register
 from lmforge.serve import ExportTarget
 
-__all__ = ["ExportStageConfig", "read_training_curves"]
+__all__ = ["ExportStageConfig"]
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -144,29 +144,11 @@ register(
 # --- pretrain --------------------------------------------------------------------------------
 
 
-def read_training_curves(path: Path) -> tuple[dict[str, tuple[list[int], list[float]]], dict[str, Any]]:
-    """{"train": (steps, losses), "validation": (...)} and the last logged record from a metrics.jsonl."""
-    curves: dict[str, tuple[list[int], list[float]]] = {}
-    last: dict[str, Any] = {}
-    if not path.is_file():
-        return curves, last
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by an interruption
-        for key, split in (("train_loss", "train"), ("val_loss", "validation")):
-            if isinstance(record.get(key), (int, float)):
-                steps, values = curves.setdefault(split, ([], []))
-                steps.append(int(record["step"]))
-                values.append(float(record[key]))
-        if "tokens_per_s" in record:
-            last = record
-    return curves, last
-
-
 def _pretrain_report(out: Path) -> StageReport:
-    curves, last = read_training_curves(out / "metrics.jsonl")
+    from lmforge.train.track import read_metrics
+
+    metrics = out / "metrics.jsonl"
+    curves, last = read_metrics(metrics) if metrics.is_file() else ({}, {})
     rows: list[tuple[str, str]] = []
     config = _json(out / "config.json").get("model", {})
     if config:

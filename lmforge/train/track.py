@@ -18,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from lmforge.config import ConfigError
 from lmforge.progress import console
 from lmforge.train.config import DEFAULT_TRACKERS, WandbConfig
 
@@ -167,3 +168,52 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.close()
             self._wandb = None
+
+
+Curves = dict[str, tuple[list[int], list[float]]]  # {split: (steps, values)}
+
+# metrics.jsonl keys that are curves: the loop's per-window train loss and each evaluation's loss
+_CURVE_KEYS = {"train_loss": "train", "val_loss": "validation"}
+
+
+def read_metrics(path: str | Path) -> tuple[Curves, dict[str, Any]]:
+    """The one reader of ``metrics.jsonl``: ({"train": (steps, losses), "validation": ...}, the last
+    throughput record). Also reads the ``{"step", "split", "loss"}`` lines that fine-tuning wrote to
+    ``curves.jsonl`` before it wrote none (fine-tuning now logs to metrics.jsonl), so an older run still plots.
+
+    A malformed line is a ConfigError naming file and line, except a cut last line (a run killed
+    while writing), which is skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"metrics file not found: {path}")
+    curves: Curves = {}
+    last: dict[str, Any] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                break  # cut by an interruption
+            raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path}:{number}: expected a JSON object, got {line.strip()[:60]}")
+        found = [(split, record[key]) for key, split in _CURVE_KEYS.items() if key in record]
+        if "loss" in record and isinstance(record.get("split"), str):
+            found.append((record["split"], record["loss"]))
+        if found:
+            step = record.get("step")
+            if not isinstance(step, int) or isinstance(step, bool):
+                raise ConfigError(f"{path}:{number}: 'step' must be an integer; got {line.strip()[:60]}")
+            for split, value in found:
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    raise ConfigError(f"{path}:{number}: the {split} loss must be a number, got {value!r}")
+                steps, values = curves.setdefault(split, ([], []))
+                steps.append(step)
+                values.append(float(value))
+        if "tokens_per_s" in record:
+            last = record
+    return curves, last

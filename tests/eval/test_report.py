@@ -14,7 +14,8 @@ import pytest
 from lmforge.config import ConfigError
 from lmforge.eval.evaluate import language_model_row, prediction_row
 from lmforge.eval.metrics import span_metrics
-from lmforge.eval.report import read_curves, write_report
+from lmforge.eval.report import write_report
+from lmforge.train.track import read_metrics
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -41,7 +42,7 @@ def _write_curves(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    curves = read_curves(_write_curves(out / "metrics.jsonl"))
+    curves = read_metrics(_write_curves(out / "metrics.jsonl"))[0]
     report = write_report(_rows(), out, data="some/dir", split="test", curves=curves)
     return out, report
 
@@ -143,16 +144,29 @@ def test_language_model_rows(tmp_path):
     assert float(summary[1][4].replace(",", "")) == pytest.approx(1096.63, abs=0.01)
 
 
+def test_metrics_reader_reads_the_loop_format_and_skips_a_cut_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0, "precision": "fp32"}\n{"step": 5, "train_loss": 2.5, "tokens_per_s": 10.0}\n'
+                    '{"step": 5, "val_loss": 2.7, "val_ppl": 14.9}\n{"step": 10, "train_loss": 2.0, "tokens_per_s": 12.0}\n'
+                    '{"step": 15, "train_lo')
+    curves, last = read_metrics(path)
+    assert curves == {"train": ([5, 10], [2.5, 2.0]), "validation": ([5], [2.7])}
+    assert last["tokens_per_s"] == 12.0
+
+
 def test_bad_curves_and_rows_are_named(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1, "split": "train", "loss": 2.0}\n{"step": "x", "loss": 1.0}\n')
-    with pytest.raises(ConfigError, match=r"metrics.jsonl:2: 'step' must be an integer, 'split' a string"):
-        read_curves(path)
-    path.write_text('{"step": 1, "loss": 2.0}\nnot json\n')
+    path.write_text('{"step": 1, "split": "train", "loss": 2.0}\n{"step": "x", "train_loss": 1.0}\n')
+    with pytest.raises(ConfigError, match=r"metrics.jsonl:2: 'step' must be an integer"):
+        read_metrics(path)
+    path.write_text('{"step": 1, "train_loss": 2.0}\nnot json\n{"step": 2, "train_loss": 1.0}\n')
     with pytest.raises(ConfigError, match=r"metrics.jsonl:2: not valid JSON"):
-        read_curves(path)
+        read_metrics(path)
+    path.write_text('{"step": 1, "train_loss": "high"}\n')
+    with pytest.raises(ConfigError, match=r"metrics.jsonl:1: the train loss must be a number"):
+        read_metrics(path)
     with pytest.raises(ConfigError, match="metrics file not found"):
-        read_curves(tmp_path / "missing.jsonl")
+        read_metrics(tmp_path / "missing.jsonl")
     with pytest.raises(ValueError, match="distinct names"):
         write_report(_rows()[:1] * 2, tmp_path, data="d", split="test")
 

@@ -220,7 +220,11 @@ def test_a_soup_averages_the_weights_of_runs_with_consecutive_seeds(tmp_path, ba
     row = _model_row(result["report"])
     assert row["name"] == "lmforge full (soup of 2)" and len(row["info"]["parts_accuracy"]) == 2
     assert any(r["kind"] == "baseline" for r in result["report"]["rows"])
-    assert (out / "report" / "report.json").is_file() and (out / "curves.jsonl").is_file()
+    assert (out / "report" / "report.json").is_file() and not (out / "curves.jsonl").exists()
+    # the report plots the curves of the run's own metrics.jsonl (the loop's train_loss/val_loss lines)
+    plotted = result["report"]["curves"]
+    assert plotted["train"]["steps"] and plotted["validation"]["steps"]
+    assert (out / "report" / "curves.png").is_file()
 
 
 def test_cli_nan_guard_stop_is_one_error_line(tmp_path, base_dir, reviews_small, capsys):
