@@ -1,6 +1,6 @@
 """lmforge: train transformer language models on your own data with limited hardware."""
 
-__version__ = "0.1.0"
+from lmforge.version import __version__ as __version__
 
 
 def load(path, batch_size: int = 32, max_length=None):  # noqa: ANN001 - kept light: torch loads on first call

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from lmforge.config import ConfigError
-from lmforge.data.readers import RawRecord
+from lmforge.data.records import RawRecord
 
 
 def package_dir(package: str) -> Path:

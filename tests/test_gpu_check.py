@@ -336,7 +336,7 @@ def test_the_scaler_state_is_required_from_the_checkpoint(tmp_path):
 
 
 def test_quickstart_accuracy_from_a_finetune_report(tmp_path):
-    from lmforge.eval.evaluate import prediction_row
+    from lmforge.eval.rows import prediction_row
     from lmforge.eval.report import write_report
 
     gold = ["pos", "neg", "pos", "neg"]

@@ -26,7 +26,8 @@ import numpy as np
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.config import PRESETS, PrepareConfig, resolve_preset
 from lmforge.data.dedup import EXACT_DUPLICATE, KEEP, LABEL_CONFLICT, NEAR_DUPLICATE, DedupResult, find_duplicates
-from lmforge.data.readers import CORPUS_PREFIX, RawRecord, ReadPosition, check_columns, check_readable, expand_inputs, input_size, read_records
+from lmforge.data.records import RawRecord
+from lmforge.data.readers import CORPUS_PREFIX, ReadPosition, check_columns, check_readable, expand_inputs, input_size, read_records
 from lmforge.data.report import PrepareStats, build_report, print_prepare_summary
 from lmforge.data.split import SPLITS, assign_splits
 from lmforge.data.steps import (

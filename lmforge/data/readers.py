@@ -17,12 +17,13 @@ import json
 import os
 import re
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional
 
 from lmforge.config import ConfigError
+from lmforge.corpora import get_corpus
 from lmforge.data.config import InputConfig
+from lmforge.data.records import RawRecord
 from lmforge.text import lone_surrogate
 
 TEXT_EXTENSIONS = (".txt", ".text", ".md")
@@ -31,31 +32,6 @@ CSV_EXTENSIONS = (".csv", ".tsv")
 PARQUET_EXTENSIONS = (".parquet",)
 COMPRESSIONS = (".gz", ".zst")
 CORPUS_PREFIX = "corpus:"
-
-
-@dataclass
-class RawRecord:
-    source: str
-    line: int  # 1-based line (or row) where the record starts; 0 for a whole-file record
-    text: Optional[str] = None
-    label: Any = None
-    fields: dict[str, Any] = field(default_factory=dict)
-    error: Optional[str] = None  # reason the record could not be read
-    detail: str = ""
-    json_line: Optional[str] = None  # a JSON line not parsed yet (parsing is left to worker processes)
-
-    def parsed(self, config: InputConfig) -> "RawRecord":
-        """This record with its JSON line parsed into text, label and fields (or an error)."""
-        if self.json_line is None:
-            return self
-        try:
-            obj = json.loads(self.json_line)
-        except json.JSONDecodeError as exc:
-            return RawRecord(self.source, self.line, error="malformed_json", detail=f"column {exc.colno}: {exc.msg}",
-                             text=self.json_line)
-        except RecursionError:  # the parser recurses once per nesting level
-            return RawRecord(self.source, self.line, error="too_deeply_nested", detail=_TOO_DEEP, text=self.json_line)
-        return _from_mapping(obj, self.source, self.line, config)
 
 
 _TOO_DEEP = "nested deeper than the JSON parser's recursion limit"
@@ -68,8 +44,6 @@ def expand_inputs(paths: list[str]) -> list[str]:
     files: list[str] = []
     for spec in paths:
         if spec.startswith(CORPUS_PREFIX):
-            from lmforge.corpora import get_corpus
-
             get_corpus(spec[len(CORPUS_PREFIX) :])  # raises a clear error for unknown names
             files.append(spec)
             continue
@@ -228,12 +202,24 @@ def input_size(files: list[str]) -> int:
     total = 0
     for path in files:
         if path.startswith(CORPUS_PREFIX):
-            from lmforge.corpora import get_corpus
-
             total += get_corpus(path[len(CORPUS_PREFIX) :]).size()
         else:
             total += os.path.getsize(path)
     return total
+
+
+def parse_record(record: RawRecord, config: InputConfig) -> RawRecord:
+    """This record with its JSON line parsed into text, label and fields (or an error)."""
+    if record.json_line is None:
+        return record
+    try:
+        obj = json.loads(record.json_line)
+    except json.JSONDecodeError as exc:
+        return RawRecord(record.source, record.line, error="malformed_json", detail=f"column {exc.colno}: {exc.msg}",
+                         text=record.json_line)
+    except RecursionError:  # the parser recurses once per nesting level
+        return RawRecord(record.source, record.line, error="too_deeply_nested", detail=_TOO_DEEP, text=record.json_line)
+    return _from_mapping(obj, record.source, record.line, config)
 
 
 def read_records(
@@ -242,13 +228,11 @@ def read_records(
     """Stream every record of every input in order. With ``defer_json``, JSON lines come unparsed
     (``json_line`` set) so that worker processes parse them: see ``RawRecord.parsed``."""
     if not defer_json:
-        yield from (r.parsed(config) for r in read_records(files, config, position, defer_json=True))
+        yield from (parse_record(r, config) for r in read_records(files, config, position, defer_json=True))
         return
     position = position or ReadPosition()
     for path in files:
         if path.startswith(CORPUS_PREFIX):
-            from lmforge.corpora import get_corpus
-
             corpus = get_corpus(path[len(CORPUS_PREFIX) :])
             yield from corpus.records()
             position.finished += corpus.size()

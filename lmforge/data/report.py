@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lmforge
 from lmforge.data.config import PrepareConfig
 from lmforge.data.dedup import LABEL_CONFLICT
 from lmforge.data.filters import build_rules
-from lmforge.data.readers import RawRecord
+from lmforge.data.records import RawRecord
 from lmforge.data.split import SPLITS
 from lmforge.progress import print_summary
+from lmforge.version import __version__
 
 _EXAMPLES = 10
 _SNIPPET = 200
@@ -80,7 +80,7 @@ def build_report(config: PrepareConfig, stats: PrepareStats, dedup: dict[str, An
     if stats.labelled:
         rules.append("label_conflicts")
     return {
-        "lmforge_version": lmforge.__version__,
+        "lmforge_version": __version__,
         "stage": "data prepare",
         "format_version": 1,
         "preset": stats.preset,

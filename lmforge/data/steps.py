@@ -21,7 +21,8 @@ from lmforge.data.config import PrepareConfig
 from lmforge.data.filters import apply_rules, build_rules
 from lmforge.data.minhash import MinHasher, exact_jaccard_pairs
 from lmforge.data.pii import PIIScrubber
-from lmforge.data.readers import RawRecord
+from lmforge.data.readers import parse_record
+from lmforge.data.records import RawRecord
 
 
 @dataclass
@@ -94,7 +95,7 @@ class ChunkProcessor:
         kept_texts: list[str] = []
         labelled = self.config.input.label_field is not None
         for record in records:
-            record = record.parsed(self.config.input)
+            record = parse_record(record, self.config.input)
             if record.error is not None:
                 self._reject(result, record, record.error, record.detail, "read")
                 continue

@@ -17,6 +17,7 @@ import numpy as np
 from lmforge.data.prepared import read_labelled
 from lmforge.data.text import is_cjk
 from lmforge.eval.config import BaselinesConfig, TfidfConfig
+from lmforge.eval.rows import prediction_row
 
 __all__ = ["majority_predictions", "run_baselines", "tfidf_analyzer", "tfidf_predictions"]
 
@@ -78,8 +79,6 @@ def run_baselines(
     data_dir: str, split: str, config: BaselinesConfig, ece_bins: int = 15
 ) -> list[dict[str, Any]]:
     """Train every baseline on DATA/train and score it on DATA/<split>; one report row each."""
-    from lmforge.eval.evaluate import prediction_row
-
     train_texts, train_labels = read_labelled(data_dir, "train")
     test_texts, test_labels = read_labelled(data_dir, split)
     if config.max_train_examples is not None and config.max_train_examples < len(train_texts):

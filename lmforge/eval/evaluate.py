@@ -7,62 +7,16 @@ fine-tuned model's predictions (y_true, y_pred, probabilities) become one more r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.prepared import check_prepared
 from lmforge.eval.config import EvaluateConfig
-from lmforge.eval.metrics import classification_metrics, language_model_metrics, span_metrics
 from lmforge.eval.report import write_report
 from lmforge.train.track import read_metrics
 
-__all__ = ["evaluate", "language_model_row", "make_evaluate_config", "prediction_row", "tagging_row"]
-
-
-def prediction_row(
-    name: str,
-    y_true: Sequence[Any],
-    y_pred: Sequence[Any],
-    probabilities: Optional[np.ndarray] = None,
-    labels: Optional[Sequence[Any]] = None,
-    *,
-    kind: str = "model",
-    ece_bins: int = 15,
-    info: Optional[dict[str, Any]] = None,
-) -> dict[str, Any]:
-    """One report row for a classifier: its name, kind (model | baseline), metrics and free-form info.
-
-    ``probabilities`` is (N, K) with columns in ``labels`` order; without it, ECE is left out.
-    """
-    metrics = classification_metrics(y_true, y_pred, probabilities, labels, n_bins=ece_bins)
-    return {"name": name, "kind": kind, "metrics": metrics, "info": dict(info or {})}
-
-
-def tagging_row(
-    name: str,
-    gold: Sequence[Sequence[str]],
-    predicted: Sequence[Sequence[str]],
-    *,
-    kind: str = "model",
-    info: Optional[dict[str, Any]] = None,
-) -> dict[str, Any]:
-    """One report row for a tagger (BIO or BMES tag sequences per text): span precision/recall/F1."""
-    return {"name": name, "kind": kind, "metrics": span_metrics(gold, predicted), "info": dict(info or {})}
-
-
-def language_model_row(
-    name: str,
-    loss_sum: float,
-    token_count: int,
-    *,
-    kind: str = "model",
-    info: Optional[dict[str, Any]] = None,
-) -> dict[str, Any]:
-    """One report row for a language model: mean loss and perplexity over ``token_count`` tokens."""
-    metrics = language_model_metrics(loss_sum, token_count)
-    return {"name": name, "kind": kind, "metrics": metrics, "info": dict(info or {})}
+__all__ = ["evaluate", "make_evaluate_config"]
 
 
 def make_evaluate_config(*layers: dict[str, Any], source: str = "config") -> EvaluateConfig:
@@ -95,7 +49,8 @@ def evaluate(config: EvaluateConfig, rows: Sequence[dict[str, Any]] = ()) -> dic
 def _baseline_rows(data: Path, config: EvaluateConfig) -> list[dict[str, Any]]:
     """Classification baselines for labelled data, tagging baselines for BMES or part-of-speech rows."""
     from lmforge.data.prepared import iter_split
-    from lmforge.eval.tagging_baselines import detect_tag_task, run_tagging_baselines
+    from lmforge.data.tagged import detect_tag_task
+    from lmforge.eval.tagging_baselines import run_tagging_baselines
 
     first = next(iter(iter_split(data, "train")), None)
     if first is None:

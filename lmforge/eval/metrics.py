@@ -19,8 +19,6 @@ __all__ = [
     "confusion_matrix",
     "expected_calibration_error",
     "language_model_metrics",
-    "PEOPLES_DAILY_ENTITIES",
-    "pos_to_bio",
     "precision_recall_f1",
     "span_metrics",
     "tag_spans",
@@ -268,38 +266,6 @@ def _prf(correct: int, predicted: int, gold: int) -> dict[str, Any]:
     precision = correct / predicted if predicted else 0.0
     recall = correct / gold if gold else 0.0
     return {"precision": precision, "recall": recall, "f1": _f1(precision, recall), "support": gold}
-
-
-PEOPLES_DAILY_ENTITIES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}  # person, place, organisation names
-
-
-def pos_to_bio(
-    words: Sequence[str],
-    pos: Sequence[str],
-    entities: dict[str, str] = PEOPLES_DAILY_ENTITIES,
-    merge: Sequence[str] = ("PER",),
-) -> list[str]:
-    """Character BIO tags for NER from People's Daily words and part-of-speech tags.
-
-    Each character gets one tag ('B-PER', 'I-PER', 'O'...). Consecutive words of a type in
-    ``merge`` form one entity: the corpus tags a surname and a given name as two nr words
-    ('江/nr 泽民/nr'), while two adjacent ns places are two places.
-    """
-    if len(words) != len(pos):
-        raise ValueError(f"{len(words)} words but {len(pos)} part-of-speech tags")
-    tags: list[str] = []
-    prev_kind = None
-    for word, tag in zip(words, pos):
-        if not word:
-            continue
-        kind = entities.get(tag)
-        if kind is None:
-            tags.extend("O" * len(word))
-        else:
-            first = "I" if kind == prev_kind and kind in merge else "B"
-            tags.extend([f"{first}-{kind}"] + [f"I-{kind}"] * (len(word) - 1))
-        prev_kind = kind
-    return tags
 
 
 # ---------------------------------------------------------------- language models

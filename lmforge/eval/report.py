@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 from lmforge.eval.plots import plot_confusion_matrix, plot_curves, plot_per_class
 
-__all__ = ["FORMAT_VERSION", "render_markdown", "write_report"]
+__all__ = ["FORMAT_VERSION", "REPORT_CSS", "html_cell", "render_markdown", "report_tables", "write_report"]
 
 FORMAT_VERSION = 1
 
@@ -63,7 +63,7 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "row"
 
 
-def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def report_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table in the report, shared by the Markdown and HTML writers."""
     tables = []
     rows = report["rows"]
@@ -124,7 +124,7 @@ def _note(report: dict[str, Any], quote: str) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# {report['title']}", ""]
     lines += [_note(report, "`"), ""]
-    for title, header, body in _tables(report):
+    for title, header, body in report_tables(report):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
         lines.append("")
@@ -145,7 +145,7 @@ def _info(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+REPORT_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f2f2f2}td.t,th:first-child{text-align:left}tr.baseline td{color:#555}
@@ -153,7 +153,7 @@ figure{display:inline-block;margin:0.5em 1em 1em 0}figcaption{font-size:0.9em;co
 .note{color:#555}"""
 
 
-def _cell(text: str) -> str:
+def html_cell(text: str) -> str:
     """A table cell; text (names, kinds) aligns left, numbers right."""
     numeric = text.replace(",", "").replace(".", "", 1).lstrip("-").isdigit() or text in ("–", "inf", "nan")
     return f"<td>{html.escape(text)}</td>" if numeric else f"<td class='t'>{html.escape(text)}</td>"
@@ -164,17 +164,17 @@ def render_html(report: dict[str, Any], directory: Path) -> str:
     esc = html.escape
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(report['title'])}</title>",
-        f"<style>{_CSS}</style></head><body><h1>{esc(report['title'])}</h1>",
+        f"<style>{REPORT_CSS}</style></head><body><h1>{esc(report['title'])}</h1>",
         f"<p class='note'>{esc(_note(report, ''))}</p>",
     ]
     kinds = {r["name"]: r["kind"] for r in report["rows"]}
-    for title, header, body in _tables(report):
+    for title, header, body in report_tables(report):
         parts.append(
             f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
         )
         for row in body:
             css = " class='baseline'" if kinds.get(row[0]) == "baseline" else ""
-            parts.append(f"<tr{css}>" + "".join(_cell(cell) for cell in row) + "</tr>")
+            parts.append(f"<tr{css}>" + "".join(html_cell(cell) for cell in row) + "</tr>")
         parts.append("</table>")
     if report["plots"]:
         parts.append("<h2>Plots</h2>")

@@ -13,60 +13,17 @@ import logging
 import time
 from collections import Counter
 from functools import lru_cache
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
-from lmforge.config import ConfigError
-from lmforge.data.prepared import iter_split, split_file
-from lmforge.eval.metrics import pos_to_bio
+from lmforge.data.tagged import TagTask, bmes_tags, pos_to_bio, read_tagged
+from lmforge.eval.rows import tagging_row
 
-__all__ = ["TagTask", "bmes_tags", "detect_tag_task", "read_tagged", "run_tagging_baselines"]
+__all__ = ["run_tagging_baselines"]
 
-TagTask = Literal["segmentation", "ner"]
 
 # jieba.posseg flags (ICTCLAS set) for names: nrt transliterated and nrfg other person names,
 # nsf transliterated places.
 JIEBA_ENTITIES = {"nr": "PER", "nrt": "PER", "nrfg": "PER", "ns": "LOC", "nsf": "LOC", "nt": "ORG"}
-
-
-def detect_tag_task(row: dict[str, Any]) -> TagTask | None:
-    """segmentation for rows with chars + BMES tags, ner for rows with words + pos tags, else None."""
-    if "chars" in row and "tags" in row:
-        return "segmentation"
-    if "words" in row and "pos" in row:
-        return "ner"
-    return None
-
-
-def bmes_tags(words: Sequence[str]) -> list[str]:
-    """One BMES tag per character of the words: 'S' for one-character words, 'B M... E' otherwise."""
-    tags: list[str] = []
-    for word in words:
-        if len(word) == 1:
-            tags.append("S")
-        elif word:
-            tags += ["B"] + ["M"] * (len(word) - 2) + ["E"]
-    return tags
-
-
-def read_tagged(directory: str, split: str, task: TagTask) -> tuple[list[str], list[list[str]]]:
-    """(texts, gold tag sequences) of a split; texts are rebuilt from the tagged units so tags align."""
-    texts, gold = [], []
-    for number, row in enumerate(iter_split(directory, split), start=1):
-        if detect_tag_task(row) != task:
-            raise ConfigError(
-                f"{split_file(directory, split)}:{number}: not a {task} row (fields chars+tags or words+pos)"
-            )
-        if task == "segmentation":
-            texts.append("".join(row["chars"]))
-            gold.append(list(row["tags"]))
-        else:
-            texts.append("".join(row["words"]))
-            gold.append(pos_to_bio(row["words"], row["pos"]))
-        if len(texts[-1]) != len(gold[-1]):
-            raise ConfigError(
-                f"{split_file(directory, split)}:{number}: {len(gold[-1])} tags, {len(texts[-1])} characters"
-            )
-    return texts, gold
 
 
 @lru_cache(maxsize=1)
@@ -96,8 +53,6 @@ def jieba_predictions(texts: Sequence[str], task: TagTask) -> list[list[str]]:
 
 def run_tagging_baselines(directory: str, split: str, task: TagTask) -> list[dict[str, Any]]:
     """Report rows (see ``evaluate.tagging_row``) for the majority tag and jieba on DATA/<split>."""
-    from lmforge.eval.evaluate import tagging_row
-
     _, train_gold = read_tagged(directory, "train", task)
     texts, gold = read_tagged(directory, split, task)
     started = time.perf_counter()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lmforge.finetune.peft import _targets
+from lmforge.finetune.peft import target_linears
 from lmforge.model.heads import TaskModel
 
 __all__ = ["AdaLoRALinear", "RankAllocator", "add_adalora", "orthogonal_penalty"]
@@ -47,7 +47,7 @@ class AdaLoRALinear(nn.Module):
 
 def add_adalora(model: TaskModel, targets: list[str], rank: int, alpha: float, dropout: float) -> list[AdaLoRALinear]:
     wrapped = []
-    for parent, attr, linear in _targets(model, targets):
+    for parent, attr, linear in target_linears(model, targets):
         module = AdaLoRALinear(linear, rank, alpha, dropout)
         setattr(parent, attr, module)
         wrapped.append(module)

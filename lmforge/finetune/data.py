@@ -2,7 +2,7 @@
 
 Classification: ``text`` (and optionally a second text field for pairs) + ``label``.
 Tagging: one tag per character (BMES segmentation from chars/tags rows, BIO NER from words/pos rows,
-via lmforge.eval.tagging_baselines.read_tagged). Characters are fed pre-split; a character cut into
+via lmforge.data.tagged.read_tagged). Characters are fed pre-split; a character cut into
 several sub-tokens carries its tag on the first one and IGNORE on the rest, and predictions are read
 back from first sub-tokens.
 """
@@ -49,7 +49,7 @@ def read_classification(data: str, split: str, text_field: str, pair_field: Opti
 
 
 def read_tagging(data: str, split: str) -> tuple[list[str], list[list[str]]]:
-    from lmforge.eval.tagging_baselines import detect_tag_task, read_tagged
+    from lmforge.data.tagged import detect_tag_task, read_tagged
 
     first = next(iter(iter_split(data, split)), None)
     task = detect_tag_task(first) if first is not None else None

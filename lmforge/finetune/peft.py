@@ -23,7 +23,7 @@ __all__ = ["Adapter", "AdapterLinear", "LoRAEmbedding", "LoRALinear", "PrefixKV"
            "freeze_for_peft", "merge_lora", "peft_state", "trainable_summary"]
 
 
-def _targets(model: nn.Module, patterns: Iterable[str]) -> list[tuple[nn.Module, str, nn.Linear]]:
+def target_linears(model: nn.Module, patterns: Iterable[str]) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent, attribute, Linear) for every backbone Linear whose qualified name ends with a pattern."""
     patterns = tuple(patterns)
     found = []
@@ -83,7 +83,7 @@ def add_lora(model: TaskModel, targets: list[str], rank: int, alpha: float, drop
     """Wrap the target Linears in LoRA (and the token embedding, if ``embedding_rank``); returns how
     many layers were wrapped. ``backend="peft"`` lets the `peft` library do the Linears (its layers keep
     the Linear as ``.base_layer``)."""
-    found = _targets(model, targets)
+    found = target_linears(model, targets)
     if embedding_rank:
         if backend == "peft":
             raise ConfigError("lora.embedding_rank needs lora.backend=lmforge")

@@ -18,6 +18,7 @@ from lmforge.finetune.data import (
     read_classification,
     read_tagging,
 )
+from lmforge.eval.rows import prediction_row, tagging_row
 from lmforge.finetune.modeldir import load_task_model, load_tokenizer, pad_id, predict
 from lmforge.model.heads import TaskModel
 
@@ -63,8 +64,6 @@ def tag_predictions(probs: Sequence[np.ndarray], labels: Sequence[str]) -> list[
 
 def model_rows(model_dirs: Sequence[str], data: str, split: str, name: str | None = None) -> list[dict[str, Any]]:
     """One report row per model dir; several dirs are averaged into one ensemble row (same task and labels)."""
-    from lmforge.eval.evaluate import prediction_row, tagging_row
-
     if not model_dirs:
         return []
     started = time.perf_counter()

@@ -255,7 +255,8 @@ def _print_trainable(method: str, trainable: int, total: int, show: bool) -> Non
 
 def _report(config: FinetuneConfig, model: TaskModel, meta: dict[str, Any], out: Path) -> dict[str, Any]:
     """Score the model on the test split next to the baselines (lmforge.eval's report)."""
-    from lmforge.eval.evaluate import evaluate, make_evaluate_config, prediction_row, tagging_row
+    from lmforge.eval.evaluate import evaluate, make_evaluate_config
+    from lmforge.eval.rows import prediction_row, tagging_row
     from lmforge.finetune.predict import split_probabilities, tag_predictions
 
     gold, probs, _ = split_probabilities(model, meta, out, str(config.data.path), "test")

@@ -20,7 +20,7 @@ from torch import Tensor
 from lmforge.config import ConfigError
 from lmforge.model.modeldir import (ForgeModel, LoadedModel, atomic_directory, build_model, check_and_load, load_model_dir,
                                     model_dir_config, read_json, read_safetensors, save_model_dir)
-from lmforge.tokenize.train import LoadedTokenizer, _write_hf_config, load_tokenizer
+from lmforge.tokenize.train import LoadedTokenizer, write_hf_tokenizer_files, load_tokenizer
 
 # architecture -> (our pretraining heads, task, BERT pooler kept)
 BERT_ARCHS: dict[str, tuple[tuple[str, ...], Optional[str], bool]] = {
@@ -386,7 +386,7 @@ def export_hf(model_dir: str | Path, out: str | Path) -> Path:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if loaded.tokenizer is not None:
             (tmp / "tokenizer.json").write_text(loaded.tokenizer.json_text, encoding="utf-8")
-            _write_hf_config(loaded.tokenizer, tmp)
+            write_hf_tokenizer_files(loaded.tokenizer, tmp)
     return out
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from lmforge.config import ConfigError
 from lmforge.pipeline.config import PipelineConfig
+from lmforge.pipeline import stages as _builtin_kinds  # noqa: F401  (registers the built-in kinds)
 from lmforge.pipeline.registry import StageKind, kinds
 
 __all__ = ["PlannedStage", "RECORD", "plan_pipeline"]

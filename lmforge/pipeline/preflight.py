@@ -398,7 +398,7 @@ def plan_file(path: str, overrides: list[str], kind: Optional[str] = None) -> Pr
     from lmforge.config import ConfigError, load_config_file, parse_overrides
     from lmforge.pipeline.config import load_pipeline
     from lmforge.pipeline.plan import PlannedStage, plan_pipeline
-    from lmforge.pipeline.registry import kinds
+    from lmforge.pipeline.registry import kinds  # (plan's import registered the built-in kinds)
 
     raw = load_config_file(path)
     if "stages" in raw:

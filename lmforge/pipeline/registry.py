@@ -12,7 +12,18 @@ from typing import Any, Callable, Optional
 
 from pydantic import BaseModel
 
-__all__ = ["Check", "StageKind", "StageReport", "get_kind", "kinds", "register"]
+__all__ = ["Check", "StageKind", "StageReport", "StageResult", "get_kind", "kinds", "register"]
+
+
+@dataclass
+class StageResult:
+    """How one stage of a run ended."""
+
+    name: str
+    kind: str
+    status: str  # "ran" | "skipped"
+    seconds: float
+    out: Path
 
 
 @dataclass
@@ -55,8 +66,6 @@ def register(kind: StageKind) -> StageKind:
 
 
 def kinds() -> dict[str, StageKind]:
-    from lmforge.pipeline import stages  # noqa: F401  (registers the built-in kinds)
-
     return dict(_KINDS)
 
 

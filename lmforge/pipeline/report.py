@@ -13,11 +13,10 @@ from typing import Sequence
 import yaml
 from rich.markup import escape
 
-from lmforge.eval.report import _CSS, _cell  # the evaluation report's look, shared
+from lmforge.eval.report import REPORT_CSS, html_cell  # the evaluation report's look, shared
 from lmforge.pipeline.config import PipelineConfig
 from lmforge.pipeline.plan import PlannedStage
-from lmforge.pipeline.registry import StageReport
-from lmforge.pipeline.run import StageResult
+from lmforge.pipeline.registry import StageReport, StageResult
 
 __all__ = ["print_run_summary", "write_run_report"]
 
@@ -53,7 +52,7 @@ def _md_table(title: str, header: list[str], body: list[list[str]], level: str =
 
 def _html_table(title: str, header: list[str], body: list[list[str]], level: str = "h3") -> str:
     esc = html.escape
-    rows = "".join("<tr>" + "".join(_cell(str(c)) for c in row) + "</tr>" for row in body)
+    rows = "".join("<tr>" + "".join(html_cell(str(c)) for c in row) + "</tr>" for row in body)
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     return f"<{level}>{esc(title)}</{level}><table><tr>{head}</tr>{rows}</table>"
 
@@ -82,7 +81,7 @@ def render_html(pipeline: PipelineConfig, results: Sequence[StageResult], report
     esc = html.escape
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>lmforge run report</title>",
-        f"<style>{_CSS}\npre{{background:#f6f6f6;padding:0.6em;overflow:auto}}</style></head><body>",
+        f"<style>{REPORT_CSS}\npre{{background:#f6f6f6;padding:0.6em;overflow:auto}}</style></head><body>",
         "<h1>lmforge run report</h1>",
     ]
     if pipeline.description:

@@ -17,24 +17,15 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from lmforge.config import ConfigError, write_config
 from lmforge.pipeline.config import PipelineConfig
 from lmforge.pipeline.plan import RECORD, PlannedStage, plan_pipeline
+from lmforge.pipeline.registry import StageResult
 
-__all__ = ["StageResult", "fingerprint", "read_record", "run_pipeline"]
-
-
-@dataclass
-class StageResult:
-    name: str
-    kind: str
-    status: str  # "ran" | "skipped"
-    seconds: float
-    out: Path
+__all__ = ["fingerprint", "read_record", "run_pipeline"]
 
 
 def read_record(out: Path) -> dict[str, Any]:

@@ -219,7 +219,7 @@ register(
 
 
 def _evaluate_report(out: Path) -> StageReport:
-    from lmforge.eval.report import _tables  # the evaluation report's own tables, reused as they are
+    from lmforge.eval.report import report_tables  # the evaluation report's own tables, reused as they are
 
     report = _json(out / "report.json")
     if not report:
@@ -232,7 +232,7 @@ def _evaluate_report(out: Path) -> StageReport:
         elif m.get("task") == "tagging":
             rows.append((f"{row['name']} ({row['kind']})", f"span F1 {m['f1']:.4f}"))
     images = [(title, out / file) for title, file in report.get("plots", {}).items()]
-    return StageReport(rows=rows, tables=_tables(report), images=images)
+    return StageReport(rows=rows, tables=report_tables(report), images=images)
 
 
 register(

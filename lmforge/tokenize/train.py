@@ -306,7 +306,7 @@ def train_tokenizer(config: TokenizerTrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer.json").write_text(loaded.json_text, encoding="utf-8")
     write_config(config, out / "config.yaml")
-    _write_hf_config(loaded, out)
+    write_hf_tokenizer_files(loaded, out)
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "kind": loaded.kind,
@@ -329,7 +329,7 @@ def train_tokenizer(config: TokenizerTrainConfig) -> dict[str, Any]:
     return meta
 
 
-def _write_hf_config(loaded: LoadedTokenizer, out: Path) -> None:
+def write_hf_tokenizer_files(loaded: LoadedTokenizer, out: Path) -> None:
     """tokenizer_config.json so `PreTrainedTokenizerFast.from_pretrained(out)` knows the special tokens."""
     hf: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
     for role, token_id in loaded.special_tokens.items():

@@ -68,7 +68,8 @@ def test_evaluate_errors_are_one_line(reviews_prepared, tmp_path, capsys):
 def test_a_model_plugs_in_as_one_more_row(reviews_prepared, tmp_path):
     """What `lmforge evaluate --model` will do: the model's predictions become a row next to the baselines."""
     from lmforge.data.prepared import read_labelled
-    from lmforge.eval.evaluate import evaluate, make_evaluate_config, prediction_row
+    from lmforge.eval.evaluate import evaluate, make_evaluate_config
+    from lmforge.eval.rows import prediction_row
 
     data, _ = reviews_prepared
     texts, truth = read_labelled(data, "test")

@@ -13,7 +13,6 @@ from lmforge.eval.metrics import (
     confusion_matrix,
     expected_calibration_error,
     language_model_metrics,
-    pos_to_bio,
     span_metrics,
     tag_spans,
 )
@@ -186,27 +185,6 @@ def test_spans_and_scores_match_seqeval_on_random_malformed_sequences():
         assert tag_spans(seq) == [
             (k, s, e + 1) for k, s, e in get_entities(["I" if t == "M" else t for t in seq])
         ]
-
-
-def test_peoples_daily_pos_to_bio_on_real_lines():
-    from lmforge.corpora import get_corpus
-
-    records = get_corpus("peoples-daily-pos").records()
-    record = next(r for r in records if "nr" in r.fields["pos"] and "nt" in r.fields["pos"])
-    words, pos = record.fields["words"], record.fields["pos"]
-    tags = pos_to_bio(words, pos)
-    assert len(tags) == len(record.text)
-    spans = tag_spans(tags)
-    names = {(k, record.text[s:e]) for k, s, e in spans}
-    assert ("ORG", "中共中央") in names and ("PER", "江泽民") in names  # surname + given name merged
-    assert {k for k, _, _ in spans} <= {"PER", "LOC", "ORG"}
-    assert pos_to_bio(["中国", "北京"], ["ns", "ns"]) == [
-        "B-LOC",
-        "I-LOC",
-        "B-LOC",
-        "I-LOC",
-    ]  # places not merged
-    assert pos_to_bio(["邓", "小平", "同志"], ["nr", "nr", "n"]) == ["B-PER", "I-PER", "I-PER", "O", "O"]
 
 
 # ---------------------------------------------------------------- language models

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lmforge.config import ConfigError
-from lmforge.eval.evaluate import language_model_row, prediction_row
+from lmforge.eval.rows import language_model_row, prediction_row
 from lmforge.eval.metrics import span_metrics
 from lmforge.eval.report import write_report
 from lmforge.train.track import read_metrics

@@ -9,8 +9,9 @@ import pytest
 
 from lmforge.cli import main
 from lmforge.corpora import get_corpus
-from lmforge.eval.metrics import pos_to_bio, span_metrics, tag_spans
-from lmforge.eval.tagging_baselines import bmes_tags, detect_tag_task, jieba_predictions
+from lmforge.data.tagged import bmes_tags, detect_tag_task, pos_to_bio
+from lmforge.eval.metrics import span_metrics, tag_spans
+from lmforge.eval.tagging_baselines import jieba_predictions
 from tests.utils import run_prepare
 
 
