@@ -107,7 +107,7 @@ def prepare(work: Path, per_class: int) -> Path:
 
 
 def split(data: Path, name: str) -> tuple[list[str], list[str]]:
-    from lmforge.finetune.data import read_classification
+    from lmforge.data.examples import read_classification
 
     texts, _, labels = read_classification(str(data), name, "text", None, "label")
     return texts, labels

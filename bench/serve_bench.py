@@ -35,7 +35,8 @@ import torch
 import lmforge
 from lmforge.data.prepare import make_prepare_config, prepare
 from lmforge.model.hf import load_hf
-from lmforge.model.modeldir import ForgeModel, model_dir_config, save_model_dir
+from lmforge.model.heads import TaskModel
+from lmforge.model.modeldir import model_dir_config, save_model_dir
 from lmforge.serve.export import export_model
 from lmforge.serve.predictor import Predictor
 
@@ -61,14 +62,14 @@ def build_classifier(train: list[dict[str, Any]], out: Path, max_length: int) ->
     labels = sorted({r["label"] for r in train})
     y = [labels.index(r["label"]) for r in train]
     lr = LogisticRegression(max_iter=2000, C=10.0).fit(x.numpy(), y)
-    model = ForgeModel(loaded.model.config, (), "classification", len(labels), "mean")
+    model = TaskModel(loaded.model.config, "classification", labels, pooling="mean")
     state = {k: v for k, v in loaded.model.state_dict().items() if k.startswith("backbone.")}
     coef, bias = torch.tensor(lr.coef_, dtype=torch.float32), torch.tensor(lr.intercept_, dtype=torch.float32)
     if len(labels) == 2:  # binary LR is one logit: softmax([0, z]) == sigmoid(z)
         coef, bias = torch.cat([torch.zeros_like(coef), coef]), torch.cat([torch.zeros_like(bias), bias])
-    state.update({"classifier.weight": coef, "classifier.bias": bias})
+    state.update({"head.classifier.weight": coef, "head.classifier.bias": bias})
     model.load_state_dict(state)
-    return save_model_dir(model, model_dir_config(model, labels, max_length=max_length), out, loaded.tokenizer)
+    return save_model_dir(model, model_dir_config(model, max_length=max_length), out, loaded.tokenizer)
 
 
 def small_classifier(like: Path, out: Path) -> Path:
@@ -80,8 +81,8 @@ def small_classifier(like: Path, out: Path) -> Path:
     ref = load_model_dir(like)
     torch.manual_seed(0)
     cfg = TransformerConfig(vocab_size=ref.model.config.vocab_size, max_positions=128, dropout=0.0, attn_dropout=0.0)
-    model = ForgeModel(cfg, (), "classification", len(ref.labels), "cls").eval()
-    return save_model_dir(model, model_dir_config(model, ref.labels), out, ref.tokenizer)
+    model = TaskModel(cfg, "classification", ref.labels, pooling="first", pooler=False).eval()
+    return save_model_dir(model, model_dir_config(model), out, ref.tokenizer)
 
 
 def median_ms(fn: Callable[[], Any], repeats: int) -> float:

@@ -105,7 +105,7 @@ def test_the_walker_sees_a_cycle_and_an_upward_import():
              "lmforge.serve.x": set()}
     assert cycles(graph) == [["lmforge.data.a", "lmforge.data.b"]]
     assert layer_of("lmforge.serve.x") > layer_of("lmforge.data.b")
-    assert layer_of("lmforge.finetune.stage") > layer_of("lmforge.finetune.peft")
+    assert layer_of("lmforge.finetune.stage") > layer_of("lmforge.model.peft")
     real = import_graph()
     assert "lmforge.data.readers" in real["lmforge.data.prepare"]  # the walker reads real imports
 

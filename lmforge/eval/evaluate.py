@@ -14,6 +14,7 @@ from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.prepared import check_prepared
 from lmforge.eval.config import EvaluateConfig
 from lmforge.eval.report import write_report
+from lmforge.eval.scoring import model_rows
 from lmforge.train.track import read_metrics
 
 __all__ = ["evaluate", "make_evaluate_config"]
@@ -34,8 +35,6 @@ def evaluate(config: EvaluateConfig, rows: Sequence[dict[str, Any]] = ()) -> dic
     out = Path(config.out) if config.out else data / "evaluation"
     all_rows = list(rows)
     if config.models:
-        from lmforge.finetune.predict import model_rows
-
         all_rows += model_rows(config.models, str(data), config.split)
     if config.baselines.enabled:
         all_rows += _baseline_rows(data, config)

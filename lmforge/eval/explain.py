@@ -30,7 +30,7 @@ class Attribution:
 
 def explain(predictor: Predictor, text: str, target: Optional[str] = None, steps: int = 50) -> Attribution:
     """Attributions of ``text``'s tokens to the logit of ``target`` (default: the predicted class)."""
-    if predictor.model.classifier is None:
+    if predictor.model.task != "classification":
         raise InputError("explain needs a classification model (its config.json task is not 'classification')")
     token_ids, tokens, special_mask = predictor.classify_input(text)  # what classify sees (its truncation)
     ids = torch.tensor([token_ids])  # (1, T)

@@ -1,8 +1,6 @@
-"""Labelled examples for fine-tuning: read a prepared split, encode with the model's tokenizer, batch.
+"""Labelled examples for fine-tuning (read by lmforge.data.examples): encode with the model's tokenizer, batch.
 
-Classification: ``text`` (and optionally a second text field for pairs) + ``label``.
-Tagging: one tag per character (BMES segmentation from chars/tags rows, BIO NER from words/pos rows,
-via lmforge.data.tagged.read_tagged). Characters are fed pre-split; a character cut into
+Tagging: characters are fed pre-split; a character cut into
 several sub-tokens carries its tag on the first one and IGNORE on the rest, and predictions are read
 back from first sub-tokens.
 """
@@ -10,6 +8,7 @@ back from first sub-tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
@@ -17,12 +16,12 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from lmforge.config import ConfigError
-from lmforge.data.prepared import iter_split, split_file
+from lmforge.tokenize.train import load_tokenizer, special_token_ids
 from lmforge.tokenize.truncate import Truncation, head_and_tail_ids
 from lmforge.train.objectives import IGNORE
 
-__all__ = ["Encoded", "ExampleSource", "chunk_units", "encode_classification", "encode_tagging", "read_classification",
-           "read_tagging"]
+__all__ = ["Encoded", "ExampleSource", "chunk_units", "encode_classification", "encode_tagging", "encoding_tokenizer",
+           "pad_id"]
 
 
 @dataclass
@@ -31,31 +30,6 @@ class Encoded:
     token_type_ids: list[list[int]]
     labels: list[Any]  # int per example, or per-token lists with IGNORE
     first_token: list[list[int]]  # tagging: token index of each character's first sub-token (-1: truncated)
-
-
-def read_classification(data: str, split: str, text_field: str, pair_field: Optional[str],
-                        label_field: str = "label") -> tuple[list[str], list[Optional[str]], list[str]]:
-    texts, pairs, labels = [], [], []
-    path = split_file(data, split)
-    for number, row in enumerate(iter_split(data, split), start=1):
-        if row.get(label_field) is None or row.get(text_field) is None:
-            raise ConfigError(f"{path}:{number}: needs fields {text_field!r} and {label_field!r} for classification")
-        if pair_field is not None and row.get(pair_field) is None:
-            raise ConfigError(f"{path}:{number}: no {pair_field!r} (data.pair_field) for a text-pair task")
-        texts.append(str(row[text_field]))
-        pairs.append(str(row[pair_field]) if pair_field else None)
-        labels.append(str(row[label_field]))
-    return texts, pairs, labels
-
-
-def read_tagging(data: str, split: str) -> tuple[list[str], list[list[str]]]:
-    from lmforge.data.tagged import detect_tag_task, read_tagged
-
-    first = next(iter(iter_split(data, split)), None)
-    task = detect_tag_task(first) if first is not None else None
-    if task is None:
-        raise ConfigError(f"{split_file(data, split)}: tagging needs rows with chars+tags (BMES) or words+pos (NER)")
-    return read_tagged(data, split, task)
 
 
 def chunk_units(texts: Sequence[str], tags: Sequence[Sequence[str]], size: int) -> tuple[list[str], list[list[str]], list[int]]:
@@ -190,3 +164,19 @@ class ExampleSource:
             if state.get(key) != mine[key]:
                 raise ValueError(f"data state is from another source: {key}={state.get(key)!r}, here {mine[key]!r}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def encoding_tokenizer(path: str | Path) -> Tokenizer:
+    """A model's tokenizer (its directory or tokenizer.json) without padding or truncation of its own:
+    the encoders cut at data.max_length and collate pads per batch."""
+    path = Path(path) / "tokenizer.json" if Path(path).is_dir() else Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no tokenizer.json")
+    return load_tokenizer(path).tokenizer
+
+
+def pad_id(tok: Tokenizer) -> int:
+    """Padding id; a decoder tokenizer without [PAD] pads with its end-of-text token (GPT-2's habit),
+    and last-token pooling reads the attention mask, so the pad id never changes a prediction."""
+    found: Optional[int] = special_token_ids(tok)["pad"]
+    return 0 if found is None else int(found)

@@ -1,5 +1,5 @@
 """Weight averaging: the checkpoints of one run, or soups of several runs (prediction ensembles of
-several runs are in lmforge.finetune.predict).
+several runs are in lmforge.eval.scoring).
 
 Averaging the weights of the last checkpoints of a run (Vaswani et al. 2017; "model soups" of one
 trajectory) smooths the noise of the final steps at no inference cost.

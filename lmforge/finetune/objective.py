@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmforge.finetune.adalora import orthogonal_penalty
+from lmforge.model.adalora import orthogonal_penalty
 from lmforge.finetune.config import RobustConfig
 from lmforge.model.heads import TaskModel
 from lmforge.train.objectives import IGNORE, ObjectiveOutput

@@ -7,6 +7,7 @@ validation split runs every epoch and drives early stopping (``train.early_stopp
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
 from pathlib import Path
@@ -16,8 +17,10 @@ import torch
 from safetensors.torch import load_model
 
 from lmforge.config import ConfigError, build_config, write_config
+from lmforge.data.examples import read_classification, read_tagging
 from lmforge.data.prepared import check_prepared
-from lmforge.finetune.adalora import RankAllocator
+from lmforge.eval.scoring import method_name, model_row
+from lmforge.finetune.build import build_finetune_model
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.data import (
     Encoded,
@@ -25,53 +28,35 @@ from lmforge.finetune.data import (
     chunk_units,
     encode_classification,
     encode_tagging,
-    read_classification,
-    read_tagging,
+    encoding_tokenizer,
+    pad_id,
 )
 from lmforge.finetune.ensemble import average_checkpoints, average_weights
-from lmforge.finetune.modeldir import (
-    apply_method,
-    load_base,
-    load_task_model,
-    load_tokenizer,
-    pad_id,
-    read_model_config,
-    save_task_model,
-)
 from lmforge.finetune.objective import FinetuneObjective
-from lmforge.finetune.peft import trainable_summary
+from lmforge.model.adalora import RankAllocator
 from lmforge.model.heads import TaskModel
+from lmforge.model.modeldir import check_and_load, load_model_dir, model_dir_config, read_json, save_model_dir
+from lmforge.model.peft import merge_lora, trainable_summary
 from lmforge.model.transformer import TransformerConfig
+from lmforge.serve.predictor import Predictor
+from lmforge.tokenize.train import load_tokenizer
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.distributed import resolve_device
 from lmforge.train.hardware import resolve_precision, with_precision
 from lmforge.train.loop import train_loop
 
-__all__ = ["example_sources", "finetune", "make_finetune_config", "method_settings"]
+__all__ = ["example_sources", "finetune", "make_finetune_config"]
 
 
 def make_finetune_config(*layers: dict[str, Any], source: str = "config") -> FinetuneConfig:
     return build_config(FinetuneConfig, *layers, source=source)
 
 
-def method_settings(config: FinetuneConfig) -> dict[str, Any]:
-    if config.method == "lora":
-        return config.lora.model_dump(mode="json")
-    if config.method == "adalora":
-        # AdaLoRA starts from the LoRA shape (rank, alpha, dropout, targets) and prunes toward target_rank
-        return {**config.lora.model_dump(mode="json"), **config.adalora.model_dump(mode="json")}
-    if config.method == "adapter":
-        return config.adapter.model_dump(mode="json")
-    if config.method == "prefix":
-        return config.prefix.model_dump(mode="json")
-    return {}
-
-
 def _architecture(config: FinetuneConfig) -> tuple[dict[str, Any], Path]:
     """(TransformerConfig fields, tokenizer.json path) from the pretrained dir or the config."""
     extra = {} if config.dropout is None else {"dropout": config.dropout, "attn_dropout": config.dropout}
     if config.init_from:
-        base = read_model_config(config.init_from)
+        base = read_json(Path(config.init_from) / "config.json")
         if "model" not in base:
             raise ConfigError(f"init_from: {config.init_from}/config.json has no 'model' section")
         return {**base["model"], **extra}, Path(config.init_from) / "tokenizer.json"
@@ -137,15 +122,6 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any]) -> t
     return train_src, val_src, labels
 
 
-def _freeze(model: TaskModel, config: FinetuneConfig) -> None:
-    if config.freeze.embeddings:
-        model.backbone.embed.requires_grad_(False)
-    if config.freeze.layers > len(model.backbone.blocks):
-        raise ConfigError(f"freeze.layers={config.freeze.layers}: the model has {len(model.backbone.blocks)} blocks")
-    for block in list(model.backbone.blocks)[: config.freeze.layers]:
-        block.requires_grad_(False)
-
-
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Run fine-tuning; returns {"result": LoopResult, "report": report dict, "trainable": (n, total)}."""
     if config.soup > 1:
@@ -156,12 +132,11 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.precision, device)  # before any data is read: fp16 on CPU fails now
     arch, tokenizer_file = _architecture(config)
-    tok = load_tokenizer(tokenizer_file)
+    tok = encoding_tokenizer(tokenizer_file)
     if tok.get_vocab_size() > int(arch["vocab_size"]):
         raise ConfigError(f"model.vocab_size={arch['vocab_size']} is smaller than the tokenizer's "
                           f"{tok.get_vocab_size()} tokens ({tokenizer_file})")
     train_src, val_src, labels = example_sources(config, tok, arch)
-    pad = pad_id(tok)
     tc = config.train
     steps = config.epochs * len(train_src)
     update: dict[str, Any] = {"steps": steps, "eval_every": len(train_src)}
@@ -170,13 +145,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     train_cfg = tc.model_copy(update=update)
 
     torch.manual_seed(tc.seed)
-    model = TaskModel(TransformerConfig(**arch), config.task, labels, pooling=config.pooling,
-                      dropout=config.head_dropout)
-    if config.init_from:
-        load_base(model, config.init_from)
-    settings = method_settings(config)
-    apply_method(model, config.method, settings)
-    _freeze(model, config)
+    model = build_finetune_model(config, arch, labels)
     trainable, total = trainable_summary(model)
     _print_trainable(config.method, trainable, total, config.train.progress)
 
@@ -206,15 +175,27 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         model.load_state_dict(average_checkpoints(out, config.average_last))
     elif tc.early_stopping.patience is not None and best is not None:
         load_model(model, str(ckpt.step_dir(out / "checkpoints", best) / "model.safetensors"))
-    meta = {"task": config.task, "labels": labels, "method": config.method, "settings": settings,
-            "pooling": model.head.pooling if config.task == "classification" else None,
-            "model": arch, "base": str(Path(config.init_from).resolve()) if config.init_from else None,
-            "pad_id": pad, "data": config.data.model_dump(mode="json"),
-            "report_info": {"trainable_params": trainable, "trainable_share": round(trainable / total, 5),
-                            "train_s": round(train_s, 1), "steps": result.step, "stopped": result.stopped}}
-    save_task_model(model, out, meta, tokenizer_file, merge=config.method == "lora" and config.lora.merge)
-    report = _report(config, model, meta, out)
+    info = {"trainable_params": trainable, "trainable_share": round(trainable / total, 5),
+            "train_s": round(train_s, 1), "steps": result.step, "stopped": result.stopped}
+    _save(config, model, out, tokenizer_file, arch, info)
+    report = _report(config, out)
     return {"result": result, "report": report, "trainable": (trainable, total)}
+
+
+def _save(config: FinetuneConfig, model: TaskModel, out: Path, tokenizer_file: Path, arch: dict[str, Any],
+          info: dict[str, Any]) -> None:
+    """OUT as a model directory (lmforge.model.modeldir): every method's model loads from it alone."""
+    extra: dict[str, Any] = {"max_length": min(config.data.max_length, int(arch["max_positions"])),
+                             "data": config.data.model_dump(mode="json"), "report_info": info,
+                             "base": str(Path(config.init_from).resolve()) if config.init_from else None}
+    if config.task == "classification" and config.data.truncation != "head":
+        extra["truncation"] = config.data.truncation
+    if config.method == "lora" and config.lora.merge:  # a plain model: the LoRA update folded into the weights
+        model = copy.deepcopy(model)
+        merge_lora(model)
+        model.method, model.method_settings = "full", {}
+        extra["merged_from"] = "lora"
+    save_model_dir(model, model_dir_config(model, **extra), out, load_tokenizer(tokenizer_file))
 
 
 def _soup(config: FinetuneConfig) -> dict[str, Any]:
@@ -228,16 +209,17 @@ def _soup(config: FinetuneConfig) -> dict[str, Any]:
         "soup": 1, "out": str(part),
         "report": config.report.model_copy(update={"baselines": False}),  # scored once, on the soup
         "train": config.train.model_copy(update={"seed": seed})})) for seed, part in zip(seeds, parts)]
-    model, meta = load_task_model(parts[0])
-    model.load_state_dict(average_weights([p / "model.safetensors" for p in parts]))
-    infos = [read_model_config(p)["report_info"] for p in parts]
-    meta["report_info"] = {**infos[0], "train_s": round(sum(i["train_s"] for i in infos), 1),
-                           "steps": sum(i["steps"] for i in infos), "soup_of": [str(p) for p in parts],
-                           "parts_accuracy": [_model_row(run)["metrics"].get("accuracy") for run in runs]}
-    save_task_model(model, out, meta, parts[0] / "tokenizer.json")
+    first = load_model_dir(parts[0])
+    model = first.model
+    check_and_load(model, average_weights([p / "model.safetensors" for p in parts]), f"soup of {parts[0]}, ...")
+    infos = [read_json(p / "config.json")["report_info"] for p in parts]
+    info = {**infos[0], "train_s": round(sum(i["train_s"] for i in infos), 1),
+            "steps": sum(i["steps"] for i in infos), "soup_of": [str(p) for p in parts],
+            "parts_accuracy": [_model_row(run)["metrics"].get("accuracy") for run in runs]}
+    save_model_dir(model, {**first.config, "report_info": info}, out, first.tokenizer)
     shutil.copyfile(parts[0] / "metrics.jsonl", out / "metrics.jsonl")  # the first run's curves stand for all
     write_config(config, out / "config.yaml")
-    report = _report(config, model, meta, out)
+    report = _report(config, out)
     return {"result": runs[0]["result"], "report": report, "trainable": runs[0]["trainable"]}
 
 
@@ -253,19 +235,14 @@ def _print_trainable(method: str, trainable: int, total: int, show: bool) -> Non
                       f"({100 * trainable / total:.2f}%)")
 
 
-def _report(config: FinetuneConfig, model: TaskModel, meta: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Score the model on the test split next to the baselines (lmforge.eval's report)."""
+def _report(config: FinetuneConfig, out: Path) -> dict[str, Any]:
+    """Score the saved model directory on the test split next to the baselines (lmforge.eval's report),
+    through the Predictor that serving uses, so the report says what the server will answer."""
     from lmforge.eval.evaluate import evaluate, make_evaluate_config
-    from lmforge.eval.rows import prediction_row, tagging_row
-    from lmforge.finetune.predict import split_probabilities, tag_predictions
 
-    gold, probs, _ = split_probabilities(model, meta, out, str(config.data.path), "test")
-    name = f"lmforge {config.method}" + (f" (soup of {config.soup})" if config.soup > 1 else "")
-    if config.task == "classification":
-        pred = [meta["labels"][i] for i in probs.argmax(-1)]
-        row = prediction_row(name, gold, pred, probs, meta["labels"], info=meta["report_info"])
-    else:
-        row = tagging_row(name, gold, tag_predictions(probs, meta["labels"]), info=meta["report_info"])
+    predictor = Predictor(load_model_dir(out))
+    name = f"lmforge {method_name(predictor.config)}" + (f" (soup of {config.soup})" if config.soup > 1 else "")
+    row = model_row(predictor, str(config.data.path), "test", name, predictor.config["report_info"])
     baselines: dict[str, Any] = {"enabled": config.report.baselines}
     if config.report.max_train_examples:
         baselines["max_train_examples"] = config.report.max_train_examples

@@ -7,7 +7,7 @@ Names map onto BERT's (`cls.predictions.transform.dense` -> `mlm.transform`, `..
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -135,13 +135,16 @@ def pool(hidden: Tensor, attention_mask: Optional[Tensor], pooling: Pooling) -> 
 
 
 class SequenceClassificationHead(nn.Module):
-    """Pooled token -> dropout -> dense + tanh (BERT's pooler) -> dropout -> K logits.
-    Mean pooling has no pooler (as sentence-transformers): mean -> dropout -> K logits."""
+    """Pooled token -> dropout -> [dense + tanh (BERT's pooler) -> dropout] -> K logits.
+    Mean pooling has no pooler by default (as sentence-transformers); ``pooler=False`` drops it for
+    any pooling (a first-token classifier imported without BERT's pooler)."""
 
-    def __init__(self, cfg: TransformerConfig, n_labels: int, pooling: Pooling = "first", dropout: float = 0.1) -> None:
+    def __init__(self, cfg: TransformerConfig, n_labels: int, pooling: Pooling = "first", dropout: float = 0.1,
+                 pooler: Optional[bool] = None) -> None:
         super().__init__()
         self.pooling: Pooling = pooling
-        self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if pooling != "mean" else None
+        with_pooler = pooling != "mean" if pooler is None else pooler
+        self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if with_pooler else None
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(cfg.d_model, n_labels)
 
@@ -165,36 +168,64 @@ class TokenClassificationHead(nn.Module):
 
 
 TaskName = Literal["classification", "tagging"]
+TASKS: tuple[TaskName, ...] = ("classification", "tagging")
 
 
-class TaskModel(nn.Module):
-    """Backbone (names ``backbone.*`` as in LanguageModel, so pretrained weights load by name) + a task head.
+class TaskModel(LanguageModel):
+    """The one model class of lmforge's model directories: a LanguageModel (backbone and any pretraining
+    heads, names as there) plus an optional task head (``head.*``), plus whatever a fine-tuning method
+    wrapped into it (recorded as ``method`` and ``method_settings`` by lmforge.model.peft.apply_method).
 
-    ``labels`` are the label names in logit order; they travel with the model in its config.json.
+    A pretrained model has no task; a fine-tuned one has ``task`` and ``labels`` (label names in logit
+    order, saved in its config.json). ``pooler`` without a task keeps an imported BERT's pretrained
+    tanh pooler (``pooler.*``), which starts a classifier's pooler and exports back to BERT unchanged.
     """
 
-    def __init__(self, cfg: TransformerConfig, task: TaskName, labels: list[str], pooling: Optional[Pooling] = None,
-                 dropout: float = 0.1) -> None:
-        super().__init__()
-        if len(labels) < 2 or len(set(labels)) != len(labels):
-            raise ValueError(f"a task needs at least two distinct labels, got {labels}")
-        self.config, self.task, self.labels = cfg, task, list(labels)
-        self.backbone = Transformer(cfg)
-        self.head: nn.Module
+    def __init__(self, cfg: TransformerConfig, task: Optional[TaskName] = None, labels: Sequence[str] = (),
+                 heads: tuple[HeadName, ...] = (), pooling: Optional[Pooling] = None, dropout: float = 0.1,
+                 pooler: Optional[bool] = None) -> None:
+        super().__init__(cfg, heads)
+        if task is not None and (len(labels) < 2 or len(set(labels)) != len(labels)):
+            raise ValueError(f"a task needs at least two distinct labels, got {list(labels)}")
+        if task not in (None, *TASKS):
+            raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
+        self.task, self.labels = task, list(labels)
+        self.method: str = "full"
+        self.method_settings: dict = {}
+        self.head: Optional[nn.Module] = None
+        self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if task is None and pooler else None
         if task == "classification":
             self.head = SequenceClassificationHead(cfg, len(labels), pooling or ("last" if cfg.causal else "first"),
-                                                   dropout)
-        else:
+                                                   dropout, pooler)
+        elif task == "tagging":
             self.head = TokenClassificationHead(cfg, len(labels), dropout)
-        init_weights(self.head, cfg)
+        if self.head is not None:
+            init_weights(self.head, cfg)
+        if self.pooler is not None:
+            init_weights(self.pooler, cfg)
 
     @property
     def label_to_id(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.labels)}
 
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
-                token_type_ids: Optional[Tensor] = None) -> Tensor:
-        # a [CLS] classifier reads one position: the last block computes only that one
-        first = self.task == "classification" and self.head.pooling == "first"
+    @property
+    def pooling(self) -> Optional[Pooling]:
+        return self.head.pooling if isinstance(self.head, SequenceClassificationHead) else None
+
+    def task_logits(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
+                    token_type_ids: Optional[Tensor] = None) -> Tensor:
+        """(B, K) for classification, (B, T, K) for tagging."""
+        assert self.head is not None, "this model has no task head"
+        # a first-token classifier reads one position: the last block computes only that one
+        first = self.pooling == "first"
         hidden = self.backbone(input_ids, attention_mask, token_type_ids, n_queries=1 if first else None)
-        return self.head(hidden, attention_mask)  # (B, K) or (B, T, K)
+        return self.head(hidden, attention_mask)
+
+    classify = tag = task_logits  # the predictor's names for the two tasks
+
+    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,  # type: ignore[override]
+                token_type_ids: Optional[Tensor] = None, masked_positions: Optional[Tensor] = None) -> Any:
+        """The task logits (what fine-tuning trains); without a task, LanguageModel's dict of head logits."""
+        if self.head is None:
+            return super().forward(input_ids, attention_mask, token_type_ids, masked_positions)
+        return self.task_logits(input_ids, attention_mask, token_type_ids)

@@ -18,8 +18,10 @@ import torch
 from torch import Tensor
 
 from lmforge.config import ConfigError
-from lmforge.model.modeldir import (ForgeModel, LoadedModel, atomic_directory, build_model, check_and_load, load_model_dir,
+from lmforge.model.heads import TaskModel
+from lmforge.model.modeldir import (LoadedModel, atomic_directory, build_model, check_and_load, load_model_dir,
                                     model_dir_config, read_json, read_safetensors, save_model_dir)
+from lmforge.model.peft import merge_lora
 from lmforge.tokenize.train import LoadedTokenizer, write_hf_tokenizer_files, load_tokenizer
 
 # architecture -> (our pretraining heads, task, BERT pooler kept)
@@ -63,12 +65,11 @@ def bert_names(n_layers: int, heads: tuple[str, ...], task: Optional[str], poole
     if "sentence" in heads:
         names.update({f"sentence.pooler.{k}": f"bert.pooler.dense.{k}" for k in kinds})
         names.update({f"sentence.classifier.{k}": f"cls.seq_relationship.{k}" for k in kinds})
-    if pooler:
-        names.update({f"pooler.{k}": f"bert.pooler.dense.{k}" for k in kinds})
-    if task == "classification":
-        names.update({f"classifier.{k}": f"classifier.{k}" for k in kinds})
-    if task == "tagging":
-        names.update({f"tagger.{k}": f"classifier.{k}" for k in kinds})
+    if pooler:  # a classifier's pooler is its head's; a bare encoder keeps BERT's as `pooler`
+        ours = "head.pooler" if task == "classification" else "pooler"
+        names.update({f"{ours}.{k}": f"bert.pooler.dense.{k}" for k in kinds})
+    if task:
+        names.update({f"head.classifier.{k}": f"classifier.{k}" for k in kinds})
     return names
 
 
@@ -237,8 +238,10 @@ def _dir_config_from_hf(hf: dict[str, Any], where: str) -> tuple[dict[str, Any],
         if task:
             id2label = hf.get("id2label") or {str(i): f"LABEL_{i}" for i in range(hf.get("num_labels", 2))}
             config.update(task=task, labels=[id2label[k] for k in sorted(id2label, key=int)])
-        if pooler:
-            config["pooling"] = "pooler"
+        if task == "classification":
+            config.update(pooling="first", pooler=True)
+        elif pooler:
+            config["pooler"] = True
         return config, arch
     act = hf.get("activation_function", "gelu_new")
     if act not in _ACTIVATIONS or hf.get("scale_attn_by_inverse_layer_idx") or not hf.get("scale_attn_weights", True):
@@ -271,14 +274,14 @@ def load_hf(path: str | Path) -> LoadedModel:
     config, arch = _dir_config_from_hf(read_json(root / "config.json"), where)
     state, weights_file = _read_weights(root)
     if arch == "BertModel" and not any(k.endswith("pooler.dense.weight") for k in state):
-        config.pop("pooling", None)  # saved with add_pooling_layer=False
+        config.pop("pooler", None)  # saved with add_pooling_layer=False
     model = build_model(config, where)
     state = _drop_ignorable(state, config["model"]["tie_embeddings"])
     n = model.config.n_layers
     try:
         if arch in BERT_ARCHS:
             heads, task, pooler = BERT_ARCHS[arch]
-            pooler = pooler and config.get("pooling") == "pooler"
+            pooler = pooler and config.get("pooler") is True
             ours, sources = bert_to_lmforge(state, n, heads, task, pooler)
             known = set(bert_names(n, heads, task, pooler).values()) | {
                 f"bert.encoder.layer.{i}.attention.self.{p}.{k}" for i in range(n)
@@ -320,9 +323,17 @@ def _refuse(cond: bool, what: str) -> None:
         raise ConfigError(f"cannot export to Hugging Face: {what}")
 
 
-def hf_checkpoint(model: ForgeModel, labels: list[str], tokenizer: Optional[LoadedTokenizer]
+def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[LoadedTokenizer]
                   ) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """An lmforge model -> (HF config.json dict, HF state dict)."""
+    """An lmforge model -> (HF config.json dict, HF state dict). LoRA and AdaLoRA are merged into
+    the weights first (on a copy); adapters and prefixes add computation no BERT/GPT-2 has."""
+    _refuse(model.method in ("adapter", "prefix"), f"method={model.method} adds layers that BERT/GPT-2 lack; "
+                                                   f"export --to onnx serves it, or fine-tune with method=lora")
+    if model.method in ("lora", "adalora"):
+        import copy
+
+        model = copy.deepcopy(model)
+        merge_lora(model)
     c = model.config
     tied = {k for k in ("mlm.decoder.weight", "lm.decoder.weight")} if c.tie_embeddings else set()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in tied}
@@ -346,8 +357,10 @@ def hf_checkpoint(model: ForgeModel, labels: list[str], tokenizer: Optional[Load
     _refuse(c.norm != "post" or c.type_vocab_size == 0 or "lm" in model.heads,
             "an encoder exports as BERT, which is post-LN with token types and has no causal LM head")
     if model.task == "classification":
-        _refuse(model.pooler is None, f"BertForSequenceClassification needs the tanh pooler; this model pools "
-                                      f"with {model.pooling!r}")
+        head_pooler = model.head.pooler if model.head is not None else None
+        _refuse(head_pooler is None or model.pooling != "first",
+                f"BertForSequenceClassification pools the first token through BERT's tanh pooler; this model "
+                f"pools with {model.pooling!r}{'' if head_pooler is not None else ' and no pooler'}")
         arch = "BertForSequenceClassification"
     elif model.task == "tagging":
         arch = "BertForTokenClassification"
@@ -366,7 +379,7 @@ def hf_checkpoint(model: ForgeModel, labels: list[str], tokenizer: Optional[Load
     if task:
         hf["id2label"] = {str(i): name for i, name in enumerate(labels)}
         hf["label2id"] = {name: i for i, name in enumerate(labels)}
-    pooler = pooler and model.pooler is not None
+    pooler = pooler and (model.head.pooler if task == "classification" else model.pooler) is not None  # type: ignore[union-attr]
     tensors = lmforge_to_bert(state, c.n_layers, heads, task, pooler, prefix=arch != "BertModel")
     return hf, tensors
 

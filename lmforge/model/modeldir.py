@@ -1,17 +1,25 @@
-"""The lmforge model directory: what pretraining and fine-tuning write and what inference, export and
-serving read.
+"""The lmforge model directory: what pretraining and fine-tuning write (``save_model_dir``, the one
+writer) and what inference, evaluation, export and serving read (``load_model_dir``, the one reader).
 
-    DIR/config.json        {"format_version": 1, "architecture": "lmforge.LanguageModel",
+    DIR/config.json        {"format_version": 2, "architecture": "lmforge.LanguageModel",
                             "heads": ["mlm" | "sentence" | "lm", ...], "model": {TransformerConfig},
+                            "method": "full" | "lora" | "adalora" | "adapter" | "prefix", "settings": {...},
                             optional task head: "task": "classification" | "tagging", "labels": [str, ...],
-                            "pooling": "pooler" | "cls" | "mean" (classification only; default "cls"),
-                            any other keys (objective, tokenizer meta, ...) are kept and ignored}
-    DIR/model.safetensors  LanguageModel names (backbone.*, mlm.*, sentence.*, lm.*) plus the task head:
-                             pooler.weight (C, C), pooler.bias (C,)      BERT's tanh pooler on the first token
-                                                                         (present iff "pooling" is "pooler")
-                             classifier.weight (L, C), classifier.bias (L,)   "task": "classification"
-                             tagger.weight (L, C), tagger.bias (L,)           "task": "tagging" (per token)
+                            "pooling": "first" | "mean" | "last", "pooler": bool (classification),
+                            "pooler": true without a task: an imported BERT's tanh pooler,
+                            "max_length", "truncation": how the predictor cuts inputs (as trained),
+                            any other keys (objective, tokenizer meta, fine-tuning data, ...) are kept}
+    DIR/model.safetensors  every tensor of the TaskModel as built by config.json (method included):
+                             backbone.*, mlm.*, sentence.*, lm.*   LanguageModel names
+                             head.pooler.* (C, C), head.classifier.* (L, C)   the task head
+                             pooler.* (C, C)                       the pretrained pooler, without a task
+                             ...lora_A/lora_B, .adapter., .prefix.  the method's tensors, where it put them
     DIR/tokenizer.json     the tokenizer (tokenizers JSON)
+
+A PEFT model's directory holds the base weights too, so it loads on its own (no base directory needed).
+Previous layouts still load: format 1 of this file (head tensors named pooler/classifier/tagger,
+"pooling": "pooler" | "cls" | "mean") and the fine-tuning directories of format 1
+("architecture": "lmforge.TaskModel", PEFT weights in adapter.safetensors over the ``base`` directory).
 
 Loading checks every tensor's presence and shape before anything is copied, so a bad file fails in
 one line that names the tensor and the file, and never leaves a model half-loaded.
@@ -21,12 +29,12 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from pydantic import ValidationError
@@ -35,58 +43,30 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lmforge.config import ConfigError
-from lmforge.model.heads import LanguageModel, mean_pool
+from lmforge.model.heads import TASKS, TaskModel
+from lmforge.model.methods import METHODS, apply_method
+from lmforge.model.peft import is_peft_param
 from lmforge.model.transformer import TransformerConfig
 from lmforge.tokenize.train import LoadedTokenizer, load_tokenizer
 
-FORMAT_VERSION = 1
-Task = Literal["classification", "tagging"]
-Pooling = Literal["pooler", "cls", "mean"]
+FORMAT_VERSION = 2
+ARCHITECTURE = "lmforge.LanguageModel"
+V1_FINETUNE = "lmforge.TaskModel"  # the fine-tuning directories of format 1
 _HEADS = ("mlm", "sentence", "lm")
-
-
-class ForgeModel(LanguageModel):
-    """A LanguageModel plus an optional task head (classification over a pooled vector, or tagging)."""
-
-    def __init__(self, cfg: TransformerConfig, heads: tuple[str, ...] = (), task: Optional[Task] = None,
-                 n_labels: int = 0, pooling: Pooling = "cls") -> None:
-        super().__init__(cfg, heads)  # type: ignore[arg-type]
-        self.task = task
-        self.pooling = pooling
-        C = cfg.d_model
-        self.pooler = nn.Linear(C, C) if pooling == "pooler" and task != "tagging" else None
-        self.classifier = nn.Linear(C, n_labels) if task == "classification" else None
-        self.tagger = nn.Linear(C, n_labels) if task == "tagging" else None
-
-    def pool(self, hidden: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
-        """(B, T, C) -> (B, C): tanh pooler or first token or masked mean."""
-        if self.pooling == "mean":
-            return mean_pool(hidden, attention_mask)
-        first = hidden[:, 0]  # (B, C)
-        return torch.tanh(self.pooler(first)) if self.pooler is not None else first
-
-    def classify(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
-        assert self.classifier is not None
-        # first-token pooling reads one position: the last block computes only that one (as TaskModel)
-        first = None if self.pooling == "mean" else 1
-        hidden = self.backbone(input_ids, attention_mask, n_queries=first)  # (B, T or 1, C)
-        return self.classifier(self.pool(hidden, attention_mask))  # (B, L)
-
-    def tag(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
-        assert self.tagger is not None
-        return self.tagger(self.backbone(input_ids, attention_mask))  # (B, T, L)
+_POOLINGS = ("first", "mean", "last")
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 @dataclass
 class LoadedModel:
-    model: ForgeModel
+    model: TaskModel
     tokenizer: Optional[LoadedTokenizer]
-    config: dict[str, Any]  # the directory's config.json
+    config: dict[str, Any]  # the directory's config.json (in this version's terms)
     labels: list[str] = field(default_factory=list)
 
 
-def build_model(config: dict[str, Any], where: str = "config.json") -> ForgeModel:
-    """The (randomly initialised) module that a config.json describes."""
+def build_model(config: dict[str, Any], where: str = "config.json") -> TaskModel:
+    """The (randomly initialised) module that a config.json describes, its method's tensors included."""
     try:
         cfg = TransformerConfig(**config["model"])
     except KeyError:
@@ -99,15 +79,29 @@ def build_model(config: dict[str, Any], where: str = "config.json") -> ForgeMode
     if bad:
         raise ConfigError(f"{where}: unknown head {bad[0]!r} in 'heads' (known: {', '.join(_HEADS)})")
     task = config.get("task")
-    if task not in (None, "classification", "tagging"):
+    if task not in (None, *TASKS):
         raise ConfigError(f"{where}: 'task' is {task!r}; expected 'classification' or 'tagging'")
-    labels = config.get("labels", [])
-    if task and (not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels)):
-        raise ConfigError(f"{where}: 'task': {task!r} needs 'labels', a non-empty list of strings")
-    pooling = config.get("pooling", "cls")
-    if pooling not in ("pooler", "cls", "mean"):
-        raise ConfigError(f"{where}: 'pooling' is {pooling!r}; expected 'pooler', 'cls' or 'mean'")
-    return ForgeModel(cfg, heads, task, len(labels), pooling)
+    labels = config.get("labels") or []
+    if task and (not isinstance(labels, list) or len(set(labels)) < 2 or len(set(labels)) != len(labels)
+                 or not all(isinstance(x, str) for x in labels)):
+        raise ConfigError(f"{where}: 'task': {task!r} needs 'labels', a list of at least two distinct strings")
+    pooling = config.get("pooling")
+    if pooling not in (None, *_POOLINGS):
+        raise ConfigError(f"{where}: 'pooling' is {pooling!r}; expected one of {', '.join(_POOLINGS)}")
+    pooler = config.get("pooler")
+    if pooler not in (None, True, False):
+        raise ConfigError(f"{where}: 'pooler' is {pooler!r}; expected true or false")
+    method = config.get("method", "full")
+    if method not in METHODS:
+        raise ConfigError(f"{where}: 'method' is {method!r}; expected one of {', '.join(METHODS)}")
+    model = TaskModel(cfg, task, labels, heads, pooling, pooler=pooler)  # type: ignore[arg-type]
+    try:
+        apply_method(model, method, config.get("settings") or {})
+    except KeyError as exc:
+        raise ConfigError(f"{where}: 'settings' of method {method!r} lacks {exc.args[0]!r}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: method {method!r}: {exc}") from None
+    return model
 
 
 def aliases(model: nn.Module) -> dict[str, str]:
@@ -174,71 +168,120 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
 
 
 def load_model_dir(path: str | Path) -> LoadedModel:
-    """An lmforge model directory -> model in eval mode, its tokenizer (if any) and config."""
+    """An lmforge model directory of any format -> model in eval mode, its tokenizer (if any) and config."""
     root = Path(path)
     if not root.is_dir():
         raise ConfigError(f"model directory not found: {root}")
     config = read_json(root / "config.json")
-    if config.get("architecture") == "lmforge.TaskModel":  # a `lmforge finetune` output directory
-        config, tensors = _from_finetune_dir(config, root)
-    elif config.get("architecture", "lmforge.LanguageModel") != "lmforge.LanguageModel":
+    if config.get("architecture") == V1_FINETUNE:
+        config, tensors = _from_v1_finetune(config, root)
+    elif config.get("architecture", ARCHITECTURE) != ARCHITECTURE:
         raise ConfigError(f"{root / 'config.json'}: architecture {config.get('architecture')!r} is not an "
                           "lmforge model; import Hugging Face checkpoints with `lmforge import`")
-    else:
+    elif config.get("format_version", 1) == 1:
+        config, tensors = _from_v1(config, read_safetensors(root / "model.safetensors"))
+    elif config.get("format_version") == FORMAT_VERSION:
         tensors = read_safetensors(root / "model.safetensors")
+    else:
+        raise ConfigError(f"{root / 'config.json'}: format_version {config.get('format_version')!r}; this lmforge "
+                          f"reads 1 and {FORMAT_VERSION} (a newer lmforge wrote it?)")
     model = build_model(config, str(root / "config.json"))
     check_and_load(model, tensors, str(root / "model.safetensors"))
     tok_file = root / "tokenizer.json"
     tokenizer = load_tokenizer(tok_file) if tok_file.is_file() else None
-    return LoadedModel(model.eval(), tokenizer, config, list(config.get("labels", [])))
+    return LoadedModel(model.eval(), tokenizer, config, list(config.get("labels") or []))
 
 
-def _from_finetune_dir(config: dict[str, Any], root: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """A fine-tuned TaskModel directory in this module's terms: the head's tensors renamed
-    (head.pooler -> pooler, head.classifier -> classifier or tagger), the config reduced to ours.
-    Its classification head is BERT's (tanh pooler over the first token), which is our "pooler", or a
-    masked mean without pooler (finetune pooling=mean), which is our "mean"."""
+def _from_v1(config: dict[str, Any], tensors: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Format 1 of this layout in format 2's terms: pooler/classifier/tagger -> head.*, and its
+    "pooling" ("pooler": BERT's tanh pooler on the first token, "cls": the first token as it is,
+    "mean") -> "pooling" + "pooler"."""
+    config = dict(config, format_version=FORMAT_VERSION)
+    old = config.pop("pooling", None)
+    if config.get("task") == "classification":
+        config["pooling"] = "mean" if old == "mean" else "first"
+        config["pooler"] = old == "pooler"
+        renames = {"pooler.": "head.pooler.", "classifier.": "head.classifier."}
+    elif config.get("task") == "tagging":
+        renames = {"tagger.": "head.classifier."}
+    else:
+        renames = {}
+        if old == "pooler":
+            config["pooler"] = True
+    out = {}
+    for name, tensor in tensors.items():
+        prefix = next((p for p in renames if name.startswith(p)), None)
+        out[renames[prefix] + name[len(prefix):] if prefix else name] = tensor
+    return config, out
+
+
+def _from_v1_finetune(meta: dict[str, Any], root: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """A format-1 `lmforge finetune` directory: TaskModel names already; a PEFT run kept only its
+    new tensors (adapter.safetensors) over the base directory named in config.json's ``base``
+    (or a merged LoRA model in model.safetensors, which is read instead)."""
     where = root / "config.json"
-    if not (root / "model.safetensors").is_file():
-        raise ConfigError(f"{root}: holds only {config.get('method')} adapter weights; fine-tune with method=full or "
-                          "save a merged LoRA model to load it for inference")
-    task, arch = config.get("task"), config.get("model") or {}
-    if task == "classification" and arch.get("causal"):
-        raise ConfigError(f"{where}: a decoder classifier (last-token pooling) cannot be served yet")
-    head = "classifier" if task == "classification" else "tagger"
-    tensors = {}
-    for name, tensor in read_safetensors(root / "model.safetensors").items():
-        if name.startswith("head.classifier."):
-            name = head + name[len("head.classifier"):]
-        elif name.startswith("head.pooler."):
-            name = "pooler" + name[len("head.pooler"):]
-        tensors[name] = tensor
-    ours = {"format_version": FORMAT_VERSION, "architecture": "lmforge.LanguageModel", "model": arch, "task": task,
-            "labels": config.get("labels", [])}
-    if task == "classification":
-        ours["pooling"] = "mean" if config.get("pooling") == "mean" else "pooler"
-    data = config.get("data") or {}
+    method = meta.get("method", "full")
+    config = {k: v for k, v in meta.items() if k not in ("architecture", "format_version", "pad_id")}
+    config.update(format_version=FORMAT_VERSION, architecture=ARCHITECTURE, heads=[])
+    if meta.get("task") == "tagging" or config.get("pooling") is None:
+        config.pop("pooling", None)
+    data = meta.get("data") or {}
     if data.get("max_length"):
-        ours["max_length"] = data["max_length"]  # what it was trained on; the predictor truncates the same way
-    if task == "classification" and data.get("truncation", "head") != "head":
-        ours["truncation"] = data["truncation"]
-    return ours, tensors
+        config["max_length"] = data["max_length"]  # what it was trained on; the predictor truncates the same way
+    if meta.get("task") == "classification" and data.get("truncation", "head") != "head":
+        config["truncation"] = data["truncation"]
+    if method == "full" or (root / "model.safetensors").is_file():
+        config.update(method="full", settings={})
+        return config, read_safetensors(root / "model.safetensors")
+    if not meta.get("base"):
+        raise ConfigError(f"{where}: a method={method} directory of format 1 needs its 'base' model directory")
+    model = build_model(config, str(where))
+    base = load_model_dir(meta["base"]).model
+    wanted = {k: k.replace(".base_layer.", ".").replace(".base.", ".") for k in model.state_dict()
+              if k.startswith("backbone.")}
+    base_state = base.state_dict()
+    missing = sorted(v for v in wanted.values() if v not in base_state and not is_peft_param(v))
+    if missing:
+        raise ConfigError(f"{meta['base']}: lacks backbone tensor {missing[0]} that {where} needs")
+    state = {k: base_state[v] for k, v in wanted.items() if v in base_state}
+    state.update(read_safetensors(root / "adapter.safetensors"))  # the method's tensors and the head
+    return config, state
 
 
-def save_model_dir(model: ForgeModel, config: dict[str, Any], out: str | Path,
+def save_model_dir(model: nn.Module, config: dict[str, Any], out: str | Path,
                    tokenizer: Optional[LoadedTokenizer] = None, extra_files: Optional[dict[str, str]] = None) -> Path:
-    """Write a complete directory atomically: a temporary sibling renamed into place at the end."""
+    """Write a model directory: its config.json (``config``, usually from ``model_dir_config``), every
+    tensor of ``model`` and the tokenizer. A new directory appears whole (a temporary sibling renamed
+    into place); into an existing one (a training run's OUT, which also holds checkpoints and metrics),
+    config.json is removed first and written last, each file replaced atomically, so a reader sees
+    either no model or a complete one, never new weights under an old config."""
     out = Path(out)
-    with atomic_directory(out) as tmp:
-        config = {"format_version": FORMAT_VERSION, "architecture": "lmforge.LanguageModel", **config}
-        (tmp / "config.json").write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
-        tied = aliases(model)
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in tied}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    config = {**config, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE}
+    tied = aliases(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in tied}
+
+    def fill(target: Path) -> None:
+        save_file(state, str(target / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
-            (tmp / "tokenizer.json").write_text(tokenizer.json_text, encoding="utf-8")
+            (target / "tokenizer.json").write_text(tokenizer.json_text, encoding="utf-8")
         for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text, encoding="utf-8")
+            (target / name).write_text(text, encoding="utf-8")
+        (target / "config.json").write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
+
+    if not out.exists():
+        with atomic_directory(out) as tmp:
+            fill(tmp)
+        return out
+    (out / "config.json").unlink(missing_ok=True)
+    (out / "adapter.safetensors").unlink(missing_ok=True)  # format 1's PEFT file: stale beside format 2
+    tmp = Path(tempfile.mkdtemp(prefix=".model-tmp-", dir=out))
+    try:
+        fill(tmp)
+        names = sorted(p.name for p in tmp.iterdir())
+        for name in sorted(names, key=lambda n: n == "config.json"):  # config.json last
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -258,12 +301,15 @@ def atomic_directory(out: Path) -> Iterator[Path]:
         raise
 
 
-def model_dir_config(model: ForgeModel, labels: Optional[list[str]] = None, **extra: Any) -> dict[str, Any]:
-    """The config.json keys that describe `model`."""
-    config: dict[str, Any] = {"heads": list(model.heads), "model": model.config.model_dump(mode="json")}
+def model_dir_config(model: TaskModel, **extra: Any) -> dict[str, Any]:
+    """The config.json keys that describe ``model`` (``extra`` adds or overrides keys)."""
+    config: dict[str, Any] = {"heads": list(model.heads), "model": model.config.model_dump(mode="json"),
+                              "method": model.method, "settings": model.method_settings}
     if model.task:
-        config.update(task=model.task, labels=list(labels or []), pooling=model.pooling)
+        config.update(task=model.task, labels=list(model.labels))
+    if model.pooling is not None:
+        config.update(pooling=model.pooling, pooler=model.head.pooler is not None)  # type: ignore[union-attr]
     elif model.pooler is not None:
-        config["pooling"] = "pooler"
+        config["pooler"] = True
     config.update(extra)
     return config

@@ -264,10 +264,10 @@ def _real_batches(config: Any, tokenizer_file: Path, arch: dict[str, Any], k: in
                   ) -> tuple[list[dict[str, Tensor]], int, int, list[str]]:
     """(``k`` training batches spread over an epoch, batches per epoch, validation batches, label names)
     of the prepared data, encoded and length-bucketed as the stage will."""
-    from lmforge.finetune.modeldir import load_tokenizer
+    from lmforge.finetune.data import encoding_tokenizer
     from lmforge.finetune.stage import example_sources
 
-    train, val, labels = example_sources(config, load_tokenizer(tokenizer_file), arch)
+    train, val, labels = example_sources(config, encoding_tokenizer(tokenizer_file), arch)
     batches = list(train)
     stride = max(len(batches) // k, 1)
     return batches[::stride][:k], len(train), len(val), labels
@@ -275,8 +275,8 @@ def _real_batches(config: Any, tokenizer_file: Path, arch: dict[str, Any], k: in
 
 def _plan_finetune(name: str, config: Any, arch: dict[str, Any], device: torch.device, threads: int,
                    tokenizer_file: Optional[Path]) -> StagePlan:
+    from lmforge.finetune.build import build_finetune_model
     from lmforge.finetune.objective import FinetuneObjective
-    from lmforge.model.heads import TaskModel
     from lmforge.model.transformer import TransformerConfig
 
     precision = resolve_precision(config.train.precision, device)
@@ -297,12 +297,8 @@ def _plan_finetune(name: str, config: Any, arch: dict[str, Any], device: torch.d
         batches, per_epoch, val_batches, names = _real_batches(config, tokenizer_file, arch)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = TaskModel(model_cfg, config.task, names, pooling=config.pooling, dropout=config.head_dropout)
-    if config.method != "full":
-        from lmforge.finetune.modeldir import apply_method
-        from lmforge.finetune.stage import method_settings
-
-        apply_method(model, config.method, method_settings(config))
+        # the stage's own model (method and frozen parts included), without reading the base weights
+        model = build_finetune_model(config, model_cfg.model_dump(mode="json"), names, load_weights=False)
     objective = FinetuneObjective(model, config.robust)
     step_s, memory = measure_step(model, objective, batches, config.train, device, precision, threads)
     tokens_per_step = round(sum(b["input_ids"].numel() for b in batches) / len(batches))
@@ -378,9 +374,10 @@ def _finetune_arch(stage: Any, by_name: dict[str, Any]) -> tuple[dict[str, Any],
     config = stage.config
     if config.init_from:
         if (Path(str(config.init_from)) / "config.json").is_file():
-            from lmforge.finetune.modeldir import read_model_config
+            from lmforge.model.modeldir import read_json
 
-            return dict(read_model_config(config.init_from)["model"]), Path(str(config.init_from)) / "tokenizer.json"
+            return (dict(read_json(Path(str(config.init_from)) / "config.json")["model"]),
+                    Path(str(config.init_from)) / "tokenizer.json")
         base = _upstream(stage, by_name, "init_from")
         if base is not None and base.kind.name == "pretrain":
             vocab, _ = _pretrain_vocab(base, by_name)

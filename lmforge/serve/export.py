@@ -29,7 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.config import ConfigError
-from lmforge.model.modeldir import ForgeModel, LoadedModel, atomic_directory, load_model_dir, read_json
+from lmforge.model.heads import TaskModel
+from lmforge.model.peft import merge_lora
+from lmforge.model.modeldir import LoadedModel, atomic_directory, load_model_dir, read_json
 from lmforge.serve import EXPORT_TARGETS
 
 INT8 = "int8-dynamic"
@@ -52,20 +54,18 @@ def export_int8(model_dir: str | Path, out: str | Path) -> Path:
 class _Graph(nn.Module):
     """The traced function: (input_ids, attention_mask) -> the model's main output."""
 
-    def __init__(self, model: ForgeModel) -> None:
+    def __init__(self, model: TaskModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         m = self.model
-        if m.classifier is not None:
-            return m.classify(input_ids, attention_mask)  # (B, L)
-        if m.tagger is not None:
-            return m.tag(input_ids, attention_mask)  # (B, T, L)
+        if m.task is not None:
+            return m.task_logits(input_ids, attention_mask)  # (B, L) or (B, T, L)
         return m.backbone(input_ids, attention_mask)  # (B, T, C)
 
 
-def onnx_output(model: ForgeModel) -> str:
+def onnx_output(model: TaskModel) -> str:
     return "logits" if model.task else "hidden"
 
 
@@ -77,6 +77,10 @@ def export_onnx(model_dir: str | Path, out: str | Path, quantize: bool = False) 
     src = Path(model_dir)
     loaded = load_model_dir(src)
     model = loaded.model.eval()
+    config = dict(loaded.config)
+    if model.method in ("lora", "adalora"):  # the same function with no extra matmuls
+        merge_lora(model)
+        config.update(method="full", settings={}, merged_from=model.method)
     if model.config.positions != "learned":
         raise ConfigError("cannot export to ONNX: rotary positions are not supported by this exporter")
     ids = torch.randint(5, model.config.vocab_size, (2, 8))
@@ -98,7 +102,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, quantize: bool = False) 
             quantize_dynamic(str(tmp / "model.onnx"), str(graph), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul"])  # the Linear layers; embeddings stay fp32
             onnx_info["quantization"] = INT8
-        config = dict(loaded.config, onnx=onnx_info)
+        config["onnx"] = onnx_info
         return _write_dir(src, Path(out), config, {"model.onnx": graph})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -126,7 +130,7 @@ def _write_dir(src: Path, out: Path, config: dict[str, Any], files: dict[str, Pa
 
 
 class OnnxModel:
-    """Stands in for ForgeModel inside a Predictor: the same calls, answered by onnxruntime."""
+    """Stands in for TaskModel inside a Predictor: the same calls, answered by onnxruntime."""
 
     def __init__(self, path: Path, config: dict[str, Any], threads: Optional[int] = None) -> None:
         try:
@@ -142,8 +146,6 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         shape = build_model(config, str(path.parent / "config.json"))  # structure only: which tasks exist
         self.config, self.heads, self.task = shape.config, (), shape.task
-        self.classifier = True if shape.task == "classification" else None
-        self.tagger = True if shape.task == "tagging" else None
         self.mlm = self.lm = None
         self.output = config["onnx"]["output"]
 

@@ -17,7 +17,8 @@ from tokenizers import Encoding, Tokenizer
 from torch import Tensor
 
 from lmforge.config import ConfigError
-from lmforge.model.modeldir import ForgeModel, LoadedModel, mean_pool
+from lmforge.model.heads import TaskModel, mean_pool
+from lmforge.model.modeldir import LoadedModel
 from lmforge.model.transformer import KVCache
 from lmforge.tokenize.truncate import head_and_tail_ids, head_and_tail_positions
 from lmforge.text import text_problem
@@ -43,7 +44,7 @@ class Predictor:
     def __init__(self, loaded: LoadedModel, batch_size: int = 32, max_length: Optional[int] = None) -> None:
         if loaded.tokenizer is None:
             raise ConfigError(f"{loaded.config.get('source', 'model directory')}: no tokenizer.json: cannot predict")
-        self.model: ForgeModel = loaded.model.eval()
+        self.model: TaskModel = loaded.model.eval()
         self.config = loaded.config
         self.labels = loaded.labels
         self.batch_size = batch_size
@@ -63,7 +64,7 @@ class Predictor:
     @property
     def tasks(self) -> tuple[str, ...]:
         m = self.model
-        can = {"classify": m.classifier is not None, "tag": m.tagger is not None,
+        can = {"classify": m.task == "classification", "tag": m.task == "tagging",
                "fill_mask": m.mlm is not None and self.special.get("mask") is not None,
                "embed": not m.config.causal and getattr(m, "output", "hidden") == "hidden", "generate": m.lm is not None and m.config.causal}
         return tuple(t for t in TASKS if can[t])
@@ -73,17 +74,38 @@ class Predictor:
             raise InputError(f"this model does not support {task!r}; it supports: {', '.join(self.tasks) or 'nothing'}")
 
     # -------------------------------------------------------------------------------------------- tasks
-    def classify(self, texts: str | Sequence[str]) -> Any:
-        """Each text -> {"label", "score", "scores": {label: probability}}."""
+    def classify(self, texts: str | Sequence[str], pairs: Optional[str | Sequence[str]] = None) -> Any:
+        """Each text (or text pair) -> {"label", "score", "scores": {label: probability}}."""
+        probs = self.class_probabilities([texts] if isinstance(texts, str) else texts,
+                                         None if pairs is None else [pairs] if isinstance(pairs, str) else pairs)
+        answers = [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
+                    "scores": {lab: float(x) for lab, x in zip(self.labels, p)}} for p in probs]
+        return answers[0] if isinstance(texts, str) else answers
+
+    def class_probabilities(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> Tensor:
+        """(N, L) class probabilities in input order: what ``classify`` answers and evaluation scores.
+        Pairs are cut longest-first by the tokenizer and carry segment ids, as fine-tuning encodes them."""
         self._require("classify")
+        if pairs is not None:
+            if len(pairs) != len(texts):
+                raise InputError(f"classify: {len(texts)} texts but {len(pairs)} pairs")
+            if not isinstance(self.model, TaskModel):
+                raise InputError("classify: text pairs need token types, which this ONNX graph does not take; "
+                                 "serve the model directory it was exported from")
+            for t in pairs:
+                self._check_text(t)
+        items: list[Any] = list(zip(texts, pairs)) if pairs is not None else list(texts)
+        encode = self._head_and_tail if self.truncation == "head+tail" and pairs is None else None
 
-        def run(encs: list[Encoding]) -> list[dict[str, Any]]:
+        def run(encs: list[Encoding]) -> list[Tensor]:
             ids, attn = self._pad(encs)
-            probs = self.model.classify(ids, attn).float().softmax(-1)  # (B, L)
-            return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
-                     "scores": {lab: float(x) for lab, x in zip(self.labels, p)}} for p in probs]
+            if pairs is None:
+                return list(self.model.classify(ids, attn).float().softmax(-1))  # (B, L)
+            types = self._pad_ids([e.type_ids for e in encs], pad=0)[0]
+            return list(self.model.classify(ids, attn, types).float().softmax(-1))
 
-        return self._map(texts, run, self._head_and_tail if self.truncation == "head+tail" else None)
+        rows = self._map(items, run, encode, check=[t for t in texts])
+        return torch.stack(rows) if rows else torch.zeros(0, len(self.labels))
 
     def _head_and_tail(self, items: list[str]) -> list[Any]:
         return [_Ids(ids) for ids in head_and_tail_ids(self._untruncated.encode_batch(items), self.max_length)]
@@ -112,8 +134,33 @@ class Predictor:
         for t in items:
             self._check_text(t)
         encs = self._untruncated.encode_batch(items)
+        answers = []
+        for enc, text, probs in zip(encs, items, self._token_probabilities(encs)):
+            enc.text = text  # type: ignore[attr-defined]
+            answers.append(self._words(enc, probs))
+        return answers[0] if single else answers
+
+    def tag_units(self, units: Sequence[Sequence[str]]) -> list[Tensor]:
+        """Pre-split texts (e.g. the characters of a segmentation corpus) -> per text a (n_units, L)
+        tensor of the probabilities at each unit's first sub-token, windowed as ``tag`` windows; a
+        unit the tokenizer drops (whitespace) gets a row of zeros. Evaluation scores tagging with it."""
+        self._require("tag")
+        encs = self._untruncated.encode_batch([list(u) for u in units], is_pretokenized=True)
+        out = []
+        for enc, row, probs in zip(encs, units, self._token_probabilities(encs)):
+            first = [-1] * len(row)
+            for pos, word in enumerate(enc.word_ids):
+                if word is not None and first[word] < 0:
+                    first[word] = pos
+            table = torch.cat([probs, torch.zeros(1, len(self.labels))])  # index -1: the zero row
+            out.append(table[torch.tensor(first, dtype=torch.long)] if row else torch.zeros(0, len(self.labels)))
+        return out
+
+    def _token_probabilities(self, encs: list[Encoding]) -> list[Tensor]:
+        """Untruncated encodings -> per encoding its (T, L) tag probabilities (special positions 0),
+        from overlapping windows that each fit max_length (see _windows)."""
         windows: list[list[int]] = []  # model inputs, every one within max_length
-        plans = []  # per text: its content positions and its windows (see _windows)
+        plans = []  # per text: its content positions and its windows
         for enc in encs:
             content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
             plans.append((content, self._windows(enc, content, windows)))
@@ -124,16 +171,20 @@ class Predictor:
                 out = self.model.tag(ids, attn).float().softmax(-1)  # (B, T, L)
                 for i, p in zip(chunk, out):
                     probs[i] = p
-        answers = []
-        for enc, text, (content, spans) in zip(encs, items, plans):
-            enc.text = text  # type: ignore[attr-defined]
+        result = []
+        for enc, (content, spans) in zip(encs, plans):
             full = torch.zeros(len(enc.ids), len(self.labels))  # (T, L); special positions stay 0
+            if len(spans) == 1:  # the common case, a text within one window: copy its rows at once
+                w, _, n, lead = spans[0]
+                full[content] = probs[w][lead:lead + n]
+                result.append(full)
+                continue
             for k, pos in enumerate(content):  # the window where token k is most central
                 w, first, _, lead = max(spans, key=lambda s: min(k - s[1], s[1] + s[2] - 1 - k)
                                         if s[1] <= k < s[1] + s[2] else -1)
                 full[pos] = probs[w][lead + k - first]
-            answers.append(self._words(enc, full))
-        return answers[0] if single else answers
+            result.append(full)
+        return result
 
     def _windows(self, enc: Encoding, content: list[int], windows: list[list[int]]) -> list[tuple[int, int, int, int]]:
         """Cut one encoding's content tokens into windows of max_length less the special tokens
@@ -223,13 +274,14 @@ class Predictor:
         if problem:
             raise InputError(problem)
 
-    def _map(self, texts: str | Sequence[str], run: Callable[[list[Encoding]], list[T]],
-             encode: Optional[Callable[[list[str]], list[Any]]] = None) -> Any:
+    def _map(self, texts: str | Sequence[Any], run: Callable[[list[Encoding]], list[T]],
+             encode: Optional[Callable[[list[Any]], list[Any]]] = None, check: Optional[list[Any]] = None) -> Any:
         """Encode (``encode``, default: the truncating tokenizer), batch by similar length, run, and
-        return answers in input order (one answer for a str)."""
+        return answers in input order (one answer for a str). ``check``: the texts to validate when
+        the items are not plain texts (pairs)."""
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
-        for t in items:
+        for t in items if check is None else check:
             self._check_text(t)
         encs = (encode or self.tokenizer.encode_batch)(items)
         answers: list[Any] = [None] * len(encs)
@@ -257,9 +309,9 @@ class Predictor:
     def _pad(self, encs: list[Encoding]) -> tuple[Tensor, Tensor]:
         return self._pad_ids([e.ids for e in encs])
 
-    def _pad_ids(self, rows: list[list[int]]) -> tuple[Tensor, Tensor]:
+    def _pad_ids(self, rows: list[list[int]], pad: Optional[int] = None) -> tuple[Tensor, Tensor]:
         width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)  # (B, T)
+        ids = torch.full((len(rows), width), self.pad_id if pad is None else pad, dtype=torch.long)  # (B, T)
         attn = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
             ids[i, :len(row)] = torch.tensor(row)

@@ -1,6 +1,6 @@
 """The `lmforge pretrain` stage: shards -> a pretrained model directory.
 
-OUT/config.json          model + objective (what a loader needs to rebuild the model)
+OUT/config.json          model + objective (a model directory, lmforge.model.modeldir; written last)
 OUT/config.yaml          the resolved stage configuration (what ran)
 OUT/model.safetensors    final weights (the best checkpoint's when early stopping is on)
 OUT/tokenizer.json       copied from the shards directory
@@ -9,26 +9,25 @@ OUT/metrics.jsonl, OUT/tb/, OUT/checkpoints/
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.model.heads import HeadName, LanguageModel
+from lmforge.model.modeldir import save_model_dir
 from lmforge.model.transformer import count_parameters, flops_per_token
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import PretrainConfig
 from lmforge.train.distributed import init_distributed, resolve_device, shutdown
 from lmforge.train.hardware import resolve_precision, with_precision
 from lmforge.train.loop import BatchSource, LoopResult, train_loop
+from lmforge.tokenize.train import load_tokenizer
 from lmforge.train.objectives import MLMMasker, MLMObjective, Objective, causal_lm_objective
 
-FORMAT_VERSION = 1
 HEADS: dict[str, tuple[HeadName, ...]] = {
     "mlm": ("mlm",),
     "mlm+nsp": ("mlm", "sentence"),
@@ -119,21 +118,6 @@ def pretrain(
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             write_config(with_precision(config, precision), out / "config.yaml")  # what ran
-            (out / "config.json").write_text(
-                json.dumps(
-                    {
-                        "format_version": FORMAT_VERSION,
-                        "architecture": "lmforge.LanguageModel",
-                        "heads": list(HEADS[config.objective.kind]),
-                        "model": config.model.model_dump(mode="json"),
-                        "objective": config.objective.model_dump(mode="json"),
-                        "tokenizer": meta["tokenizer"],
-                    },
-                    indent=1,
-                )
-            )
-            if tokenizer_file is not None and tokenizer_file.is_file():
-                shutil.copyfile(tokenizer_file, out / "tokenizer.json")
 
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         model = LanguageModel(config.model, HEADS[config.objective.kind])
@@ -162,7 +146,10 @@ def pretrain(
             best = ckpt.best_step(root)
             if config.train.early_stopping.patience is not None and best is not None:
                 load_model(model, str(ckpt.step_dir(root, best) / "model.safetensors"))
-            save_model(model, str(out / "model.safetensors"))
+            dir_config = {"heads": list(HEADS[config.objective.kind]), "model": config.model.model_dump(mode="json"),
+                          "objective": config.objective.model_dump(mode="json"), "tokenizer": meta["tokenizer"]}
+            tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file is not None and tokenizer_file.is_file() else None
+            save_model_dir(model, dir_config, out, tokenizer)  # the model directory appears complete, at the end
             _summary(result)
         return result
     finally:

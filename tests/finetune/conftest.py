@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_model
+
 
 from lmforge.config import build_config
 from lmforge.corpora import get_corpus
 from lmforge.model.heads import LanguageModel
+from lmforge.model.modeldir import save_model_dir
 from lmforge.model.transformer import TransformerConfig
 from lmforge.tokenize.config import TokenizerTrainConfig
-from lmforge.tokenize.train import _add_pair_template, build_tokenizer
+from lmforge.tokenize.train import _add_pair_template, build_tokenizer, load_tokenizer
 
 
 def write_prepared(out: Path, rows: list[dict], n_val: int, n_test: int) -> Path:
@@ -79,13 +80,10 @@ def make_base(out: Path, tokenizer_file: Path, causal: bool = False, seed: int =
     vocab = Tokenizer.from_file(str(tokenizer_file)).get_vocab_size()
     torch.manual_seed(seed)
     arch = tiny_arch(vocab, causal)
-    model = LanguageModel(arch, ("lm",) if causal else ("mlm",))
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps({"format_version": 1, "architecture": "lmforge.LanguageModel",
-                                                 "model": arch.model_dump(mode="json")}))
-    (out / "tokenizer.json").write_text(tokenizer_file.read_text(encoding="utf-8"), encoding="utf-8")
-    return out
+    heads = ("lm",) if causal else ("mlm",)
+    model = LanguageModel(arch, heads)
+    return save_model_dir(model, {"heads": list(heads), "model": arch.model_dump(mode="json")}, out,
+                          load_tokenizer(tokenizer_file))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer
 
 from lmforge.finetune.data import collate, encode_classification, encode_tagging
-from lmforge.finetune.modeldir import load_task_model
+from lmforge.model.modeldir import load_model_dir
 from lmforge.finetune.stage import finetune, make_finetune_config
 from lmforge.model.heads import TaskModel, pool
 from lmforge.train.objectives import IGNORE
@@ -64,7 +64,7 @@ def test_label_names_travel_in_config_json(tmp_path, base_dir, reviews_small):
     finetune(make_finetune_config(*ft_layers(out, base_dir, reviews_small, epochs=1), source="test"))
     meta = json.loads((out / "config.json").read_text())
     assert meta["task"] == "classification" and meta["labels"] == ["negative", "positive"] and meta["method"] == "full"
-    model, _ = load_task_model(out)
+    model = load_model_dir(out).model
     assert model.labels == ["negative", "positive"]
     for name in ("model.safetensors", "tokenizer.json", "metrics.jsonl", "report/report.json"):
         assert (out / name).is_file(), name
@@ -73,23 +73,24 @@ def test_label_names_travel_in_config_json(tmp_path, base_dir, reviews_small):
 def test_long_tagged_texts_are_windowed_not_truncated(tmp_path, base_dir, seg_small):
     """Every character of a text longer than max_length gets a model prediction (windows, stitched back)."""
     from lmforge.finetune.data import chunk_units
-    from lmforge.finetune.predict import split_probabilities
+    from lmforge.eval.scoring import split_probabilities
+    from lmforge.serve.predictor import load
 
     texts, tags, owner = chunk_units(["abcdefg", "xy"], [list("BMMEBES"), list("BE")], 3)
     assert texts == ["abc", "def", "g", "xy"] and owner == [0, 0, 0, 1] and tags[1] == ["E", "B", "E"]
     out = tmp_path / "seg"
     finetune(make_finetune_config(*ft_layers(out, base_dir, seg_small, task="tagging", epochs=1),
                                   {"data": {"max_length": 8}}, source="test"))
-    model, meta = load_task_model(out)
-    gold, probs, texts = split_probabilities(model, meta, out, str(seg_small), "test")
+    gold, probs, texts = split_probabilities(load(out), str(seg_small), "test")
     assert any(len(t) > 8 for t in texts)
     for text, p in zip(texts, probs):
         assert p.shape == (len(text), 4)
-    # the second window's first character (index 6) has a softmax row, not the one-hot truncation fallback
+    # every character past the first window (max_length 8: 6 content tokens) has a softmax row of its
+    # own, not the one-hot fallback of a character that no window covered
     import numpy as np
 
-    long_rows = [p for p in probs if len(p) > 6]
-    assert long_rows and all(not np.isin(p[6], [0.0, 1.0]).all() for p in long_rows)
+    long_rows = [p for p in probs if len(p) > 8]
+    assert long_rows and all(not np.isin(p[6:], [0.0, 1.0]).all(-1).any() for p in long_rows)
 
 
 def test_shuffled_batches_are_length_bucketed_and_resume_exactly(tokenizer_file):
@@ -129,7 +130,7 @@ def test_shuffled_batches_are_length_bucketed_and_resume_exactly(tokenizer_file)
 def test_first_token_classifier_computes_only_that_position_in_the_last_block():
     """The last block's output for [CLS] alone equals the full block's at position 0 (logits and
     gradients), for post-LN and pre-LN encoders, a causal model and prefix tuning, with padding."""
-    from lmforge.finetune.peft import add_prefix
+    from lmforge.model.peft import add_prefix
 
     ids = torch.randint(5, 100, (3, 9))
     mask = torch.tensor([[1] * 9, [1] * 4 + [0] * 5, [1] * 6 + [0] * 3])

@@ -12,7 +12,9 @@ import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from lmforge.finetune.modeldir import load_base, load_tokenizer, read_model_config
+from lmforge.finetune.build import load_base
+from lmforge.finetune.data import encoding_tokenizer as load_tokenizer
+from lmforge.model.modeldir import read_json
 from lmforge.finetune.stage import finetune, make_finetune_config
 from lmforge.model.heads import TaskModel
 from lmforge.model.hf import import_hf
@@ -50,7 +52,7 @@ def test_imported_minilm_fine_tunes_at_data_max_length(tmp_path, base, reviews_s
 
 
 def test_a_cls_classifier_starts_from_the_imported_pooler(base):
-    arch = TransformerConfig(**read_model_config(base)["model"])
+    arch = TransformerConfig(**read_json(base / "config.json")["model"])
     pretrained = load_file(str(base / "model.safetensors"))
     cls = TaskModel(arch, "classification", ["a", "b"], pooling="first")
     load_base(cls, base)

@@ -9,10 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmforge.finetune.adalora import AdaLoRALinear, RankAllocator
-from lmforge.finetune.modeldir import build_task_model, load_task_model, save_task_model
-from lmforge.finetune.peft import LoRAEmbedding, LoRALinear, merge_lora, trainable_summary
+from lmforge.finetune.build import load_base
 from lmforge.finetune.stage import finetune, make_finetune_config
+from lmforge.model.adalora import AdaLoRALinear, RankAllocator
+from lmforge.model.heads import TaskModel
+from lmforge.model.modeldir import load_model_dir, model_dir_config, save_model_dir
+from lmforge.model.methods import apply_method
+from lmforge.model.peft import LoRAEmbedding, LoRALinear, freeze_for_peft, merge_lora, trainable_summary
+from lmforge.model.transformer import TransformerConfig
+from lmforge.tokenize.train import load_tokenizer
 from lmforge.train import checkpoint as ckpt
 from tests.finetune.conftest import ft_layers, tiny_arch
 
@@ -22,6 +27,20 @@ SETTINGS = {
     "adapter": {"placement": "houlsby", "bottleneck": 8},
     "prefix": {"length": 3},
 }
+
+
+def build_task_model(arch, task, labels, method, settings):
+    model = TaskModel(TransformerConfig(**arch), task, labels)
+    apply_method(model, method, settings)
+    if method != "full":
+        freeze_for_peft(model)
+    return model
+
+
+def save_and_load(model, out, tokenizer_file):
+    """The model directory round trip every lmforge command goes through."""
+    save_model_dir(model, model_dir_config(model), out, load_tokenizer(tokenizer_file))
+    return load_model_dir(out).model
 
 
 def _randomise(model, seed=1):
@@ -50,8 +69,6 @@ def test_lora_merged_and_unmerged_give_the_same_logits(task):
 
 
 def test_lora_on_the_embedding_table_trains_rows_saves_and_merges(tmp_path, base_dir, tokenizer_file):
-    from lmforge.finetune.modeldir import load_base
-
     meta_in = json.loads((base_dir / "config.json").read_text())
     settings = {**SETTINGS["lora"], "embedding_rank": 2}
     model = build_task_model(meta_in["model"], "classification", ["negative", "positive"], "lora", settings)
@@ -70,23 +87,18 @@ def test_lora_on_the_embedding_table_trains_rows_saves_and_merges(tmp_path, base
     assert touched and set(touched) <= set(ids.flatten().tolist())
     _randomise(model)
     model.eval()
-    meta = {"task": "classification", "labels": ["negative", "positive"], "method": "lora", "settings": settings,
-            "model": meta_in["model"], "base": str(base_dir), "data": {}}
-    save_task_model(model, tmp_path / "emb", meta, tokenizer_file)
-    loaded, _ = load_task_model(tmp_path / "emb")
+    loaded = save_and_load(model, tmp_path / "emb", tokenizer_file)
     before = model(ids)
-    assert torch.equal(before, loaded(ids))  # the adapter file restores the exact predictions
+    assert torch.equal(before, loaded(ids))  # the directory restores the exact predictions
     assert merge_lora(model) == 2 * 3 + 1
     assert isinstance(model.backbone.embed.tokens, torch.nn.Embedding)
     torch.testing.assert_close(model(ids), before, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["lora", "adalora", "adapter", "prefix"])
-def test_only_new_tensors_train_and_adapter_round_trip_is_exact(method, tmp_path, base_dir, tokenizer_file):
+def test_only_new_tensors_train_and_the_directory_round_trip_is_exact(method, tmp_path, base_dir, tokenizer_file):
     base_meta = json.loads((base_dir / "config.json").read_text())
     model = build_task_model(base_meta["model"], "classification", ["negative", "positive"], method, SETTINGS[method])
-    from lmforge.finetune.modeldir import load_base
-
     load_base(model, base_dir)
     trainable, total = trainable_summary(model)
     assert 0 < trainable < 0.1 * total
@@ -94,26 +106,25 @@ def test_only_new_tensors_train_and_adapter_round_trip_is_exact(method, tmp_path
         assert p.requires_grad == (name.startswith("head.") or any(k in name for k in ("lora_", "adapter.", "prefix."))), name
     _randomise(model)
     model.eval()
-    meta = {"task": "classification", "labels": ["negative", "positive"], "method": method,
-            "settings": SETTINGS[method], "model": base_meta["model"], "base": str(base_dir), "data": {}}
     out = tmp_path / method
-    save_task_model(model, out, meta, tokenizer_file)
-    saved = load_file(str(out / "adapter.safetensors"))
-    assert not (out / "model.safetensors").exists()
-    assert all(k.startswith("head.") or any(m in k for m in ("lora_", "adapter.", "prefix.")) for k in saved)
-    assert sum(v.numel() for k, v in saved.items() if "lora_ipt" not in k and "lora_unc" not in k
-               and "rank_mask" not in k) == trainable
-    loaded, _ = load_task_model(out)
+    loaded = save_and_load(model, out, tokenizer_file)
+    saved = load_file(str(out / "model.safetensors"))  # the base weights too: the directory stands alone
+    assert set(saved) == set(model.state_dict())
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == method and config["settings"] == SETTINGS[method] and config["format_version"] == 2
+    assert loaded.method == method and trainable_summary(build_task_model(
+        base_meta["model"], "classification", ["negative", "positive"], method, SETTINGS[method]))[0] == trainable
     ids = torch.randint(5, base_meta["model"]["vocab_size"], (3, 12))
     assert torch.equal(model(ids), loaded(ids))
 
 
 def test_lora_merge_export_predicts_like_the_adapter(tmp_path, base_dir, reviews_small):
-    out = tmp_path / "lora"
-    finetune(make_finetune_config(*ft_layers(out, base_dir, reviews_small, method="lora", epochs=1,
-                                             lora={"merge": True}), source="test"))
-    merged, _ = load_task_model(out, prefer_merged=True)
-    adapter, _ = load_task_model(out, prefer_merged=False)
+    for merge in (True, False):
+        finetune(make_finetune_config(*ft_layers(tmp_path / f"lora-{merge}", base_dir, reviews_small, method="lora",
+                                                 epochs=1, lora={"merge": merge}), source="test"))
+    merged, adapter = load_model_dir(tmp_path / "lora-True").model, load_model_dir(tmp_path / "lora-False").model
+    config = json.loads((tmp_path / "lora-True" / "config.json").read_text())
+    assert config["method"] == "full" and config["merged_from"] == "lora"
     assert any(isinstance(m, LoRALinear) for m in adapter.modules())
     assert not any(isinstance(m, LoRALinear) for m in merged.modules())
     ids = torch.randint(5, 600, (4, 16))
@@ -127,7 +138,7 @@ def test_adalora_budget_shrinks_inside_the_loop(tmp_path, base_dir, reviews_smal
                                                    adalora={"target_rank": 1, "warmup": 0.1, "final": 0.2}),
                                         source="test"))
     steps = run["result"].step
-    model, _ = load_task_model(out)
+    model = load_model_dir(out).model
     layers = [m for m in model.modules() if isinstance(m, AdaLoRALinear)]
     assert len(layers) == 4
     allocator = RankAllocator(model, 1, steps, int(0.1 * steps), int(0.2 * steps))
@@ -176,19 +187,17 @@ def test_lora_run_resumes_exactly(tmp_path, base_dir, reviews_small):
     assert resumed["result"].step == straight["result"].step
     for step in range(8, straight["result"].step + 1):
         assert resumed["result"].losses[step] == straight["result"].losses[step], step
-    x, y = load_file(str(tmp_path / "a" / "adapter.safetensors")), load_file(str(tmp_path / "b" / "adapter.safetensors"))
+    x, y = (load_file(str(tmp_path / run_dir / "model.safetensors")) for run_dir in ("a", "b"))
     assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
 def test_peft_library_lora_matches_ours(tmp_path, base_dir, tokenizer_file):
     """lora.backend=peft (the `peft` library's layers on our modules) computes what our LoRALinear does,
-    merges the same way, and round-trips through adapter.safetensors."""
+    merges the same way, and round-trips through its model directory."""
     arch = json.loads((base_dir / "config.json").read_text())["model"]
     ours = build_task_model(arch, "classification", ["a", "b"], "lora", SETTINGS["lora"]).eval()
     theirs = build_task_model(arch, "classification", ["a", "b"], "lora", {**SETTINGS["lora"], "backend": "peft"}).eval()
     assert trainable_summary(ours) == trainable_summary(theirs)
-    from lmforge.finetune.modeldir import load_base
-
     load_base(ours, base_dir)
     _randomise(ours)
     mine = ours.state_dict()
@@ -198,10 +207,7 @@ def test_peft_library_lora_matches_ours(tmp_path, base_dir, tokenizer_file):
             value.copy_(mine[key] if key in mine else mine[key.replace(".base.", ".")])
     ids = torch.randint(5, arch["vocab_size"], (3, 12))
     assert torch.allclose(ours(ids), theirs(ids), atol=1e-6)
-    meta = {"task": "classification", "labels": ["a", "b"], "method": "lora", "data": {},
-            "settings": {**SETTINGS["lora"], "backend": "peft"}, "model": arch, "base": str(base_dir)}
-    save_task_model(theirs, tmp_path / "p", meta, tokenizer_file)
-    loaded, _ = load_task_model(tmp_path / "p")
+    loaded = save_and_load(theirs, tmp_path / "p", tokenizer_file)
     assert torch.equal(loaded(ids), theirs(ids))
     expected = ours(ids)
     merge_lora(theirs)

@@ -11,7 +11,8 @@ from tokenizers import Tokenizer
 
 from lmforge.config import ConfigError, build_config
 from lmforge.finetune.config import RobustConfig
-from lmforge.finetune.data import ExampleSource, encode_classification, read_classification
+from lmforge.data.examples import read_classification
+from lmforge.finetune.data import ExampleSource, encode_classification
 from lmforge.finetune.objective import FinetuneObjective
 from lmforge.finetune.stage import finetune, make_finetune_config
 from lmforge.model.heads import TaskModel

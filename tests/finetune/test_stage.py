@@ -102,14 +102,14 @@ def test_no_pretraining_from_an_architecture_and_a_tokenizer(tmp_path, tokenizer
 
 def test_a_fine_tuned_model_is_served_by_the_predictor(tmp_path, base_dir, reviews_small, seg_small):
     """`lmforge finetune` output loads with lmforge.load (predictor, export, server) and predicts the same."""
-    from lmforge.finetune.modeldir import load_task_model
+    from lmforge.model.modeldir import load_model_dir
     from lmforge.serve.predictor import load
 
     for name, data, task in (("cls", reviews_small, "classification"), ("tag", seg_small, "tagging")):
         out = tmp_path / name
         finetune(make_finetune_config(*ft_layers(out, base_dir, data, task=task, epochs=1), source="t"))
         served = load(out)
-        model, _ = load_task_model(out)
+        model = load_model_dir(out).model
         ids = torch.randint(5, 100, (2, 12))
         with torch.no_grad():
             expected = model.eval()(ids, torch.ones_like(ids))
@@ -130,7 +130,7 @@ def test_a_fine_tuned_model_is_served_by_the_predictor(tmp_path, base_dir, revie
 def test_mean_pooling_and_fine_tuning_dropout(tmp_path, base_dir, reviews_small):
     """pooling=mean: the head averages the real tokens (padding changes nothing), has no tanh pooler,
     is recorded in config.json and served identically; dropout= overrides the pretrained model's."""
-    from lmforge.finetune.modeldir import load_task_model
+    from lmforge.model.modeldir import load_model_dir
     from lmforge.serve.predictor import load
 
     out = tmp_path / "mean"
@@ -138,7 +138,7 @@ def test_mean_pooling_and_fine_tuning_dropout(tmp_path, base_dir, reviews_small)
                                   {"pooling": "mean", "dropout": 0.2}, source="t"))
     meta = json.loads((out / "config.json").read_text())
     assert meta["pooling"] == "mean" and meta["model"]["dropout"] == 0.2 and meta["model"]["attn_dropout"] == 0.2
-    model, _ = load_task_model(out)
+    model = load_model_dir(out).model
     assert model.head.pooler is None
     ids = torch.randint(5, 100, (2, 9))
     padded = torch.cat([ids, torch.zeros(2, 5, dtype=torch.long)], dim=1)  # (2, 14): 5 pad positions each
@@ -154,7 +154,7 @@ def test_head_and_tail_truncation_is_trained_stored_and_served(tmp_path, base_di
     from tokenizers import Tokenizer
 
     from lmforge.finetune.data import encode_classification
-    from lmforge.finetune.modeldir import load_task_model
+    from lmforge.model.modeldir import load_model_dir
     from lmforge.serve.predictor import load
 
     text = "".join(json.loads(line)["text"] for line in open(reviews_small / "train.jsonl", encoding="utf-8"))[:400]
@@ -170,7 +170,7 @@ def test_head_and_tail_truncation_is_trained_stored_and_served(tmp_path, base_di
                                   {"data": {"max_length": 24, "truncation": "head+tail"}}, source="t"))
     served = load(out)
     assert served.truncation == "head+tail" and served.max_length == 24
-    model, _ = load_task_model(out)
+    model = load_model_dir(out).model
     ids = torch.tensor([both])
     with torch.no_grad():
         expected = model.eval()(ids, torch.ones_like(ids)).float().softmax(-1)[0]

@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 from lmforge.cli import main
 from lmforge.config import ConfigError
 from lmforge.model.hf import export_hf, import_hf, load_hf
-from lmforge.model.modeldir import ForgeModel, load_model_dir, model_dir_config, save_model_dir
+from lmforge.model.heads import TaskModel
+from lmforge.model.modeldir import load_model_dir, model_dir_config, save_model_dir
 from lmforge.model.transformer import TransformerConfig
 from lmforge.tokenize.train import load_tokenizer
 from tests.model.hf_helpers import hf_bert, hf_gpt2, train_wordpiece
@@ -34,7 +35,7 @@ def _inputs(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, attn
 
 
-def _ours(model: ForgeModel, arch: str, ids, attn) -> list[torch.Tensor]:
+def _ours(model: TaskModel, arch: str, ids, attn) -> list[torch.Tensor]:
     hidden = model.backbone(ids, attn)
     if arch == "BertModel":
         return [hidden, torch.tanh(model.pooler(hidden[:, 0]))]
@@ -112,7 +113,7 @@ def test_export_of_an_lmforge_model_loads_in_auto_classes(kind, tok, tmp_path):
                             activation="gelu_tanh" if decoder else "gelu", type_vocab_size=0 if decoder else 2,
                             norm_eps=1e-5 if decoder else 1e-12, dropout=0.0, attn_dropout=0.0)
     torch.manual_seed(3)
-    model = ForgeModel(cfg, ("lm",) if decoder else ("mlm",)).eval()
+    model = TaskModel(cfg, heads=("lm",) if decoder else ("mlm",)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -233,7 +234,7 @@ def test_malformed_files_name_the_file(tok, tmp_path):
 def test_export_refuses_what_hf_cannot_express(tok, tmp_path):
     cfg = TransformerConfig(vocab_size=50, max_positions=16, n_layers=1, d_model=16, n_heads=2, d_ff=32,
                             positions="rotary")
-    model = ForgeModel(cfg, ("mlm",))
+    model = TaskModel(cfg, heads=("mlm",))
     src = save_model_dir(model, model_dir_config(model), tmp_path / "ours")
     with pytest.raises(ConfigError, match="rotary positions have no BERT/GPT-2 equivalent"):
         export_hf(src, tmp_path / "hf")

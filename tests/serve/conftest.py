@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lmforge.corpora import get_corpus
-from lmforge.model.modeldir import ForgeModel, model_dir_config, save_model_dir
+from lmforge.model.heads import TaskModel
+from lmforge.model.modeldir import model_dir_config, save_model_dir
 from lmforge.model.transformer import TransformerConfig
 from lmforge.tokenize.train import build_tokenizer, load_tokenizer, make_tokenizer_config
 
@@ -40,15 +41,15 @@ def make_model_dir(out: Path, tokenizer, kind: str, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = tiny_config(tokenizer.vocab_size, decoder=kind == "decoder")
     if kind == "classifier":
-        model, labels = ForgeModel(cfg, ("mlm",), "classification", 2, "pooler"), ["negative", "positive"]
+        model = TaskModel(cfg, "classification", ["negative", "positive"], ("mlm",), "first", pooler=True)
     elif kind == "tagger":
-        model, labels = ForgeModel(cfg, (), "tagging", len(TAGS)), TAGS
+        model = TaskModel(cfg, "tagging", TAGS)
     else:
-        model, labels = ForgeModel(cfg, ("lm",)), []
+        model = TaskModel(cfg, heads=("lm",))
     with torch.no_grad():  # spread the logits so that answers are not ties
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
-    return save_model_dir(model, model_dir_config(model, labels), out, tokenizer)
+    return save_model_dir(model, model_dir_config(model), out, tokenizer)
 
 
 @pytest.fixture(scope="session")

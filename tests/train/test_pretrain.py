@@ -83,7 +83,7 @@ def _sources(corpus):
 
 def test_pretrain_writes_the_model_directory_and_resumes(corpus, tmp_path):
     tok = tmp_path / "tokenizer.json"
-    tok.write_text("{}")
+    tok.write_text(corpus.tokenizer_json)
     config = _tiny(tmp_path, stop_at_step=3)
     train, val = _sources(corpus)
     first = pretrain(config, train_data=train, eval_data=val, meta=_meta(corpus), tokenizer_file=tok)
@@ -176,7 +176,7 @@ def test_cli_end_to_end_through_the_shards_reader(corpus, tmp_path, monkeypatch)
     shards = tmp_path / "shards"
     shards.mkdir()
     (shards / "meta.json").write_text(json.dumps({"format_version": 1, **_meta(corpus)}))
-    (shards / "tokenizer.json").write_text('{"fake": true}')
+    (shards / "tokenizer.json").write_text(corpus.tokenizer_json)
     out = tmp_path / "run"
     cfg = str(ROOT / "configs" / "pretrain-tiny.yaml")
     code = main(
@@ -206,7 +206,7 @@ def test_cli_end_to_end_through_the_shards_reader(corpus, tmp_path, monkeypatch)
     )
     assert code == 0
     assert calls[0] == ("shards", "train", 16, 8, 0, 1, True) and calls[1][1] == "validation"
-    assert (out / "tokenizer.json").read_text() == '{"fake": true}'
+    assert (out / "tokenizer.json").read_text() == corpus.tokenizer_json
     assert json.loads((out / "config.json").read_text())["model"]["vocab_size"] == len(corpus.vocab)
     assert (out / "checkpoints" / "step-00000004" / "COMPLETE").is_file()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lmforge.finetune.peft import target_linears
+from lmforge.model.peft import target_linears
 from lmforge.model.heads import TaskModel
 
 __all__ = ["AdaLoRALinear", "RankAllocator", "add_adalora", "orthogonal_penalty"]

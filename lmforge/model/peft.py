@@ -3,7 +3,7 @@
 All three are our own code (see docs/finetuning.md for why not the `peft` library): each wraps or
 attaches to the existing modules without renaming them, so a pretrained state dict still loads by
 name, and marks its new tensors as the only trainable ones besides the task head.
-AdaLoRA lives in lmforge.finetune.adalora.
+AdaLoRA lives in lmforge.model.adalora; lmforge.model.methods builds any method by name.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from lmforge.config import ConfigError
 from lmforge.model.heads import TaskModel
 
-__all__ = ["Adapter", "AdapterLinear", "LoRAEmbedding", "LoRALinear", "PrefixKV", "add_adapters", "add_lora", "add_prefix",
-           "freeze_for_peft", "merge_lora", "peft_state", "trainable_summary"]
+__all__ = ["Adapter", "AdapterLinear", "LoRAEmbedding", "LoRALinear", "PrefixKV", "add_adapters", "add_lora",
+           "add_prefix", "freeze_for_peft", "merge_lora", "peft_state", "trainable_summary"]
 
 
 def target_linears(model: nn.Module, patterns: Iterable[str]) -> list[tuple[nn.Module, str, nn.Linear]]:
@@ -207,3 +207,4 @@ def trainable_summary(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) distinct parameters."""
     params = {id(p): p for p in model.parameters()}.values()
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+

@@ -1,0 +1,82 @@
+"""The model a fine-tuning run trains: a TaskModel with the pretrained directory's weights, the
+method's tensors (lmforge.model.peft.apply_method) and the choice of what trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.config import ConfigError
+from lmforge.finetune.config import FinetuneConfig
+from lmforge.model.heads import TaskModel
+from lmforge.model.modeldir import load_model_dir
+from lmforge.model.methods import apply_method
+from lmforge.model.peft import freeze_for_peft, is_peft_param, merge_lora
+from lmforge.model.transformer import TransformerConfig
+
+__all__ = ["build_finetune_model", "load_base", "method_settings"]
+
+
+def method_settings(config: FinetuneConfig) -> dict[str, Any]:
+    if config.method == "lora":
+        return config.lora.model_dump(mode="json")
+    if config.method == "adalora":
+        # AdaLoRA starts from the LoRA shape (rank, alpha, dropout, targets) and prunes toward target_rank
+        return {**config.lora.model_dump(mode="json"), **config.adalora.model_dump(mode="json")}
+    if config.method == "adapter":
+        return config.adapter.model_dump(mode="json")
+    if config.method == "prefix":
+        return config.prefix.model_dump(mode="json")
+    return {}
+
+
+def build_finetune_model(config: FinetuneConfig, arch: dict[str, Any], labels: list[str],
+                         load_weights: bool = True) -> TaskModel:
+    """TaskModel(arch) + the base weights of ``init_from`` (unless ``load_weights`` is off: the
+    pre-flight times steps only) + the method, with only what the method and ``freeze`` allow trainable."""
+    model = TaskModel(TransformerConfig(**arch), config.task, labels, pooling=config.pooling,
+                      dropout=config.head_dropout)
+    if config.init_from and load_weights:
+        load_base(model, config.init_from)
+    apply_method(model, config.method, method_settings(config))
+    if config.method != "full":
+        freeze_for_peft(model)
+    if config.freeze.embeddings:
+        model.backbone.embed.requires_grad_(False)
+    if config.freeze.layers > len(model.backbone.blocks):
+        raise ConfigError(f"freeze.layers={config.freeze.layers}: the model has {len(model.backbone.blocks)} blocks")
+    for block in list(model.backbone.blocks)[: config.freeze.layers]:
+        block.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def load_base(model: TaskModel, base_dir: str | Path) -> None:
+    """Copy the backbone of a model directory (any format and method; a LoRA base is merged first)
+    into ``model``, and its BERT pooler (an imported BERT's, or a classifier's) into a [CLS]
+    classifier's pooler, as transformers' BertForSequenceClassification starts from BERT's."""
+    base = load_model_dir(base_dir).model
+    if base.method in ("adapter", "prefix"):
+        raise ConfigError(f"init_from: {base_dir} was fine-tuned with method={base.method}, whose layers a new "
+                          f"model does not have; start from its base model, or from a full or LoRA fine-tune")
+    merge_lora(base)
+    state = base.state_dict()
+    # a PEFT wrapper keeps the wrapped Linear as `.base` (ours) or `.base_layer` (peft's):
+    # backbone.blocks.0.attn.qkv.base.weight <- backbone.blocks.0.attn.qkv.weight
+    wanted = {k: k.replace(".base_layer.", ".").replace(".base.", ".") for k in model.state_dict()
+              if k.startswith("backbone.") and not is_peft_param(k)}
+    missing = sorted(v for v in wanted.values() if v not in state)
+    if missing:
+        raise ConfigError(f"init_from: {base_dir} lacks {len(missing)} backbone tensors, e.g. {missing[0]}")
+    for k, v in wanted.items():
+        if tuple(state[v].shape) != tuple(model.state_dict()[k].shape):
+            raise ConfigError(f"init_from: {base_dir}: tensor {v} has shape {tuple(state[v].shape)}, "
+                              f"this model expects {tuple(model.state_dict()[k].shape)}")
+    model.load_state_dict({k: state[v] for k, v in wanted.items()}, strict=False)
+    pooler = model.head.pooler if model.task == "classification" and model.head is not None else None
+    found = base.pooler if base.pooler is not None else (
+        base.head.pooler if base.task == "classification" and base.head is not None else None)
+    if pooler is not None and found is not None and found.weight.shape == pooler.weight.shape:
+        pooler.load_state_dict(found.state_dict())
