@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 from lmforge.config import ConfigError
-from lmforge.data.prepared import iter_split, split_file
+from lmforge.data.prepared import iter_numbered, iter_split, split_file
 from lmforge.data.tagged import detect_tag_task, read_tagged
 
 __all__ = ["read_classification", "read_tagging"]
@@ -20,7 +20,7 @@ def read_classification(data: str, split: str, text_field: str, pair_field: Opti
                         label_field: str = "label") -> tuple[list[str], list[Optional[str]], list[str]]:
     texts, pairs, labels = [], [], []
     path = split_file(data, split)
-    for number, row in enumerate(iter_split(data, split), start=1):
+    for number, row in iter_numbered(path, text_field):
         if row.get(label_field) is None or row.get(text_field) is None:
             raise ConfigError(f"{path}:{number}: needs fields {text_field!r} and {label_field!r} for classification")
         if pair_field is not None and row.get(pair_field) is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Literal, Sequence
 
 from lmforge.config import ConfigError
-from lmforge.data.prepared import iter_split, split_file
+from lmforge.data.prepared import iter_numbered, split_file
 
 __all__ = ["PEOPLES_DAILY_ENTITIES", "TagTask", "bmes_tags", "detect_tag_task", "pos_to_bio", "read_tagged"]
 
@@ -67,12 +67,11 @@ def bmes_tags(words: Sequence[str]) -> list[str]:
 
 def read_tagged(directory: str, split: str, task: TagTask) -> tuple[list[str], list[list[str]]]:
     """(texts, gold tag sequences) of a split; texts are rebuilt from the tagged units so tags align."""
+    path = split_file(directory, split)
     texts, gold = [], []
-    for number, row in enumerate(iter_split(directory, split), start=1):
+    for number, row in iter_numbered(path):
         if detect_tag_task(row) != task:
-            raise ConfigError(
-                f"{split_file(directory, split)}:{number}: not a {task} row (fields chars+tags or words+pos)"
-            )
+            raise ConfigError(f"{path}:{number}: not a {task} row (fields chars+tags or words+pos)")
         if task == "segmentation":
             texts.append("".join(row["chars"]))
             gold.append(list(row["tags"]))
@@ -80,7 +79,5 @@ def read_tagged(directory: str, split: str, task: TagTask) -> tuple[list[str], l
             texts.append("".join(row["words"]))
             gold.append(pos_to_bio(row["words"], row["pos"]))
         if len(texts[-1]) != len(gold[-1]):
-            raise ConfigError(
-                f"{split_file(directory, split)}:{number}: {len(gold[-1])} tags, {len(texts[-1])} characters"
-            )
+            raise ConfigError(f"{path}:{number}: {len(gold[-1])} tags, {len(texts[-1])} characters")
     return texts, gold

@@ -19,9 +19,9 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from lmforge.config import ConfigError, build_config, write_config
+from lmforge.data.prepared import check_prepared, find_split, iter_records
 from lmforge.progress import print_summary
 from lmforge.tokenize.config import TokenizeConfig
-from lmforge.tokenize.inputs import check_prepared, iter_records, split_file
 from lmforge.tokenize.sentences import sentence_starts
 from lmforge.tokenize.shards import FORMAT_VERSION, EncodedChunk, ShardWriter, token_dtype
 from lmforge.tokenize.train import LoadedTokenizer, load_tokenizer
@@ -131,7 +131,7 @@ def tokenize(config: TokenizeConfig) -> dict[str, Any]:
     if not config.data or not config.tokenizer:
         raise ConfigError("give --data PREPARED_DIR and --tokenizer DIR")
     data = check_prepared(Path(config.data))
-    files = {s: split_file(data, s) for s in config.splits}
+    files = {s: find_split(data, s) for s in config.splits}
     if not any(files.values()):
         raise ConfigError(f"{data}: none of the splits {', '.join(config.splits)} found (.jsonl or .parquet)")
     loaded = load_tokenizer(config.tokenizer)

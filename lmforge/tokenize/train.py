@@ -16,10 +16,10 @@ from typing import Any, Iterable, Optional
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from lmforge.config import ConfigError, build_config, write_config
+from lmforge.data.prepared import find_split, iter_texts, split_file
 from lmforge.data.text import units
 from lmforge.progress import print_summary
 from lmforge.tokenize.config import TokenizerTrainConfig
-from lmforge.tokenize.inputs import check_prepared, iter_texts, split_file
 
 FORMAT_VERSION = 1
 EOS_TOKEN = "<|endoftext|>"  # GPT-2's end-of-text token
@@ -266,10 +266,8 @@ def _data_files(data: str) -> tuple[Path, Optional[Path], str]:
     """(training file, coverage file, coverage split name) for a prepared directory or one file."""
     path = Path(data)
     if path.is_dir():
-        train = split_file(check_prepared(path), "train")
-        if train is None:
-            raise ConfigError(f"{path}: no train.jsonl or train.parquet (is it a `lmforge data prepare` directory?)")
-        validation = split_file(path, "validation")
+        train = split_file(path, "train")  # checks the directory is a finished prepare output first
+        validation = find_split(path, "validation")
         return train, validation or train, "validation" if validation else "train"
     if not path.is_file():
         raise ConfigError(f"data not found: {path}")

@@ -161,6 +161,9 @@ def test_missing_inputs_are_clear_errors(tmp_path: Path, wordpiece_dir: Path, ca
     assert "is not a finished `lmforge data prepare` output (no DONE marker)" in capsys.readouterr().err
     (tmp_path / "DONE").write_text("{}")
     assert main(["data", "tokenize", "--data", str(tmp_path), "--tokenizer", str(wordpiece_dir), "--out", str(tmp_path / "o")]) == 2
+    assert "DONE: format_version None, this lmforge reads 1" in capsys.readouterr().err
+    (tmp_path / "DONE").write_text(json.dumps({"format_version": 1}))
+    assert main(["data", "tokenize", "--data", str(tmp_path), "--tokenizer", str(wordpiece_dir), "--out", str(tmp_path / "o")]) == 2
     assert "none of the splits train, validation, test found" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="not a shards directory"):
         ShardReader(tmp_path, "train")

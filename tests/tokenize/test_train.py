@@ -190,6 +190,9 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(ConfigError, match="no DONE marker"):
         train_tokenizer(make_tokenizer_config({"data": str(tmp_path), "out": str(tmp_path / "t")}))
     (tmp_path / "DONE").write_text("{}")
+    with pytest.raises(ConfigError, match="DONE: format_version None"):
+        train_tokenizer(make_tokenizer_config({"data": str(tmp_path), "out": str(tmp_path / "t")}))
+    (tmp_path / "DONE").write_text(json.dumps({"format_version": 1}))
     with pytest.raises(ConfigError, match="no train.jsonl"):
         train_tokenizer(make_tokenizer_config({"data": str(tmp_path), "out": str(tmp_path / "t")}))
     (tmp_path / "bad.json").write_text("{}")
