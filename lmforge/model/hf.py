@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,9 +20,12 @@ from torch import Tensor
 
 from lmforge.config import ConfigError
 from lmforge.model.heads import TaskModel
+from lmforge.model.hf_xlmr import MODEL_TYPE as XLMR_MODEL_TYPE
+from lmforge.model.hf_xlmr import XLMR_ARCHS, known_names, lmforge_to_xlmr, xlmr_to_lmforge
 from lmforge.model.modeldir import (LoadedModel, atomic_directory, build_model, check_and_load, load_model_dir,
                                     model_dir_config, read_json, read_safetensors, save_model_dir)
 from lmforge.model.peft import merge_lora
+from lmforge.model.sentence_files import Dense, read_dense_head, write_sentence_files
 from lmforge.tokenize.train import LoadedTokenizer, write_hf_tokenizer_files, load_tokenizer
 
 # architecture -> (our pretraining heads, task, BERT pooler kept)
@@ -214,30 +218,35 @@ def _get(hf: dict[str, Any], key: str, where: str, default: Any = ...) -> Any:
 def _dir_config_from_hf(hf: dict[str, Any], where: str) -> tuple[dict[str, Any], str]:
     """HF config.json -> (our config.json dict, architecture)."""
     archs = hf.get("architectures") or []
-    arch = archs[0] if archs else {"bert": "BertModel", "gpt2": "GPT2Model"}.get(hf.get("model_type", ""), "?")
-    supported = [*BERT_ARCHS, *GPT2_ARCHS]
+    arch = archs[0] if archs else {"bert": "BertModel", "gpt2": "GPT2Model", XLMR_MODEL_TYPE: "XLMRobertaXLModel"
+                                   }.get(hf.get("model_type", ""), "?")
+    supported = [*BERT_ARCHS, *XLMR_ARCHS, *GPT2_ARCHS]
     if arch not in supported:
         raise ConfigError(f"{where}: unsupported architecture {arch!r} (model_type {hf.get('model_type')!r}); "
                           f"supported: {', '.join(supported)}")
-    if arch in BERT_ARCHS:
+    if arch in BERT_ARCHS or arch in XLMR_ARCHS:
+        family = "BERT" if arch in BERT_ARCHS else "XLM-RoBERTa-XL"
         act = _get(hf, "hidden_act", where, "gelu")
         if act not in _ACTIVATIONS or hf.get("position_embedding_type", "absolute") != "absolute" \
                 or hf.get("is_decoder", False):
-            raise ConfigError(f"{where}: unsupported BERT variant (hidden_act={act!r}, position_embedding_type="
+            raise ConfigError(f"{where}: unsupported {family} variant (hidden_act={act!r}, position_embedding_type="
                               f"{hf.get('position_embedding_type')!r}, is_decoder={hf.get('is_decoder', False)})")
-        model = dict(vocab_size=_get(hf, "vocab_size", where), max_positions=_get(hf, "max_position_embeddings", where),
+        vocab, positions = _get(hf, "vocab_size", where), _get(hf, "max_position_embeddings", where)
+        if family != "BERT":  # RoBERTa's rows start after the pad id (lmforge/model/hf_xlmr.py)
+            positions -= int(_get(hf, "pad_token_id", where)) + 1
+        model = dict(vocab_size=vocab, max_positions=positions,
                      n_layers=_get(hf, "num_hidden_layers", where), d_model=_get(hf, "hidden_size", where),
                      n_heads=_get(hf, "num_attention_heads", where), d_ff=_get(hf, "intermediate_size", where),
-                     causal=False, norm="post", activation=_ACTIVATIONS[act],
+                     causal=False, norm="post" if family == "BERT" else "pre", activation=_ACTIVATIONS[act],
                      type_vocab_size=_get(hf, "type_vocab_size", where, 2),
                      dropout=hf.get("hidden_dropout_prob", 0.1), attn_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-                     tie_embeddings=bool(hf.get("tie_word_embeddings", True)), norm_eps=hf.get("layer_norm_eps", 1e-12),
+                     tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+                     norm_eps=hf.get("layer_norm_eps", 1e-12 if family == "BERT" else 1e-5),
                      init_std=hf.get("initializer_range", 0.02))
-        heads, task, pooler = BERT_ARCHS[arch]
+        heads, task, pooler = BERT_ARCHS[arch] if family == "BERT" else (*XLMR_ARCHS[arch], False)
         config: dict[str, Any] = {"heads": list(heads), "model": model, "source": {"hf_architecture": arch}}
         if task:
-            id2label = hf.get("id2label") or {str(i): f"LABEL_{i}" for i in range(hf.get("num_labels", 2))}
-            config.update(task=task, labels=[id2label[k] for k in sorted(id2label, key=int)])
+            config.update(task=task, labels=_labels(hf))
         if task == "classification":
             config.update(pooling="first", pooler=True)
         elif pooler:
@@ -257,6 +266,11 @@ def _dir_config_from_hf(hf: dict[str, Any], where: str) -> tuple[dict[str, Any],
     return {"heads": list(GPT2_ARCHS[arch]), "model": model, "source": {"hf_architecture": arch}}, arch
 
 
+def _labels(hf: dict[str, Any]) -> list[str]:
+    id2label = hf.get("id2label") or {str(i): f"LABEL_{i}" for i in range(hf.get("num_labels", 2))}
+    return [id2label[k] for k in sorted(id2label, key=int)]
+
+
 def _drop_ignorable(state: dict[str, Tensor], tie: bool) -> dict[str, Tensor]:
     """Buffers and the tied copies HF writes (decoder bias = predictions.bias; decoder/lm_head = embeddings)."""
     drop = {"cls.predictions.decoder.bias"}
@@ -266,12 +280,18 @@ def _drop_ignorable(state: dict[str, Tensor], tie: bool) -> dict[str, Tensor]:
 
 
 def load_hf(path: str | Path) -> LoadedModel:
-    """A Hugging Face BERT/GPT-2 directory -> an lmforge model in memory (nothing written)."""
+    """A Hugging Face BERT, XLM-RoBERTa-XL or GPT-2 directory -> an lmforge model in memory (nothing
+    written); a mean-pooled classifier that export_hf wrote comes back with its head."""
     root = Path(path)
     if not root.is_dir():
         raise ConfigError(f"Hugging Face model directory not found: {root}")
     where = str(root / "config.json")
-    config, arch = _dir_config_from_hf(read_json(root / "config.json"), where)
+    hf_config = read_json(root / "config.json")
+    config, arch = _dir_config_from_hf(hf_config, where)
+    head = _dense_head(root, hf_config)
+    if head and config.get("task") is None:
+        config.update(task="classification", labels=_labels(hf_config), pooling="mean",
+                      pooler="head.pooler.weight" in head)
     state, weights_file = _read_weights(root)
     if arch == "BertModel" and not any(k.endswith("pooler.dense.weight") for k in state):
         config.pop("pooler", None)  # saved with add_pooling_layer=False
@@ -287,12 +307,19 @@ def load_hf(path: str | Path) -> LoadedModel:
                 f"bert.encoder.layer.{i}.attention.self.{p}.{k}" for i in range(n)
                 for p in ("query", "key", "value") for k in ("weight", "bias")}
             prefixed = {k if k.startswith(("bert.", "cls.", "classifier.")) else f"bert.{k}" for k in state}
+        elif arch in XLMR_ARCHS:
+            heads, task = XLMR_ARCHS[arch]
+            ours, sources = xlmr_to_lmforge(state, n, heads, task, int(hf_config["pad_token_id"]))
+            known = known_names(n, heads, task)
+            prefixed = {k if k.startswith(("roberta.", "lm_head.", "classifier.")) else f"roberta.{k}" for k in state
+                        if k not in ("pooler.dense.weight", "pooler.dense.bias")}  # XLMRobertaXLModel's unused pooler
         else:
             ours, sources = gpt2_to_lmforge(state, n)
             known = set(sources.values())  # every name the map knows, present or not
             prefixed = {k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}" for k in state}
     except ConfigError as exc:
         raise ConfigError(f"{weights_file}: {exc}") from None
+    ours.update(head)
     unexpected = sorted(prefixed - known)
     if unexpected:
         raise ConfigError(f"{weights_file}: unexpected tensor {unexpected[0]} for {arch}")
@@ -300,7 +327,7 @@ def load_hf(path: str | Path) -> LoadedModel:
     st = root / "sentence_bert_config.json"  # sentence-transformers' own sequence limit
     if st.is_file() and isinstance(read_json(st).get("max_seq_length"), int):
         config["max_length"] = read_json(st)["max_seq_length"]
-    config.update(_inference_settings(read_json(root / "config.json").get("lmforge")))
+    config.update(_inference_settings(hf_config.get("lmforge")))
     return LoadedModel(model.eval(), _hf_tokenizer(root), config, list(config.get("labels", [])))
 
 
@@ -323,12 +350,21 @@ def _refuse(cond: bool, what: str) -> None:
         raise ConfigError(f"cannot export to Hugging Face: {what}")
 
 
-def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[LoadedTokenizer]
-                  ) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """An lmforge model -> (HF config.json dict, HF state dict). LoRA and AdaLoRA are merged into
-    the weights first (on a copy); adapters and prefixes add computation no BERT/GPT-2 has."""
-    _refuse(model.method in ("adapter", "prefix"), f"method={model.method} adds layers that BERT/GPT-2 lack; "
-                                                   f"export --to onnx serves it, or fine-tune with method=lora")
+@dataclass
+class HFCheckpoint:
+    config: dict[str, Any]  # config.json
+    tensors: dict[str, Tensor]  # model.safetensors
+    sentence: bool  # an encoder: also write the sentence-transformers files (mean pooling)
+    dense: list[Dense]  # a mean-pooled classifier's head, as sentence-transformers Dense layers
+
+
+def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[LoadedTokenizer]) -> HFCheckpoint:
+    """An lmforge model -> its Hugging Face checkpoint: GPT-2 for decoders, BERT for post-LN encoders,
+    XLM-RoBERTa-XL for pre-LN encoders (lmforge/model/hf_xlmr.py). LoRA and AdaLoRA are merged into the
+    weights first (on a copy); adapters and prefixes add computation no transformers class has."""
+    _refuse(model.method in ("adapter", "prefix"), f"method={model.method} adds layers that no transformers "
+                                                   f"architecture has; export --to onnx serves it, or fine-tune "
+                                                   f"with method=lora")
     if model.method in ("lora", "adalora"):
         import copy
 
@@ -337,9 +373,13 @@ def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[Loade
     c = model.config
     tied = {k for k in ("mlm.decoder.weight", "lm.decoder.weight")} if c.tie_embeddings else set()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in tied}
-    _refuse(c.positions != "learned", "rotary positions have no BERT/GPT-2 equivalent")
-    _refuse(c.activation == "gated_gelu", "gated GELU has no BERT/GPT-2 equivalent")
-    _refuse(not c.bias, "bias-free layers have no BERT/GPT-2 equivalent")
+    # ModernBERT has rotary positions and gated GELU, but normalises the embeddings and skips the first
+    # block's attention LayerNorm, so no native class computes lmforge's rotary or gated blocks
+    _refuse(c.positions != "learned", "model.positions=rotary: no native transformers architecture computes "
+                                      "lmforge's rotary blocks (export --to onnx serves it)")
+    _refuse(c.activation == "gated_gelu", "model.activation=gated_gelu: no native transformers architecture "
+                                          "computes lmforge's gated blocks (export --to onnx serves it)")
+    _refuse(not c.bias, "model.bias=false: BERT, XLM-RoBERTa-XL and GPT-2 have biases (export --to onnx serves it)")
     act = "gelu" if c.activation == "gelu" else "gelu_new"
     specials = tokenizer.special_tokens if tokenizer is not None else {}
     if c.causal:
@@ -353,16 +393,44 @@ def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[Loade
               "attn_pdrop": c.attn_dropout, "layer_norm_epsilon": c.norm_eps, "initializer_range": c.init_std,
               "tie_word_embeddings": c.tie_embeddings, "bos_token_id": specials.get("eos"),
               "eos_token_id": specials.get("eos"), "pad_token_id": specials.get("pad")}
-        return hf, lmforge_to_gpt2(state, c.n_layers, lm)
-    _refuse(c.norm != "post" or c.type_vocab_size == 0 or "lm" in model.heads,
-            "an encoder exports as BERT, which is post-LN with token types and has no causal LM head")
-    if model.task == "classification":
-        head_pooler = model.head.pooler if model.head is not None else None
-        _refuse(head_pooler is None or model.pooling != "first",
-                f"BertForSequenceClassification pools the first token through BERT's tanh pooler; this model "
-                f"pools with {model.pooling!r}{'' if head_pooler is not None else ' and no pooler'}")
+        return HFCheckpoint(hf, lmforge_to_gpt2(state, c.n_layers, lm), False, [])
+    _refuse("lm" in model.heads, "an encoder with a causal LM head has no transformers equivalent")
+    _refuse(c.norm == "post" and c.type_vocab_size == 0,
+            "a post-LN encoder exports as BERT, which has token types (model.type_vocab_size=0)")
+    dense: list[Dense] = []
+    task = model.task
+    head = model.head
+    if task == "classification" and model.pooling == "mean":  # no transformers head pools the mean
+        if head.pooler is not None:  # type: ignore[union-attr]
+            dense.append((state.pop("head.pooler.weight"), state.pop("head.pooler.bias"), "tanh"))
+        dense.append((state.pop("head.classifier.weight"), state.pop("head.classifier.bias"), "identity"))
+        task = None
+    elif task == "classification":
+        _refuse(model.pooling != "first" or head.pooler is None,  # type: ignore[union-attr]
+                f"a transformers sequence classifier pools the first token through a tanh dense layer; this "
+                f"model pools with {model.pooling!r}{'' if head.pooler is not None else ' and no pooler'}")  # type: ignore[union-attr]
+    hf: dict[str, Any] = {
+        "vocab_size": c.vocab_size, "hidden_size": c.d_model, "num_hidden_layers": c.n_layers,
+        "num_attention_heads": c.n_heads, "intermediate_size": c.d_ff, "hidden_act": act,
+        "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attn_dropout,
+        "initializer_range": c.init_std, "layer_norm_eps": c.norm_eps, "position_embedding_type": "absolute",
+        "tie_word_embeddings": c.tie_embeddings, "pad_token_id": specials.get("pad") or 0}
+    if model.task:
+        hf["id2label"] = {str(i): name for i, name in enumerate(labels)}
+        hf["label2id"] = {name: i for i, name in enumerate(labels)}
+    if c.norm == "pre":
+        arch = {"classification": "XLMRobertaXLForSequenceClassification", "tagging": "XLMRobertaXLForTokenClassification"
+                }.get(task or "", "XLMRobertaXLForMaskedLM" if "mlm" in model.heads else "XLMRobertaXLModel")
+        _refuse("sentence" in model.heads, "a pre-LN encoder with an NSP/SOP head has no transformers equivalent")
+        heads, _ = XLMR_ARCHS[arch]
+        pad = hf["pad_token_id"]
+        hf.update(architectures=[arch], model_type=XLMR_MODEL_TYPE, max_position_embeddings=c.max_positions + pad + 1,
+                  type_vocab_size=max(c.type_vocab_size, 1))
+        tensors = lmforge_to_xlmr(state, c.n_layers, heads, task, pad, prefix=arch != "XLMRobertaXLModel")
+        return HFCheckpoint(hf, tensors, True, dense)
+    if task == "classification":
         arch = "BertForSequenceClassification"
-    elif model.task == "tagging":
+    elif task == "tagging":
         arch = "BertForTokenClassification"
     elif "sentence" in model.heads:
         _refuse("mlm" not in model.heads, "a sentence head without MLM has no BERT equivalent")
@@ -370,37 +438,50 @@ def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[Loade
     else:
         arch = "BertForMaskedLM" if "mlm" in model.heads else "BertModel"
     heads, task, pooler = BERT_ARCHS[arch]
-    hf = {"architectures": [arch], "model_type": "bert", "vocab_size": c.vocab_size, "hidden_size": c.d_model,
-          "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "intermediate_size": c.d_ff,
-          "hidden_act": act, "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attn_dropout,
-          "max_position_embeddings": c.max_positions, "type_vocab_size": c.type_vocab_size,
-          "initializer_range": c.init_std, "layer_norm_eps": c.norm_eps, "position_embedding_type": "absolute",
-          "tie_word_embeddings": c.tie_embeddings, "pad_token_id": specials.get("pad") or 0}
-    if task:
-        hf["id2label"] = {str(i): name for i, name in enumerate(labels)}
-        hf["label2id"] = {name: i for i, name in enumerate(labels)}
+    hf.update(architectures=[arch], model_type="bert", max_position_embeddings=c.max_positions,
+              type_vocab_size=c.type_vocab_size)
     pooler = pooler and (model.head.pooler if task == "classification" else model.pooler) is not None  # type: ignore[union-attr]
     tensors = lmforge_to_bert(state, c.n_layers, heads, task, pooler, prefix=arch != "BertModel")
-    return hf, tensors
+    return HFCheckpoint(hf, tensors, True, dense)
 
 
 def export_hf(model_dir: str | Path, out: str | Path) -> Path:
-    """`lmforge export --to hf`: an lmforge model directory -> a Hugging Face directory (atomic)."""
+    """`lmforge export --to hf`: an lmforge model directory -> a Hugging Face directory (atomic); an
+    encoder's also holds the sentence-transformers files (lmforge/model/sentence_files.py)."""
     from safetensors.torch import save_file
 
     loaded = load_model_dir(model_dir)
-    hf, tensors = hf_checkpoint(loaded.model, loaded.labels, loaded.tokenizer)
+    checkpoint = hf_checkpoint(loaded.model, loaded.labels, loaded.tokenizer)
+    hf = checkpoint.config
     settings = _inference_settings(loaded.config)
+    if checkpoint.dense:  # where the classifier went: lmforge.load reads it back from there
+        settings["classifier"] = "sentence-transformers Dense"
     if settings:  # transformers keeps unknown config keys; lmforge.load reads them back
         hf["lmforge"] = settings
     out = Path(out)
     with atomic_directory(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(checkpoint.tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if loaded.tokenizer is not None:
             (tmp / "tokenizer.json").write_text(loaded.tokenizer.json_text, encoding="utf-8")
             write_hf_tokenizer_files(loaded.tokenizer, tmp)
+        if checkpoint.sentence:
+            c = loaded.model.config
+            write_sentence_files(tmp, c.d_model, min(loaded.config.get("max_length") or c.max_positions,
+                                                     c.max_positions), checkpoint.dense)
     return out
+
+
+def _dense_head(root: Path, hf_config: dict[str, Any]) -> dict[str, Tensor]:
+    """A mean-pooled classifier's head from the sentence-transformers Dense layers export_hf wrote."""
+    if not (hf_config.get("lmforge") or {}).get("classifier"):
+        return {}
+    dense = read_dense_head(root)
+    if not dense or [a for _, _, a in dense] not in (["identity"], ["tanh", "identity"]):
+        raise ConfigError(f"{root / 'modules.json'}: config.json says the classifier is in sentence-transformers "
+                          f"Dense layers, but they are not lmforge's ([tanh,] identity after mean pooling)")
+    names = ["head.classifier"] if len(dense) == 1 else ["head.pooler", "head.classifier"]
+    return {f"{name}.{kind}": t for name, (w, b, _) in zip(names, dense) for kind, t in (("weight", w), ("bias", b))}
 
 
 INFERENCE_SETTINGS = ("max_length", "truncation")  # how the predictor cuts inputs: as the model was trained
