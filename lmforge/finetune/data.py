@@ -113,13 +113,20 @@ class ExampleSource:
     Shuffled batches are length-bucketed: each run of ``bucket`` batches' worth of shuffled examples is
     sorted by length and cut into batches, and the batches are then shuffled. On CPU the cost follows
     padded tokens, and review lengths are heavy-tailed (median ~32 tokens, some 128), so random batches
-    would pad most examples to the longest; ``bucket=1`` turns this off."""
+    would pad most examples to the longest; ``bucket=1`` turns this off.
+
+    Under torchrun ``batch_size`` is per process, as in pretraining: every rank computes the same order
+    of global batches (``batch_size * world_size`` examples) and takes its share (``index[rank::world_size]``);
+    the loop normalises gradients by the global number of labelled units, so N processes take the
+    steps one process takes with N times the batch size."""
 
     def __init__(self, enc: Encoded, batch_size: int, pad_id: int, *, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = True, bucket: int = 50) -> None:
+                 drop_last: bool = True, bucket: int = 50, rank: int = 0, world_size: int = 1) -> None:
         n = len(enc.input_ids)
+        batch_size *= world_size  # the global batch
         if n == 0 or (drop_last and n < batch_size):
             raise ConfigError(f"{n} examples: fewer than one batch of {batch_size}")
+        self.rank, self.world_size = rank, world_size
         self.enc, self.batch_size, self.pad_id = enc, batch_size, pad_id
         self.seed, self.shuffle, self.drop_last, self.bucket = seed, shuffle, drop_last, bucket
         self.epoch, self.position = 0, 0
@@ -152,16 +159,18 @@ class ExampleSource:
         while self.position < len(self):
             index = order[self.position * self.batch_size : (self.position + 1) * self.batch_size]
             self.position += 1
-            yield collate(self.enc, index, self.pad_id)
+            mine = index[self.rank::self.world_size]  # this rank's share of the global batch
+            if mine:  # (only a last, partial validation batch can leave a rank without one)
+                yield collate(self.enc, mine, self.pad_id)
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "examples", "epoch": self.epoch, "position": self.position,
-                "n_examples": len(self.enc.input_ids), "seed": self.seed}
+                "n_examples": len(self.enc.input_ids), "seed": self.seed, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = self.state_dict()
-        for key in ("kind", "n_examples", "seed"):
-            if state.get(key) != mine[key]:
+        for key in ("kind", "n_examples", "seed", "world_size"):
+            if state.get(key, 1 if key == "world_size" else None) != mine[key]:  # older states: one process
                 raise ValueError(f"data state is from another source: {key}={state.get(key)!r}, here {mine[key]!r}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 

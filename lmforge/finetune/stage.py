@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-from safetensors.torch import load_model
 
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.examples import read_classification, read_tagging
@@ -40,9 +38,9 @@ from lmforge.model.peft import merge_lora, trainable_summary
 from lmforge.model.transformer import TransformerConfig
 from lmforge.serve.predictor import Predictor
 from lmforge.tokenize.train import load_tokenizer
-from lmforge.train import checkpoint as ckpt
-from lmforge.train.distributed import resolve_device
-from lmforge.train.hardware import resolve_precision, with_precision
+from lmforge.train import harness
+from lmforge.train.distributed import DistInfo
+from lmforge.train.hardware import with_precision
 from lmforge.train.loop import train_loop
 
 __all__ = ["example_sources", "finetune", "make_finetune_config"]
@@ -96,10 +94,10 @@ def _encode(config: FinetuneConfig, tok: Any, split_data: tuple, label_to_id: di
     return encode_tagging(tok, texts, labels, label_to_id, max_length)
 
 
-def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any]) -> tuple[ExampleSource, ExampleSource,
-                                                                                  list[str]]:
+def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info: DistInfo = DistInfo()
+                    ) -> tuple[ExampleSource, ExampleSource, list[str]]:
     """(train batches, validation batches, label names) of the prepared data, encoded as training sees them
-    (the pre-flight times real batches of them)."""
+    (the pre-flight times real batches of them); under torchrun, this rank's share of every batch."""
     max_length = min(config.data.max_length, int(arch["max_positions"]))
     train_split = _augment(config, *_read(config, "train", max_length))
     val_split = _read(config, "validation", max_length)
@@ -115,28 +113,35 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any]) -> t
     label_to_id = {name: i for i, name in enumerate(labels)}
     pad = pad_id(tok)
     tc = config.train
+    shard = {"rank": info.rank, "world_size": info.world_size}
     train_src = ExampleSource(_encode(config, tok, train_split, label_to_id, max_length), tc.batch_size, pad,
-                              seed=tc.seed)
+                              seed=tc.seed, **shard)
     val_src = ExampleSource(_encode(config, tok, val_split, label_to_id, max_length), tc.batch_size, pad,
-                            shuffle=False, drop_last=False)
+                            shuffle=False, drop_last=False, **shard)
     return train_src, val_src, labels
 
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
-    """Run fine-tuning; returns {"result": LoopResult, "report": report dict, "trainable": (n, total)}."""
-    if config.soup > 1:
-        return _soup(config)
+    """Run fine-tuning; returns {"result": LoopResult, "report": report dict, "trainable": (n, total)}.
+
+    Under torchrun every process trains on its share of each global batch (train.batch_size per
+    process, as in pretraining) and rank 0 alone writes OUT and scores it; the other ranks return
+    "report": None."""
     if not config.data.path:
         raise ConfigError("data.path: no prepared data directory given (the output of `lmforge data prepare`)")
     check_prepared(config.data.path)
-    device = resolve_device(config.train.device)
-    precision = resolve_precision(config.train.precision, device)  # before any data is read: fp16 on CPU fails now
+    with harness.run(config.train, Path(config.out), config.resume) as setup:
+        return _soup(config, setup.info) if config.soup > 1 else _finetune(config, setup)
+
+
+def _finetune(config: FinetuneConfig, setup: harness.Run) -> dict[str, Any]:
+    info = setup.info
     arch, tokenizer_file = _architecture(config)
     tok = encoding_tokenizer(tokenizer_file)
     if tok.get_vocab_size() > int(arch["vocab_size"]):
         raise ConfigError(f"model.vocab_size={arch['vocab_size']} is smaller than the tokenizer's "
                           f"{tok.get_vocab_size()} tokens ({tokenizer_file})")
-    train_src, val_src, labels = example_sources(config, tok, arch)
+    train_src, val_src, labels = example_sources(config, tok, arch, info)
     tc = config.train
     steps = config.epochs * len(train_src)
     update: dict[str, Any] = {"steps": steps, "eval_every": len(train_src)}
@@ -144,10 +149,10 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         update.update(checkpoint_every=len(train_src), keep_last=max(tc.keep_last, config.average_last))
     train_cfg = tc.model_copy(update=update)
 
-    torch.manual_seed(tc.seed)
+    harness.seed_model(tc)
     model = build_finetune_model(config, arch, labels)
     trainable, total = trainable_summary(model)
-    _print_trainable(config.method, trainable, total, config.train.progress)
+    _print_trainable(config.method, trainable, total, config.train.progress and info.is_main)
 
     allocator = None
     if config.method == "adalora":
@@ -157,27 +162,26 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     objective = FinetuneObjective(model, config.robust,
                                   config.adalora.orthogonal_weight if config.method == "adalora" else 0.0)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(with_precision(config, precision), out / "config.yaml")  # what ran
-    try:
-        resume = ckpt.resolve_resume(config.resume, out / "checkpoints")
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from None
-    torch.manual_seed(tc.seed + 1)  # dropout stream
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(with_precision(config, setup.precision), out / "config.yaml")  # what ran
+    harness.seed_training(tc, info)  # dropout stream
     started = time.perf_counter()
-    result = train_loop(model, objective, train_src, train_cfg, device=device, eval_data=val_src,
-                        out_dir=out, resume=resume, after_step=allocator.step if allocator else None,
-                        precision=precision, label="finetune")
+    result = train_loop(model, objective, train_src, train_cfg, device=setup.device, eval_data=val_src,
+                        out_dir=out, resume=setup.resume, info=info,
+                        after_step=allocator.step if allocator else None, precision=setup.precision,
+                        label="finetune")
     train_s = time.perf_counter() - started
+    if not info.is_main:
+        return {"result": result, "report": None, "trainable": (trainable, total)}
     model.cpu()
-    best = ckpt.best_step(out / "checkpoints")
     if config.average_last:
         model.load_state_dict(average_checkpoints(out, config.average_last))
-    elif tc.early_stopping.patience is not None and best is not None:
-        load_model(model, str(ckpt.step_dir(out / "checkpoints", best) / "model.safetensors"))
-    info = {"trainable_params": trainable, "trainable_share": round(trainable / total, 5),
-            "train_s": round(train_s, 1), "steps": result.step, "stopped": result.stopped}
-    _save(config, model, out, tokenizer_file, arch, info)
+    else:
+        harness.reload_best(model, tc, out)
+    info_row = {"trainable_params": trainable, "trainable_share": round(trainable / total, 5),
+                "train_s": round(train_s, 1), "steps": result.step, "stopped": result.stopped}
+    _save(config, model, out, tokenizer_file, arch, info_row)
     report = _report(config, out)
     return {"result": result, "report": report, "trainable": (trainable, total)}
 
@@ -198,7 +202,7 @@ def _save(config: FinetuneConfig, model: TaskModel, out: Path, tokenizer_file: P
     save_model_dir(model, model_dir_config(model, **extra), out, load_tokenizer(tokenizer_file))
 
 
-def _soup(config: FinetuneConfig) -> dict[str, Any]:
+def _soup(config: FinetuneConfig, info: DistInfo) -> dict[str, Any]:
     """``soup`` runs under OUT/soup/seed-N (each resumable, each keeping its best epoch), then the mean of
     their weights as OUT's model (Wortsman et al. 2022). Fine-tunings of one well-pretrained model stay
     in one basin and their mean beats its parts; from a weak start they may not (docs/finetuning.md)."""
@@ -209,6 +213,8 @@ def _soup(config: FinetuneConfig) -> dict[str, Any]:
         "soup": 1, "out": str(part),
         "report": config.report.model_copy(update={"baselines": False}),  # scored once, on the soup
         "train": config.train.model_copy(update={"seed": seed})})) for seed, part in zip(seeds, parts)]
+    if not info.is_main:
+        return {"result": runs[0]["result"], "report": None, "trainable": runs[0]["trainable"]}
     first = load_model_dir(parts[0])
     model = first.model
     check_and_load(model, average_weights([p / "model.safetensors" for p in parts]), f"soup of {parts[0]}, ...")

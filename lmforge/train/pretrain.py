@@ -13,17 +13,13 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-from safetensors.torch import load_model
-
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.model.heads import HeadName, LanguageModel
 from lmforge.model.modeldir import save_model_dir
 from lmforge.model.transformer import count_parameters, flops_per_token
-from lmforge.train import checkpoint as ckpt
+from lmforge.train import harness
 from lmforge.train.config import PretrainConfig
-from lmforge.train.distributed import init_distributed, resolve_device, shutdown
-from lmforge.train.hardware import resolve_precision, with_precision
+from lmforge.train.hardware import with_precision
 from lmforge.train.loop import BatchSource, LoopResult, train_loop
 from lmforge.tokenize.train import load_tokenizer
 from lmforge.train.objectives import MLMMasker, MLMObjective, Objective, causal_lm_objective
@@ -95,12 +91,9 @@ def pretrain(
 ) -> LoopResult:
     """Run pretraining. Data comes from ``config.data.shards`` unless sources (with the shards'
     ``meta`` dict) are given directly, as tests and Python users with tokens in memory do."""
-    device = resolve_device(config.train.device)
-    info = init_distributed(device)
-    if device.type == "cuda" and config.train.device == "auto":
-        device = torch.device(f"cuda:{info.local_rank}")
-    precision = resolve_precision(config.train.precision, device)  # before any data is read: fp16 on CPU fails now
-    try:
+    out = Path(config.out)
+    with harness.run(config.train, out, config.resume) as setup:
+        info = setup.info
         if train_data is None:
             train_data, eval_data, meta = _shard_sources(config, info.rank, info.world_size)
             tokenizer_file = Path(config.data.shards or "") / "tokenizer.json"
@@ -113,17 +106,15 @@ def pretrain(
             )
         vocab = _vocab(tokenizer_file) if config.objective.whole_word else None
         objective = build_objective(config, meta, vocab)
-        out = Path(config.out)
-        resume = _resume_point(config, out)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            write_config(with_precision(config, precision), out / "config.yaml")  # what ran
+            write_config(with_precision(config, setup.precision), out / "config.yaml")  # what ran
 
-        torch.manual_seed(config.train.seed)  # identical initial weights on every rank
+        harness.seed_model(config.train)
         model = LanguageModel(config.model, HEADS[config.objective.kind])
-        if resume is None:  # a resumed run's weights come from its checkpoint
+        if setup.resume is None:  # a resumed run's weights come from its checkpoint
             _init_embeddings(config, model, info.is_main)
-        torch.manual_seed(config.train.seed + 1 + info.rank)  # per-rank masks and dropout
+        harness.seed_training(config.train, info)
         fpt = flops_per_token(
             config.model, config.data.seq_len, count_parameters(model, exclude_embeddings=True)
         )
@@ -132,28 +123,23 @@ def pretrain(
             objective,
             train_data,
             config.train,
-            device=device,
+            device=setup.device,
             eval_data=eval_data,
             out_dir=out,
-            resume=resume,
+            resume=setup.resume,
             info=info,
             flops_per_token=fpt,
-            precision=precision,
+            precision=setup.precision,
             label="pretrain",
         )
         if info.is_main:
-            root = out / "checkpoints"
-            best = ckpt.best_step(root)
-            if config.train.early_stopping.patience is not None and best is not None:
-                load_model(model, str(ckpt.step_dir(root, best) / "model.safetensors"))
+            harness.reload_best(model, config.train, out)
             dir_config = {"heads": list(HEADS[config.objective.kind]), "model": config.model.model_dump(mode="json"),
                           "objective": config.objective.model_dump(mode="json"), "tokenizer": meta["tokenizer"]}
             tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file is not None and tokenizer_file.is_file() else None
             save_model_dir(model, dir_config, out, tokenizer)  # the model directory appears complete, at the end
             _summary(result)
         return result
-    finally:
-        shutdown(info)
 
 
 def _init_embeddings(config: PretrainConfig, model: LanguageModel, show: bool) -> None:
@@ -175,13 +161,6 @@ def _init_embeddings(config: PretrainConfig, model: LanguageModel, show: bool) -
 
         console.print(f"embedding_init: PPMI-SVD vectors for {rows:,} of {table.num_embeddings:,} tokens "
                       f"(window {init.window}) in {time.perf_counter() - started:.1f} s")
-
-
-def _resume_point(config: PretrainConfig, out: Path) -> Optional[Path]:
-    try:
-        return ckpt.resolve_resume(config.resume, out / "checkpoints")
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def _vocab(tokenizer_file: Optional[Path]) -> list[str]:
