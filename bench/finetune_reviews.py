@@ -54,8 +54,8 @@ def pretrain(work: Path, pre: Path, budget: float, arch: dict, vocab: int, split
              reuse: bool = False) -> tuple[Path, Path, float]:
     """The tokenizer learns from ``pre`` (People's Daily + review train texts); MLM reads ``text``'s
     train split (``pre`` itself, or the reviews only) and scores on the review validation texts."""
-    from lmforge.tokenize.encode import make_tokenize_config, tokenize
-    from lmforge.tokenize.train import make_tokenizer_config, train_tokenizer
+    from lmforge.tokenize.make_shards import make_tokenize_config, tokenize
+    from lmforge.tokenize.tokenizer import make_tokenizer_config, train_tokenizer
     from lmforge.train.pretrain import make_pretrain_config
     from lmforge.train.pretrain import pretrain as run
 

@@ -29,8 +29,8 @@ from bench.common import timed
 from lmforge.data.prepare import make_prepare_config, prepare
 from lmforge.data.prepared import iter_texts
 from lmforge.tokenize.datasets import BlockDataset, SentencePairDataset
-from lmforge.tokenize.encode import make_tokenize_config, tokenize
-from lmforge.tokenize.train import make_tokenizer_config, train_tokenizer
+from lmforge.tokenize.make_shards import make_tokenize_config, tokenize
+from lmforge.tokenize.tokenizer import make_tokenizer_config, train_tokenizer
 
 SEQ, BATCH, VOCAB = 128, 32, 8000
 

@@ -58,7 +58,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
-    from lmforge.tokenize.train import make_tokenizer_config, train_tokenizer
+    from lmforge.tokenize.tokenizer import make_tokenizer_config, train_tokenizer
 
     options = {k: getattr(args, k) for k in ("data", "kind", "vocab_size", "min_frequency", "out", "from_file")}
     options = {k: v for k, v in options.items() if v is not None}
@@ -69,7 +69,7 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
 
 
 def _data_tokenize(args: argparse.Namespace) -> int:
-    from lmforge.tokenize.encode import make_tokenize_config, tokenize
+    from lmforge.tokenize.make_shards import make_tokenize_config, tokenize
 
     options = {k: getattr(args, k) for k in ("data", "tokenizer", "out", "workers") if getattr(args, k) is not None}
     if args.no_progress:
@@ -110,7 +110,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from lmforge.serve.predict import predict_lines
+    from lmforge.serve.predict_lines import predict_lines
     from lmforge.serve.predictor import load
 
     if args.text:

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lmforge.serve",),
     ("lmforge.eval",),
     ("lmforge.finetune",),
-    ("lmforge.data.prepare", "lmforge.tokenize.encode", "lmforge.train.pretrain", "lmforge.finetune.stage",
+    ("lmforge.data.prepare", "lmforge.tokenize.make_shards", "lmforge.train.pretrain", "lmforge.finetune.stage",
      "lmforge.eval.evaluate"),
     ("lmforge.pipeline",),
     ("lmforge.cli", "lmforge.config_reference", "lmforge.__main__", "lmforge"),

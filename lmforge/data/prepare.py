@@ -30,7 +30,7 @@ from lmforge.data.records import RawRecord
 from lmforge.data.readers import CORPUS_PREFIX, ReadPosition, check_columns, check_readable, expand_inputs, input_size, read_records
 from lmforge.data.report import PrepareStats, build_report, print_prepare_summary
 from lmforge.data.split import SPLITS, assign_splits
-from lmforge.data.steps import (
+from lmforge.data.process_chunk import (
     ChunkProcessor,
     ChunkResult,
     init_worker,

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from lmforge.config import ConfigError
-from lmforge.tokenize.train import load_tokenizer, special_token_ids
+from lmforge.tokenize.tokenizer import load_tokenizer, special_token_ids
 from lmforge.tokenize.truncate import Truncation, head_and_tail_ids
 from lmforge.train.objectives import IGNORE
 

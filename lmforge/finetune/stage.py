@@ -37,7 +37,7 @@ from lmforge.model.modeldir import check_and_load, load_model_dir, model_dir_con
 from lmforge.model.peft import merge_lora, trainable_summary
 from lmforge.model.transformer import TransformerConfig
 from lmforge.serve.predictor import Predictor
-from lmforge.tokenize.train import load_tokenizer
+from lmforge.tokenize.tokenizer import load_tokenizer
 from lmforge.train import harness
 from lmforge.train.distributed import DistInfo
 from lmforge.train.hardware import with_precision

@@ -26,7 +26,7 @@ from lmforge.model.modeldir import (LoadedModel, atomic_directory, build_model, 
                                     model_dir_config, read_json, read_safetensors, save_model_dir)
 from lmforge.model.peft import merge_lora
 from lmforge.model.sentence_files import Dense, read_dense_head, write_sentence_files
-from lmforge.tokenize.train import LoadedTokenizer, write_hf_tokenizer_files, load_tokenizer
+from lmforge.tokenize.tokenizer import LoadedTokenizer, write_hf_tokenizer_files, load_tokenizer
 
 # architecture -> (our pretraining heads, task, BERT pooler kept)
 BERT_ARCHS: dict[str, tuple[tuple[str, ...], Optional[str], bool]] = {

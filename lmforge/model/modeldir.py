@@ -47,7 +47,7 @@ from lmforge.model.heads import TASKS, TaskModel
 from lmforge.model.methods import METHODS, apply_method
 from lmforge.model.peft import is_peft_param
 from lmforge.model.transformer import TransformerConfig
-from lmforge.tokenize.train import LoadedTokenizer, load_tokenizer
+from lmforge.tokenize.tokenizer import LoadedTokenizer, load_tokenizer
 
 FORMAT_VERSION = 2
 ARCHITECTURE = "lmforge.LanguageModel"

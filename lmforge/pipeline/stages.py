@@ -97,8 +97,8 @@ def _tokenizer_report(out: Path) -> StageReport:
 register(
     StageKind(
         name="tokenizer",
-        make_config=_lazy("lmforge.tokenize.train", "make_tokenizer_config"),
-        run=_lazy("lmforge.tokenize.train", "train_tokenizer"),
+        make_config=_lazy("lmforge.tokenize.tokenizer", "make_tokenizer_config"),
+        run=_lazy("lmforge.tokenize.tokenizer", "train_tokenizer"),
         done=lambda out: (out / "meta.json").is_file() and (out / "tokenizer.json").is_file(),
         inputs={"data": (("prepare",), False)},  # optional: from_file adopts a tokenizer instead
         report=_tokenizer_report,
@@ -131,8 +131,8 @@ def _tokenize_report(out: Path) -> StageReport:
 register(
     StageKind(
         name="tokenize",
-        make_config=_lazy("lmforge.tokenize.encode", "make_tokenize_config"),
-        run=_lazy("lmforge.tokenize.encode", "tokenize"),
+        make_config=_lazy("lmforge.tokenize.make_shards", "make_tokenize_config"),
+        run=_lazy("lmforge.tokenize.make_shards", "tokenize"),
         done=lambda out: (out / "DONE").is_file(),
         inputs={"data": (("prepare",), True), "tokenizer": (("tokenizer",), True)},
         defaults={"overwrite": True},  # the pipeline owns RUN_DIR/<stage>; a changed tokenizer re-runs it

@@ -163,7 +163,7 @@ class OnnxModel:
 def load_deployed(path: Path, config: dict[str, Any]) -> LoadedModel:
     """An ONNX (fp32 or int8) directory -> LoadedModel with an onnxruntime stand-in; an old torch-int8
     directory -> its fp32 model."""
-    from lmforge.tokenize.train import load_tokenizer
+    from lmforge.tokenize.tokenizer import load_tokenizer
 
     if "onnx" in config:
         tok = load_tokenizer(path / "tokenizer.json") if (path / "tokenizer.json").is_file() else None

@@ -21,7 +21,7 @@ from lmforge.train import harness
 from lmforge.train.config import PretrainConfig
 from lmforge.train.hardware import with_precision
 from lmforge.train.loop import BatchSource, LoopResult, train_loop
-from lmforge.tokenize.train import load_tokenizer
+from lmforge.tokenize.tokenizer import load_tokenizer
 from lmforge.train.objectives import MLMMasker, MLMObjective, Objective, causal_lm_objective
 
 HEADS: dict[str, tuple[HeadName, ...]] = {

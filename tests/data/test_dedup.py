@@ -7,7 +7,7 @@ import pytest
 
 from lmforge.data.dedup import EXACT_DUPLICATE, KEEP, LABEL_CONFLICT, NEAR_DUPLICATE, connected_components, find_duplicates
 from lmforge.data.minhash import MinHasher, band_keys, estimated_jaccard, exact_jaccard, exact_jaccard_pairs
-from lmforge.data.steps import exact_key
+from lmforge.data.process_chunk import exact_key
 from tests.data.neardup_corpus import jaccard, make_corpus, shingle_set
 
 

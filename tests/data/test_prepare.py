@@ -204,7 +204,7 @@ def test_memory_stays_bounded_by_chunks_not_corpus(tmp_path):
 
 
 def test_a_failing_rule_rejects_the_record_and_the_run_goes_on(tmp_path, monkeypatch):
-    import lmforge.data.steps as steps
+    import lmforge.data.process_chunk as steps
 
     real = steps.clean_text
 

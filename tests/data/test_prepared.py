@@ -23,7 +23,7 @@ from lmforge.data.prepared import (
     split_file,
 )
 from lmforge.data.tagged import read_tagged
-from lmforge.tokenize.train import make_tokenizer_config, train_tokenizer
+from lmforge.tokenize.tokenizer import make_tokenizer_config, train_tokenizer
 from tests.utils import run_prepare
 
 

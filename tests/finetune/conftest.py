@@ -17,7 +17,7 @@ from lmforge.model.heads import LanguageModel
 from lmforge.model.modeldir import save_model_dir
 from lmforge.model.transformer import TransformerConfig
 from lmforge.tokenize.config import TokenizerTrainConfig
-from lmforge.tokenize.train import _add_pair_template, build_tokenizer, load_tokenizer
+from lmforge.tokenize.tokenizer import _add_pair_template, build_tokenizer, load_tokenizer
 
 
 def write_prepared(out: Path, rows: list[dict], n_val: int, n_test: int) -> Path:

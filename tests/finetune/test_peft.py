@@ -17,7 +17,7 @@ from lmforge.model.modeldir import load_model_dir, model_dir_config, save_model_
 from lmforge.model.methods import apply_method
 from lmforge.model.peft import LoRAEmbedding, LoRALinear, freeze_for_peft, merge_lora, trainable_summary
 from lmforge.model.transformer import TransformerConfig
-from lmforge.tokenize.train import load_tokenizer
+from lmforge.tokenize.tokenizer import load_tokenizer
 from lmforge.train import checkpoint as ckpt
 from tests.finetune.conftest import ft_layers, tiny_arch
 

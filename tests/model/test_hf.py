@@ -15,7 +15,7 @@ from lmforge.model.hf import export_hf, import_hf, load_hf
 from lmforge.model.heads import TaskModel
 from lmforge.model.modeldir import load_model_dir, model_dir_config, save_model_dir
 from lmforge.model.transformer import TransformerConfig
-from lmforge.tokenize.train import load_tokenizer
+from lmforge.tokenize.tokenizer import load_tokenizer
 from tests.model.hf_helpers import hf_bert, hf_gpt2, train_wordpiece
 
 BERT_ARCHS = ["BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification",

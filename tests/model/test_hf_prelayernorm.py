@@ -16,7 +16,7 @@ from lmforge.model.heads import TaskModel
 from lmforge.model.hf import export_hf
 from lmforge.model.modeldir import model_dir_config, save_model_dir
 from lmforge.model.transformer import TransformerConfig
-from lmforge.tokenize.train import load_tokenizer
+from lmforge.tokenize.tokenizer import load_tokenizer
 from tests.model.hf_helpers import train_wordpiece
 from tests.serve.conftest import review_texts
 

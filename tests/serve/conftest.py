@@ -12,7 +12,7 @@ from lmforge.corpora import get_corpus
 from lmforge.model.heads import TaskModel
 from lmforge.model.modeldir import model_dir_config, save_model_dir
 from lmforge.model.transformer import TransformerConfig
-from lmforge.tokenize.train import build_tokenizer, load_tokenizer, make_tokenizer_config
+from lmforge.tokenize.tokenizer import build_tokenizer, load_tokenizer, make_tokenizer_config
 
 TAGS = ["B-PER", "I-PER", "O"]
 

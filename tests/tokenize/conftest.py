@@ -11,8 +11,8 @@ import pytest
 
 from lmforge.corpora import get_corpus
 from lmforge.data.prepare import make_prepare_config, prepare
-from lmforge.tokenize.encode import make_tokenize_config, tokenize
-from lmforge.tokenize.train import make_tokenizer_config, train_tokenizer
+from lmforge.tokenize.make_shards import make_tokenize_config, tokenize
+from lmforge.tokenize.tokenizer import make_tokenizer_config, train_tokenizer
 
 PD_DOCS = 3000
 REVIEWS_PER_LABEL = 600

@@ -13,10 +13,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from lmforge.cli import main
 from lmforge.config import ConfigError
 from lmforge.tokenize.datasets import BlockDataset
-from lmforge.tokenize.encode import encode_chunk, make_tokenize_config, tokenize
+from lmforge.tokenize.make_shards import encode_chunk, make_tokenize_config, tokenize
 from lmforge.tokenize.sentences import split_sentences
 from lmforge.tokenize.shards import ShardReader, ShardWriter, read_meta, token_dtype
-from lmforge.tokenize.train import make_tokenizer_config, train_tokenizer
+from lmforge.tokenize.tokenizer import make_tokenizer_config, train_tokenizer
 
 from .conftest import read_texts
 

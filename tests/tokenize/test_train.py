@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from lmforge.cli import main
 from lmforge.config import ConfigError
 from lmforge.corpora import get_corpus
-from lmforge.tokenize.train import load_tokenizer, make_tokenizer_config, train_tokenizer
+from lmforge.tokenize.tokenizer import load_tokenizer, make_tokenizer_config, train_tokenizer
 from tests.utils import minilm_dir
 
 from .conftest import read_texts

@@ -15,7 +15,7 @@ from lmforge.train.pretrain import make_pretrain_config, pretrain
 from tests.lmcorpus import corpus  # noqa: F401  (a session fixture)
 from tests.train.test_pretrain import _meta
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(tmp_path, **train):

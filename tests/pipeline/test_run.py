@@ -14,7 +14,7 @@ from lmforge.pipeline import load_pipeline, plan_pipeline, run_pipeline
 from lmforge.pipeline.plan import RECORD
 from lmforge.pipeline.quickstart import quickstart_pipeline, shipped_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _reviews(path: Path, n: int = 600) -> Path:

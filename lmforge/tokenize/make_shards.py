@@ -24,7 +24,7 @@ from lmforge.progress import print_summary
 from lmforge.tokenize.config import TokenizeConfig
 from lmforge.tokenize.sentences import sentence_starts
 from lmforge.tokenize.shards import FORMAT_VERSION, EncodedChunk, ShardWriter, token_dtype
-from lmforge.tokenize.train import LoadedTokenizer, load_tokenizer
+from lmforge.tokenize.tokenizer import LoadedTokenizer, load_tokenizer
 
 _worker_tokenizer: Optional[Tokenizer] = None
 _worker_text_field = "text"
