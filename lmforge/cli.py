@@ -27,7 +27,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"input": {}}
     if args.input:
         options["input"]["paths"] = args.input
-    for key in ("text_field", "label_field"):
+    for key in ("text_field", "label_field", "pair_field"):
         if getattr(args, key) is not None:
             options["input"][key] = getattr(args, key)
     for key in ("out", "preset", "workers"):
@@ -122,7 +122,7 @@ def _predict(args: argparse.Namespace) -> int:
         texts = sys.stdin.readlines()
     gen = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k or 0,
            "top_p": args.top_p, "seed": args.seed}
-    options = {"top_k": args.top_k or 5, "generate": gen}
+    options = {"top_k": args.top_k or 5, "generate": gen, "pairs": args.pair}
     for line in predict_lines(load(args.model, batch_size=args.batch_size), texts, args.task, args.json, options):
         print(line)
     return 0
@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR")
     p.add_argument("--text-field", dest="text_field")
     p.add_argument("--label-field", dest="label_field")
+    p.add_argument("--pair-field", dest="pair_field", help="the second text of a text pair (question matching, NLI)")
     p.add_argument("--preset", choices=["web", "clean", "labelled"])
     p.add_argument("--workers", type=int)
     p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
@@ -303,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["classify", "tag", "fill-mask", "embed", "generate"],
                    help="default: the model's most specific task")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--pair", action="store_true", help="text pairs: each TEXT (or line) is TEXT<TAB>SECOND TEXT")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=32)
     p.add_argument("--top-k", dest="top_k", type=int, help="fill-mask candidates / generation top-k")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=50)

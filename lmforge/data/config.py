@@ -19,6 +19,9 @@ class InputConfig(Section):
     paths: list[str] = Field(default_factory=list, description="Files, folders, globs or corpus:NAME.")
     text_field: str = Field("text", description="Field holding the text in JSON/CSV/Parquet (dots for nesting).")
     label_field: Optional[str] = Field(None, description="Field holding the label, if the data is labelled.")
+    pair_field: Optional[str] = Field(
+        None, description="Field holding the second text of a text pair (question matching, NLI), written as "
+        "`pair`; dedup and label conflicts key on the pair, split groups on its sides (split.pair_sides).")
     txt_mode: Literal["line", "block"] = Field("line", description="A .txt document per line or per blank-line block.")
     max_record_chars: int = Field(1_000_000, gt=0, description="Longer records are rejected as record_too_long.")
 
@@ -161,6 +164,10 @@ class SplitConfig(Section):
     group_threshold: float = Field(
         0.5, gt=0, le=1, description="Texts at or above this Jaccard stay in one split even if not removed."
     )
+    pair_sides: Literal["text", "both"] = Field(
+        "text", description="Text pairs: which sides keep their pairs in one split. text: the same question "
+        "never sits in two splits (answer templates and candidates may recur); both: no text on either side "
+        "does, which joins every question that shares a candidate.")
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> "SplitConfig":

@@ -87,12 +87,15 @@ def find_duplicates(
     exact: bool = True,
     near: bool = True,
     exact_pairs: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+    group_keys: Optional[np.ndarray] = None,
 ) -> DedupResult:
     """Clusters, split groups and label conflicts for N documents.
 
     exact_hashes: (N,) uint64 hashes of normalised text; signatures: (N, num_perm) uint32;
     labels: (N,) int64 label ids or None; exact_pairs: (P, 2) pairs -> (P,) exact Jaccard
-    (only for exact verification; prepare runs it in its worker processes).
+    (only for exact verification; prepare runs it in its worker processes); group_keys: (N, K)
+    uint64, documents sharing any key share a split group (text pairs: each side's exact hash, so
+    the same question paired with different candidates never sits in two splits).
     """
     n = exact_hashes.shape[0]
     stats: dict = {"documents": int(n)}
@@ -125,6 +128,13 @@ def find_duplicates(
     u, v = np.concatenate(edge_u), np.concatenate(edge_v)
     cluster = connected_components(n, u, v)
     cluster_size = np.bincount(cluster, minlength=n)[cluster]
+    if group_keys is not None and n:
+        keys = group_keys.reshape(-1)  # every key of every document, pooled: a text is a text on either side
+        owner = np.repeat(np.arange(n, dtype=np.int64), group_keys.shape[1])
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        group_u.append(owner)
+        group_v.append(owner[first[inverse.reshape(-1)]])  # each document to the first holder of its key
+        stats["documents_sharing_a_side"] = int(np.unique(owner[owner[first[inverse.reshape(-1)]] != owner]).size)
     group = connected_components(n, np.concatenate([u] + group_u[1:]), np.concatenate([v] + group_v[1:]))
 
     status = np.full(n, KEEP, dtype=np.int8)

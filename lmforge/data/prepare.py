@@ -95,7 +95,9 @@ def prepare(config: PrepareConfig) -> dict[str, Any]:
     report = build_report(config, stats, result.stats)
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     shutil.rmtree(work, ignore_errors=True)
-    (out / "DONE").write_text(json.dumps({"format_version": FORMAT_VERSION}) + "\n")
+    fields = {"text": "text", **({"label": "label"} if config.input.label_field else {}),
+              **({"pair": "pair"} if config.input.pair_field else {})}
+    (out / "DONE").write_text(json.dumps({"format_version": FORMAT_VERSION, "fields": fields}) + "\n")
     if config.progress:
         print_prepare_summary(report, out)
     return report
@@ -119,6 +121,7 @@ class _KeptState:
         self.signature_file = open(self.signature_path, "wb")
         self.offsets = array("q")  # 8 bytes a document: only compact state is held for the corpus
         self.hashes: list[np.ndarray] = []
+        self.side_hashes: list[np.ndarray] = []  # text pairs: (kept, 2) per chunk
         self.label_ids = array("q")
         self.label_names: dict[str, int] = {}
         self.num_perm = num_perm
@@ -133,6 +136,8 @@ class _KeptState:
         for label in result.kept_labels:
             self.label_ids.append(self.label_names.setdefault(label, len(self.label_names)))
         self.hashes.append(result.exact_hashes)
+        if result.side_hashes is not None:
+            self.side_hashes.append(result.side_hashes)
         if result.signatures is not None:
             self.signature_file.write(np.ascontiguousarray(result.signatures).tobytes())
         self.count += len(result.spool_lines)
@@ -208,6 +213,14 @@ def _first_pass(
     return state
 
 
+def _group_keys(config: PrepareConfig, state: _KeptState) -> Optional[np.ndarray]:
+    """Text pairs: the sides (exact hashes) whose repeats must stay in one split (split.pair_sides)."""
+    if not state.side_hashes:
+        return None
+    sides = np.concatenate(state.side_hashes)  # (N, 2)
+    return sides[:, :1] if config.split.pair_sides == "text" else sides
+
+
 def _deduplicate(config: PrepareConfig, state: _KeptState) -> DedupResult:
     hashes = np.concatenate(state.hashes) if state.hashes else np.zeros(0, np.uint64)
     dedup = config.dedup
@@ -233,6 +246,7 @@ def _deduplicate(config: PrepareConfig, state: _KeptState) -> DedupResult:
         exact=dedup.exact,
         near=dedup.near,
         exact_pairs=exact_pairs if dedup.verify == "exact" else None,
+        group_keys=_group_keys(config, state),
     )
 
 

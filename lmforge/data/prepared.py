@@ -53,6 +53,14 @@ def check_prepared(directory: str | Path) -> Path:
     return path
 
 
+def pair_field(directory: str | Path) -> str | None:
+    """The field of the second text when the directory holds text pairs (its DONE marker's "fields"
+    names "pair"; directories written before pairs existed hold single texts)."""
+    done = check_prepared(directory) / "DONE"
+    fields = json.loads(done.read_text(encoding="utf-8") or "{}").get("fields") or {}
+    return fields.get("pair")
+
+
 def find_split(directory: str | Path, split: str) -> Path | None:
     """The file of one split (train, validation or test) of a checked prepared directory, or None
     when the directory has no such split."""

@@ -36,6 +36,7 @@ class ChunkResult:
     kept_labels: list[str] = field(default_factory=list)  # label key per kept text (labelled data only)
     exact_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # (kept,)
     signatures: Optional[np.ndarray] = None  # (kept, num_perm) uint32, None when near-dedup is off
+    side_hashes: Optional[np.ndarray] = None  # (kept, 2) uint64: text pairs, each side's exact hash
     pii: Counter = field(default_factory=Counter)
     pii_documents: int = 0
 
@@ -47,6 +48,8 @@ def spool_line(record: RawRecord, labelled: bool) -> bytes:
     the meta without parsing the row again.
     """
     row: dict[str, Any] = {"text": record.text}
+    if record.pair is not None:
+        row["pair"] = record.pair
     if labelled:
         row["label"] = record.label
     row.update(record.fields)
@@ -65,6 +68,8 @@ def rejected_line(record: RawRecord, reason: str, detail: str, stage: str, text_
     text = record.text if record.text is None or len(record.text) <= text_chars else record.text[:text_chars] + "…"
     row: dict[str, Any] = {"reason": reason, "detail": detail, "stage": stage, "source": record.source,
                            "line": record.line, "text": text}
+    if record.pair is not None:
+        row["pair"] = record.pair if len(record.pair) <= text_chars else record.pair[:text_chars] + "…"
     if record.label is not None:
         row["label"] = record.label
     try:
@@ -76,6 +81,15 @@ def rejected_line(record: RawRecord, reason: str, detail: str, stage: str, text_
 def exact_key(text: str) -> int:
     """Hash of the text as exact dedup sees it: case-folded, whitespace collapsed."""
     return xxhash.xxh3_64_intdigest(" ".join(text.lower().split()).encode("utf-8"))
+
+
+PAIR_JOIN = "\n\u241e\n"  # between the two sides of a pair where they are hashed as one (U+241E: ␞)
+
+
+def dedup_text(text: str, pair: Optional[str]) -> str:
+    """What dedup compares: the text, or both sides of a pair (so a question with two different
+    candidates is two documents, not a duplicate or a label conflict)."""
+    return text if pair is None else text + PAIR_JOIN + pair
 
 
 class ChunkProcessor:
@@ -93,6 +107,7 @@ class ChunkProcessor:
     def __call__(self, records: list[RawRecord]) -> ChunkResult:
         result = ChunkResult(read=len(records))
         kept_texts: list[str] = []
+        kept_sides: list[tuple[int, int]] = []  # text pairs: each side's exact hash, for split groups
         labelled = self.config.input.label_field is not None
         for record in records:
             record = parse_record(record, self.config.input)
@@ -111,6 +126,15 @@ class ChunkProcessor:
                 self._reject(result, record, "processing_error", f"{type(exc).__name__}: {exc}", "filter")
                 continue
             record.text = text
+            if rejection is None and record.pair is not None:  # the second text: cleaned and scrubbed too
+                record.pair = clean_text(record.pair, self.config.clean)
+                if self.scrubber is not None:
+                    record.pair, counts = self.scrubber.scrub(record.pair)
+                    result.pii.update(counts)
+                if not record.pair.strip():
+                    self._reject(result, record, "empty_pair", f"{self.config.input.pair_field} is empty after "
+                                 f"cleaning", "filter")
+                    continue
             if rejection is not None:
                 self._reject(result, record, rejection.reason, rejection.detail, "filter")
                 continue
@@ -123,8 +147,12 @@ class ChunkProcessor:
             result.spool_lines.append(line)
             if labelled:
                 result.kept_labels.append(label_key(record.label))
-            kept_texts.append(text)
+            kept_texts.append(dedup_text(text, record.pair))
+            if record.pair is not None:
+                kept_sides.append((exact_key(text), exact_key(record.pair)))
         result.exact_hashes = np.array([exact_key(t) for t in kept_texts], dtype=np.uint64)
+        if self.config.input.pair_field:
+            result.side_hashes = np.array(kept_sides, dtype=np.uint64).reshape(-1, 2)
         if self.minhasher is not None:
             result.signatures = self.minhasher.signatures(kept_texts)
         return result
@@ -142,7 +170,8 @@ def pair_jaccard_job(job: tuple[str, dict[int, int], np.ndarray, int, int]) -> n
     with open(spool_path, "rb") as handle:
         for index, offset in offsets.items():
             handle.seek(offset)
-            texts[index] = json.loads(parse_spool_line(handle.readline())[2])["text"]
+            row = json.loads(parse_spool_line(handle.readline())[2])
+            texts[index] = dedup_text(row["text"], row.get("pair"))
     ids = list(texts)
     hashes, counts = MinHasher(1, word_ngram, char_ngram).shingles([texts[i] for i in ids])  # shingles only
     bounds = np.concatenate(([0], np.cumsum(counts)))

@@ -97,7 +97,7 @@ def check_columns(files: list[str], config: InputConfig) -> None:
             columns = set(next(csv.reader([first], delimiter="\t" if fmt == "tsv" else ",")))
         else:
             continue
-        for key in filter(None, (config.text_field, config.label_field)):
+        for key in filter(None, (config.text_field, config.label_field, config.pair_field)):
             if key.split(".")[0] not in columns:
                 raise ConfigError(f"{path}: no column '{key}' (columns: {', '.join(sorted(columns))})")
 
@@ -387,9 +387,21 @@ def _from_mapping(obj: Any, path: str, number: int, config: InputConfig) -> RawR
         found, label = _get_field(obj, config.label_field)
         if not found or label is None or label == "":
             return RawRecord(path, number, error="missing_field", detail=config.label_field, text=text)
-    top = {config.text_field.split(".")[0], (config.label_field or "").split(".")[0]}
+    pair = None
+    if config.pair_field:
+        found, pair = _get_field(obj, config.pair_field)
+        if not found or pair is None:
+            return RawRecord(path, number, error="missing_field", detail=config.pair_field, text=text)
+        if not isinstance(pair, str):
+            return RawRecord(path, number, error="wrong_type", detail=f"{config.pair_field} is {type(pair).__name__}",
+                             text=text)
+        surrogate = lone_surrogate(pair)
+        if surrogate:
+            return RawRecord(path, number, error="invalid_unicode", detail=f"{config.pair_field}: {surrogate}", text=text)
+    top = {config.text_field.split(".")[0], (config.label_field or "").split(".")[0],
+           (config.pair_field or "").split(".")[0]}
     fields = {k: v for k, v in obj.items() if k not in top}
-    return RawRecord(path, number, text=text, label=label, fields=fields)
+    return RawRecord(path, number, text=text, label=label, pair=pair, fields=fields)
 
 
 def _read_json(lines: Iterator[_Line], path: str, config: InputConfig) -> Iterator[RawRecord]:

@@ -15,6 +15,7 @@ class RawRecord:
     line: int  # 1-based line (or row) where the record starts; 0 for a whole-file record
     text: Optional[str] = None
     label: Any = None
+    pair: Optional[str] = None  # the second text of a text pair (input.pair_field)
     fields: dict[str, Any] = field(default_factory=dict)
     error: Optional[str] = None  # reason the record could not be read
     detail: str = ""

@@ -2,7 +2,9 @@
 
 - majority: always the most frequent training label (the floor a model must clear);
 - tfidf-logreg: TF-IDF n-grams + logistic regression (scikit-learn). Character 1-3-grams for CJK
-  text, which has no spaces to split words on; C=4, the setting measured in docs/data.md.
+  text, which has no spaces to split words on; C=4, the setting measured in docs/data.md. For text
+  pairs it sees both sides: [tfidf(a), tfidf(b), tfidf(a) * tfidf(b)] with one vocabulary, the last
+  block being the n-grams the two texts share (what matching a question to an answer turns on).
 Each returns the same row as a model evaluation (see ``evaluate.prediction_row``).
 """
 
@@ -14,7 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lmforge.data.prepared import read_labelled
+from lmforge.data.examples import read_classification
+from lmforge.data.prepared import pair_field
 from lmforge.data.text import is_cjk
 from lmforge.eval.config import BaselinesConfig, TfidfConfig
 from lmforge.eval.rows import prediction_row
@@ -50,27 +53,42 @@ def tfidf_predictions(
     labels: Sequence[str],
     config: TfidfConfig,
     seed: int = 0,
+    train_pairs: Sequence[str] | None = None,
+    test_pairs: Sequence[str] | None = None,
 ) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """Fit TF-IDF + logistic regression on train.
+    """Fit TF-IDF + logistic regression on train (text pairs: on both sides and their product).
 
     Returns predicted labels, (N, K) probabilities in ``labels`` order and the settings used.
     """
+    from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     analyzer, ngrams = tfidf_analyzer(config, train_texts)
     vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams)
+    if train_pairs is None:
+        vectorizer.fit(train_texts)
+
+        def features(texts: Sequence[str], pairs: Sequence[str] | None) -> Any:
+            return vectorizer.transform(texts)
+    else:
+        vectorizer.fit([*train_texts, *train_pairs])
+
+        def features(texts: Sequence[str], pairs: Sequence[str] | None) -> Any:
+            a, b = vectorizer.transform(texts), vectorizer.transform(pairs)  # (N, F) each
+            return hstack([a, b, a.multiply(b)]).tocsr()  # (N, 3F)
     classifier = LogisticRegression(C=config.C, max_iter=config.max_iter, random_state=seed)
-    classifier.fit(vectorizer.fit_transform(train_texts), train_labels)
+    classifier.fit(features(train_texts, train_pairs), train_labels)
     seen = list(classifier.classes_)
     probs = np.zeros((len(test_texts), len(labels)))  # (N, K); labels never seen in train keep 0
-    probs[:, [labels.index(c) for c in seen]] = classifier.predict_proba(vectorizer.transform(test_texts))
+    probs[:, [labels.index(c) for c in seen]] = classifier.predict_proba(features(test_texts, test_pairs))
     predicted = [labels[i] for i in probs.argmax(axis=1)]
     settings = {
         "analyzer": analyzer,
         "ngram_range": list(ngrams),
         "C": config.C,
-        "features": len(vectorizer.vocabulary_),
+        "features": len(vectorizer.vocabulary_) * (1 if train_pairs is None else 3),
+        **({"pairs": "both sides and their product"} if train_pairs is not None else {}),
     }
     return predicted, probs, settings
 
@@ -79,13 +97,15 @@ def run_baselines(
     data_dir: str, split: str, config: BaselinesConfig, ece_bins: int = 15
 ) -> list[dict[str, Any]]:
     """Train every baseline on DATA/train and score it on DATA/<split>; one report row each."""
-    train_texts, train_labels = read_labelled(data_dir, "train")
-    test_texts, test_labels = read_labelled(data_dir, split)
+    pair = pair_field(data_dir)
+    train_texts, train_pairs, train_labels = read_classification(data_dir, "train", "text", pair)
+    test_texts, test_pairs, test_labels = read_classification(data_dir, split, "text", pair)
     if config.max_train_examples is not None and config.max_train_examples < len(train_texts):
         keep = np.sort(
             np.random.default_rng(config.seed).permutation(len(train_texts))[: config.max_train_examples]
         )
         train_texts = [train_texts[i] for i in keep]
+        train_pairs = [train_pairs[i] for i in keep]
         train_labels = [train_labels[i] for i in keep]
     labels = sorted(set(train_labels) | set(test_labels))
     rows = []
@@ -106,7 +126,8 @@ def run_baselines(
     )
     started = time.perf_counter()
     predicted, probs, settings = tfidf_predictions(
-        train_texts, train_labels, test_texts, labels, config.tfidf, config.seed
+        train_texts, train_labels, test_texts, labels, config.tfidf, config.seed,
+        train_pairs if pair else None, test_pairs if pair else None,  # type: ignore[arg-type]
     )
     rows.append(
         prediction_row(

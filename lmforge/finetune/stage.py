@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.examples import read_classification, read_tagging
-from lmforge.data.prepared import check_prepared
+from lmforge.data.prepared import check_prepared, pair_field
 from lmforge.eval.scoring import method_name, model_row
 from lmforge.finetune.build import build_finetune_model
 from lmforge.finetune.config import FinetuneConfig
@@ -130,6 +130,12 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     if not config.data.path:
         raise ConfigError("data.path: no prepared data directory given (the output of `lmforge data prepare`)")
     check_prepared(config.data.path)
+    found = pair_field(config.data.path)
+    if found and config.data.pair_field is None:  # a text-pair directory: both texts, whatever the config says
+        if config.data.truncation != "head":
+            raise ConfigError(f"data.truncation={config.data.truncation}: {config.data.path} holds text pairs, "
+                              f"which are cut longest-first; head+tail applies to single texts")
+        config = config.model_copy(update={"data": config.data.model_copy(update={"pair_field": found})})
     with harness.run(config.train, Path(config.out), config.resume) as setup:
         return _soup(config, setup.info) if config.soup > 1 else _finetune(config, setup)
 

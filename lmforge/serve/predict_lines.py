@@ -29,6 +29,9 @@ def predict_lines(predictor: Predictor, texts: Iterable[str], task: Optional[str
     if not items:
         raise ConfigError("no input text (give TEXT arguments, --file FILE, or lines on stdin)")
     opts = options or {}
+    if opts.get("pairs"):
+        yield from _pair_lines(predictor, name, items, as_json)
+        return
     try:
         if name in ("fill_mask", "generate"):
             kw = {"top_k": opts.get("top_k", 5)} if name == "fill_mask" else opts.get("generate", {})
@@ -39,6 +42,23 @@ def predict_lines(predictor: Predictor, texts: Iterable[str], task: Optional[str
         raise ConfigError(str(exc)) from None
     for text, answer in zip(items, answers):
         yield json.dumps({"text": text, name: answer}, ensure_ascii=False) if as_json else _plain(name, answer)
+
+
+def _pair_lines(predictor: Predictor, task: str, items: list[str], as_json: bool) -> Iterable[str]:
+    """--pair: each item is TEXT<TAB>SECOND TEXT; classify the pairs."""
+    if task != "classify":
+        raise ConfigError(f"--pair: text pairs are classified; --task {task} takes single texts")
+    pairs = []
+    for number, item in enumerate(items, start=1):
+        if "\t" not in item:
+            raise ConfigError(f"--pair: input {number} has no TAB between its two texts: {item[:60]!r}")
+        pairs.append(item.split("\t", 1))
+    try:
+        answers = predictor.classify([a for a, _ in pairs], [b for _, b in pairs])
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
+    for (a, b), answer in zip(pairs, answers):
+        yield json.dumps({"text": a, "pair": b, task: answer}, ensure_ascii=False) if as_json else _plain(task, answer)
 
 
 def _plain(task: str, answer: Any) -> str:

@@ -40,6 +40,11 @@ class TextsRequest(_Body):
     texts: list[StrictStr] = Field(description="The texts to process, in order.")
 
 
+class ClassifyRequest(TextsRequest):
+    text_pair: Optional[list[StrictStr]] = Field(
+        None, description="Text-pair models: the second text of each pair, one per text, in order.")
+
+
 class EmbedRequest(TextsRequest):
     normalize: StrictBool = False
 
@@ -243,7 +248,7 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
         if len(texts) > limits.max_batch:
             raise RequestError(413, f"{field}: {len(texts)} texts, the limit is {limits.max_batch} per request")
         for i, text in enumerate(texts):
-            where = f"{field}.{i}" if field == "texts" else field
+            where = f"{field}.{i}" if field in ("texts", "text_pair") else field
             if len(text) > limits.max_chars:
                 raise RequestError(413, f"{where}: {len(text)} characters, the limit is {limits.max_chars}")
             problem = text_problem(text)
@@ -259,9 +264,20 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
         except InputError as exc:
             raise RequestError(422, str(exc)) from None
 
-    @app.post("/v1/classify", summary="Label each text")
-    async def classify(body: TextsRequest) -> dict[str, Any]:
-        return {"results": await run("classify", body.texts)}
+    @app.post("/v1/classify", summary="Label each text (or text pair)")
+    async def classify(body: ClassifyRequest) -> dict[str, Any]:
+        if body.text_pair is None:
+            return {"results": await run("classify", body.texts)}
+        if len(body.text_pair) != len(body.texts):
+            raise RequestError(422, f"text_pair: {len(body.text_pair)} texts for {len(body.texts)} in texts; "
+                                    f"give one second text per text")
+        check("classify", body.texts)
+        check("classify", body.text_pair, "text_pair")
+        try:  # pairs go alone, not into the micro-batches of single texts
+            return {"results": await asyncio.get_running_loop().run_in_executor(
+                executor, lambda: predictor.classify(body.texts, body.text_pair))}
+        except InputError as exc:
+            raise RequestError(422, str(exc)) from None
 
     @app.post("/v1/tag", summary="Label each word of each text")
     async def tag(body: TextsRequest) -> dict[str, Any]:
