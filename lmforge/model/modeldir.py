@@ -179,7 +179,8 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         raise ConfigError(f"{root / 'config.json'}: architecture {config.get('architecture')!r} is not an "
                           "lmforge model; import Hugging Face checkpoints with `lmforge import`")
     elif config.get("format_version", 1) == 1:
-        config, tensors = _from_v1(config, read_safetensors(root / "model.safetensors"))
+        config, renames = _v1_config(config)
+        tensors = _renamed(read_safetensors(root / "model.safetensors"), renames)
     elif config.get("format_version") == FORMAT_VERSION:
         tensors = read_safetensors(root / "model.safetensors")
     else:
@@ -192,10 +193,16 @@ def load_model_dir(path: str | Path) -> LoadedModel:
     return LoadedModel(model.eval(), tokenizer, config, list(config.get("labels") or []))
 
 
-def _from_v1(config: dict[str, Any], tensors: dict[str, Tensor]) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Format 1 of this layout in format 2's terms: pooler/classifier/tagger -> head.*, and its
-    "pooling" ("pooler": BERT's tanh pooler on the first token, "cls": the first token as it is,
-    "mean") -> "pooling" + "pooler"."""
+def current_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config.json of this layout in format 2's terms (deployed ONNX directories keep the config of
+    the directory they were exported from, of either format)."""
+    return _v1_config(config)[0] if config.get("format_version", 1) == 1 else config
+
+
+def _v1_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Format 1 of this layout in format 2's terms: its "pooling" ("pooler": BERT's tanh pooler on the
+    first token, "cls": the first token as it is, "mean") -> "pooling" + "pooler", and the renames of
+    its head tensors (pooler/classifier/tagger -> head.*)."""
     config = dict(config, format_version=FORMAT_VERSION)
     old = config.pop("pooling", None)
     if config.get("task") == "classification":
@@ -208,11 +215,15 @@ def _from_v1(config: dict[str, Any], tensors: dict[str, Tensor]) -> tuple[dict[s
         renames = {}
         if old == "pooler":
             config["pooler"] = True
+    return config, renames
+
+
+def _renamed(tensors: dict[str, Tensor], renames: dict[str, str]) -> dict[str, Tensor]:
     out = {}
     for name, tensor in tensors.items():
         prefix = next((p for p in renames if name.startswith(p)), None)
         out[renames[prefix] + name[len(prefix):] if prefix else name] = tensor
-    return config, out
+    return out
 
 
 def _from_v1_finetune(meta: dict[str, Any], root: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:

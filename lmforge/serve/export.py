@@ -137,14 +137,14 @@ class OnnxModel:
             import onnxruntime as ort
         except ImportError:
             raise ConfigError("ONNX inference needs onnxruntime: pip install 'lmforge[onnx]'") from None
-        from lmforge.model.modeldir import build_model
+        from lmforge.model.modeldir import build_model, current_config
 
         options = ort.SessionOptions()
         # idle ORT threads busy-wait by default, stealing the cores torch and the server need
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.intra_op_num_threads = threads or torch.get_num_threads()  # the same budget as torch
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        shape = build_model(config, str(path.parent / "config.json"))  # structure only: which tasks exist
+        shape = build_model(current_config(config), str(path.parent / "config.json"))  # structure: which tasks exist
         self.config, self.heads, self.task = shape.config, (), shape.task
         self.mlm = self.lm = None
         self.output = config["onnx"]["output"]

@@ -110,3 +110,24 @@ def test_writing_into_a_run_directory_keeps_its_other_files_and_bad_versions_are
     (run / "config.json").write_text(json.dumps({**config, "method": "lora", "settings": {"rank": 2}}))
     with pytest.raises(ConfigError, match="'settings' of method 'lora' lacks 'targets'"):
         load_model_dir(run)
+
+
+def test_an_onnx_directory_exported_from_format_1_still_serves(tmp_path):
+    """A deployed directory keeps its source's config.json: one written under format 1 still loads."""
+    import lmforge
+    from lmforge.serve.export import export_model
+    from lmforge.tokenize.tokenizer import load_tokenizer
+    from tests.model.hf_helpers import train_wordpiece
+
+    torch.manual_seed(4)
+    train_wordpiece().save(str(tmp_path / "tokenizer.json"))
+    tokenizer = load_tokenizer(tmp_path / "tokenizer.json")
+    cfg = CFG.model_copy(update={"vocab_size": tokenizer.vocab_size})
+    model = _spread(TaskModel(cfg, "classification", ["a", "b"], pooling="first", pooler=True))
+    src = save_model_dir(model, model_dir_config(model), tmp_path / "src", tokenizer)
+    out = export_model(src, "onnx", tmp_path / "onnx")
+    config = json.loads((out / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k not in ("pooler", "method", "settings")}
+    (out / "config.json").write_text(json.dumps({**old, "format_version": 1, "pooling": "pooler"}))
+    text = "质量很好，物流也快"
+    assert lmforge.load(out).classify(text)["score"] == pytest.approx(lmforge.load(src).classify(text)["score"], abs=1e-4)
