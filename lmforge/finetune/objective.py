@@ -80,7 +80,9 @@ class FinetuneObjective:
                 loss_sum = self.rdrop(model, batch, logits, loss_sum)
         if training and self.orthogonal_weight > 0:
             loss_sum = loss_sum + self.orthogonal_weight * orthogonal_penalty(self.model) * n
-        return ObjectiveOutput(loss_sum, n, {"task_correct": correct, "task_count": n})
+        # examples (classification) or labelled tokens (tagging) predicted right: val_acc
+        return ObjectiveOutput(loss_sum, n, {"task_correct": correct, "task_count": n},
+                               {"acc": ("task_correct", "task_count")})
 
     def rdrop(self, model: nn.Module, batch: dict[str, Tensor], logits: Tensor, loss_sum: Tensor) -> Tensor:
         """Mean of the two passes' CE + alpha * symmetric KL between their predictions."""

@@ -89,6 +89,7 @@ def evaluate(
     RNG fork, so training's random stream is untouched)."""
     model.eval()
     sums: dict[str, Tensor] = {}
+    reports: dict[str, tuple[str, str]] = {}
     devices = [device] if device.type == "cuda" else []
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.seed + 7919 * (info.rank + 1))
@@ -100,6 +101,7 @@ def evaluate(
                 break
             with autocast_context(cfg.precision, device):
                 out = objective(model, _to_device(batch, device))
+            reports.update(out.reports)
             for key, value in {"loss_sum": out.loss_sum, "n_tokens": out.n_tokens, **out.metrics}.items():
                 sums[key] = (
                     sums.get(key, torch.zeros((), device=device, dtype=torch.float64)) + value.double()
@@ -112,15 +114,8 @@ def evaluate(
     s = dict(zip(keys, totals.tolist()))
     n = max(s["n_tokens"], 1.0)
     result = {"val_loss": s["loss_sum"] / n, "val_ppl": math.exp(min(s["loss_sum"] / n, 50.0))}
-    for key in ("mlm_correct", "lm_correct"):
-        if key in s:
-            result[f"val_{key.split('_')[0]}_acc"] = s[key] / n
-    if "mlm_loss_sum" in s:
-        result["val_mlm_loss"] = s["mlm_loss_sum"] / n
-    if "task_correct" in s:  # fine-tuning: examples (classification) or labelled tokens (tagging)
-        result["val_acc"] = s["task_correct"] / max(s["task_count"], 1.0)
-    if "sentence_correct" in s:
-        result["val_sentence_acc"] = s["sentence_correct"] / max(s["sentence_count"], 1.0)
+    for name, (numerator, denominator) in sorted(reports.items()):  # what the objective declares
+        result[f"val_{name}"] = s.get(numerator, 0.0) / max(s.get(denominator, 0.0), 1.0)
     return result
 
 

@@ -22,6 +22,9 @@ class ObjectiveOutput:
     loss_sum: Tensor  # scalar, sum of per-token losses of this micro-batch
     n_tokens: Tensor  # scalar count the loss is normalised by
     metrics: dict[str, Tensor] = field(default_factory=dict)  # sums, reduced like n_tokens
+    # what validation reports: name -> (numerator metric, denominator metric or "n_tokens"), each summed
+    # over the validation batches and processes first; "acc" -> val_acc = correct / count, ...
+    reports: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 Objective = Callable[[nn.Module, dict[str, Tensor]], ObjectiveOutput]
@@ -137,6 +140,7 @@ class MLMObjective:
         loss_sum = F.cross_entropy(logits, targets, reduction="sum")
         n = positions.sum()
         metrics = {"mlm_correct": (logits.argmax(-1) == targets).sum(), "mlm_loss_sum": loss_sum.detach()}
+        reports = {"mlm_acc": ("mlm_correct", "n_tokens"), "mlm_loss": ("mlm_loss_sum", "n_tokens")}
         if "sentence_label" in batch and "sentence_logits" in out:
             sent = F.cross_entropy(out["sentence_logits"].float(), batch["sentence_label"], reduction="mean")
             # BERT adds the mean MLM loss and the mean NSP loss; weighting the micro-batch's sentence
@@ -146,7 +150,8 @@ class MLMObjective:
             metrics.update(
                 sentence_correct=correct, sentence_count=torch.tensor(len(batch["sentence_label"]))
             )
-        return ObjectiveOutput(loss_sum, n, metrics)
+            reports["sentence_acc"] = ("sentence_correct", "sentence_count")
+        return ObjectiveOutput(loss_sum, n, metrics, reports)
 
 
 def causal_lm_objective(model: nn.Module, batch: dict[str, Tensor]) -> ObjectiveOutput:
@@ -160,4 +165,4 @@ def causal_lm_objective(model: nn.Module, batch: dict[str, Tensor]) -> Objective
     loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE, reduction="sum")
     valid = flat_targets != IGNORE
     correct = ((flat_logits.argmax(-1) == flat_targets) & valid).sum()
-    return ObjectiveOutput(loss_sum, valid.sum(), {"lm_correct": correct})
+    return ObjectiveOutput(loss_sum, valid.sum(), {"lm_correct": correct}, {"lm_acc": ("lm_correct", "n_tokens")})

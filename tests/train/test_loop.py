@@ -217,3 +217,24 @@ def test_scale_and_clip_is_scaling_then_clip_grad_norm(clip):
     assert norm == pytest.approx(expected, rel=1e-5)
     for g, p in zip(grads, params):
         torch.testing.assert_close(g, p.grad)
+
+
+def test_validation_reports_what_the_objective_declares(corpus, device):
+    """The loop names no metric: an objective's ``reports`` become val_<name> (here: a count of the
+    tokens predicted as the most frequent token, a metric the loop has never heard of)."""
+
+    def objective(model, batch):
+        out = causal_lm_objective(model, batch)
+        top = torch.zeros((), dtype=torch.long) + out.n_tokens // 2  # half of the tokens, whatever the batch
+        return ObjectiveOutput(out.loss_sum, out.n_tokens, {**out.metrics, "half": top},
+                               {**out.reports, "half_share": ("half", "n_tokens")})
+
+    model = tiny_model(len(corpus.vocab), causal=True, dropout=0.0, attn_dropout=0.0)
+    data = TensorBlockSource(corpus.tokens[:20_000], 16, 8)
+    val = TensorBlockSource(corpus.tokens[20_000:24_000], 16, 8, shuffle=False)
+    res = train_loop(model, objective, data, train_cfg(steps=2, eval_every=2, eval_batches=2), device=device,
+                     eval_data=val)
+    last = res.evals[-1]
+    assert 0.45 <= last["val_half_share"] <= 0.5 and 0 <= last["val_lm_acc"] <= 1
+    assert not [k for k in last if k.startswith("val_") and k not in
+                ("val_loss", "val_ppl", "val_lm_acc", "val_half_share")]
