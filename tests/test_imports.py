@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lmforge"
 # end to end: it composes the packages below, e.g. fine-tuning then scoring next to the baselines)
 # sit above every package and below the pipeline.
 LAYERS: list[tuple[str, ...]] = [
-    ("lmforge.config", "lmforge.errors", "lmforge.text", "lmforge.progress", "lmforge.version"),
+    ("lmforge.config", "lmforge.errors", "lmforge.text", "lmforge.progress", "lmforge.version", "lmforge.batch_order"),
     ("lmforge.data", "lmforge.corpora"),
     ("lmforge.tokenize",),
     ("lmforge.model",),

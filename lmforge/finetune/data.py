@@ -15,6 +15,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from lmforge.batch_order import BatchOrder
 from lmforge.config import ConfigError
 from lmforge.tokenize.tokenizer import load_tokenizer, special_token_ids
 from lmforge.tokenize.truncate import Truncation, head_and_tail_ids
@@ -106,7 +107,7 @@ def collate(enc: Encoded, index: Sequence[int], pad_id: int) -> dict[str, Tensor
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
 
 
-class ExampleSource:
+class ExampleSource(BatchOrder):
     """Batches of encoded examples, shuffled per epoch with ``seed + epoch``; resumable exactly
     (``state_dict`` records epoch and position), as the training loop's BatchSource contract asks.
 
@@ -126,23 +127,19 @@ class ExampleSource:
         batch_size *= world_size  # the global batch
         if n == 0 or (drop_last and n < batch_size):
             raise ConfigError(f"{n} examples: fewer than one batch of {batch_size}")
-        self.rank, self.world_size = rank, world_size
+        super().__init__(seed, rank, world_size)
         self.enc, self.batch_size, self.pad_id = enc, batch_size, pad_id
-        self.seed, self.shuffle, self.drop_last, self.bucket = seed, shuffle, drop_last, bucket
-        self.epoch, self.position = 0, 0
+        self.shuffle, self.drop_last, self.bucket = shuffle, drop_last, bucket
 
     def __len__(self) -> int:
         n = len(self.enc.input_ids)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.position = epoch, 0
-
     def _order(self) -> list[int]:
         n = len(self.enc.input_ids)
         if not self.shuffle:
             return list(range(n))
-        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        gen = torch.Generator().manual_seed(self.epoch_seed())
         order = torch.randperm(n, generator=gen).tolist()
         if self.bucket <= 1:
             return order
@@ -155,24 +152,20 @@ class ExampleSource:
         return [j for batch in shuffled for j in batch] + partial
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        order = self._order()
+        epoch, order = self.epoch, self._order()
         while self.position < len(self):
             index = order[self.position * self.batch_size : (self.position + 1) * self.batch_size]
             self.position += 1
-            mine = index[self.rank::self.world_size]  # this rank's share of the global batch
+            mine = self.strided_share(index)  # this rank's share of the global batch
             if mine:  # (only a last, partial validation batch can leave a rank without one)
-                yield collate(self.enc, mine, self.pad_id)
+                yield collate(self.enc, list(mine), self.pad_id)
+        self.finish(epoch)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "examples", "epoch": self.epoch, "position": self.position,
-                "n_examples": len(self.enc.input_ids), "seed": self.seed, "world_size": self.world_size}
+        return self.state("examples", n_examples=len(self.enc.input_ids))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        mine = self.state_dict()
-        for key in ("kind", "n_examples", "seed", "world_size"):
-            if state.get(key, 1 if key == "world_size" else None) != mine[key]:  # older states: one process
-                raise ValueError(f"data state is from another source: {key}={state.get(key)!r}, here {mine[key]!r}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.restore(state, "examples", defaults={"world_size": 1}, n_examples=len(self.enc.input_ids))  # older: 1
 
 
 def encoding_tokenizer(path: str | Path) -> Tokenizer:

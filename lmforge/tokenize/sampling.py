@@ -16,6 +16,7 @@ import torch
 import xxhash
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lmforge.batch_order import BatchOrder
 from lmforge.config import ConfigError
 from lmforge.tokenize.shards import ShardReader, check_tokenizer
 
@@ -23,7 +24,7 @@ Batch = dict[str, torch.Tensor]
 STATE_VERSION = 1
 
 
-class ShardDataset(IterableDataset):
+class ShardDataset(IterableDataset, BatchOrder):
     """Base class: subclasses define their examples (`_num_examples`, `_example`) and `_collate`."""
 
     def __init__(
@@ -47,16 +48,14 @@ class ShardDataset(IterableDataset):
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"rank must be in [0, world_size): rank={rank}, world_size={world_size}")
+        BatchOrder.__init__(self, seed, rank, world_size)  # epoch, position: this rank's batches handed out
         self.reader = ShardReader(shards_dir, split, verify=verify)
         if tokenizer_hash is not None:
             check_tokenizer(self.reader.meta, tokenizer_hash, str(shards_dir))
         self.split, self.seq_len, self.batch_size = split, seq_len, batch_size
-        self.seed, self.rank, self.world_size = seed, rank, world_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.special = self.reader.meta["tokenizer"]["special_tokens"]
         self.pad_id = self.special["pad"] if self.special.get("pad") is not None else 0
-        self.epoch = 0
-        self._position = 0  # this rank's batches already handed out in self.epoch
         self._plan: tuple[int, list[np.ndarray]] = (-1, [])
 
     @property
@@ -105,15 +104,6 @@ class ShardDataset(IterableDataset):
     def __len__(self) -> int:
         return len(self._batches(self.epoch))
 
-    def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` from its beginning, unless it is the epoch already under way (as after a resume)."""
-        if epoch != self.epoch:
-            self.epoch, self._position = epoch, 0
-
-    def _finish_epoch(self, epoch: int) -> None:
-        if self.epoch == epoch:
-            self.epoch, self._position = epoch + 1, 0
-
     def batch(self, j: int, epoch: Optional[int] = None) -> Batch:
         """This rank's batch ``j`` of ``epoch`` (default: the current one)."""
         epoch = self.epoch if epoch is None else epoch
@@ -121,7 +111,7 @@ class ShardDataset(IterableDataset):
 
     # iteration ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
-        epoch, start = self.epoch, self._position
+        epoch, start = self.epoch, self.position
         total = len(self._batches(epoch))
         info = get_worker_info()
         if info is not None:
@@ -131,9 +121,9 @@ class ShardDataset(IterableDataset):
                 yield self.batch(j, epoch)
             return
         for j in range(start, total):
-            self._position = j + 1  # set before handing out, so a state saved after using it resumes after it
+            self.position = j + 1  # set before handing out, so a state saved after using it resumes after it
             yield self.batch(j, epoch)
-        self._finish_epoch(epoch)
+        self.finish(epoch)
 
     def loader(self, num_workers: int = 0, **dataloader_args: Any) -> Iterator[Batch]:
         """The remaining batches of the current epoch made by ``num_workers`` DataLoader processes,
@@ -144,10 +134,10 @@ class ShardDataset(IterableDataset):
         epoch, total = self.epoch, len(self)
         loader = DataLoader(self, batch_size=None, num_workers=num_workers, **dataloader_args)
         for batch in loader:
-            self._position += 1
+            self.position += 1
             yield batch
-        if self._position >= total:
-            self._finish_epoch(epoch)
+        if self.position >= total:
+            self.finish(epoch)
 
     # resume ------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
@@ -173,7 +163,7 @@ class ShardDataset(IterableDataset):
             "world_size": self.world_size,
             "rank": self.rank,
             "epoch": self.epoch,
-            "position": self._position,
+            "position": self.position,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -200,7 +190,7 @@ class ShardDataset(IterableDataset):
         total = len(self._batches(epoch))
         if not 0 <= position <= total:
             raise ConfigError(f"dataset state position {position} is outside epoch {epoch}'s {total} batches")
-        self.epoch, self._position = epoch, position
+        self.epoch, self.position = epoch, position
 
 
 def pad_stack(rows: list[np.ndarray], pad_id: int, length: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:

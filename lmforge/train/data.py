@@ -12,8 +12,10 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import Tensor
 
+from lmforge.batch_order import BatchOrder
 
-class TensorBlockSource:
+
+class TensorBlockSource(BatchOrder):
     """Blocks of ``seq_len`` tokens, shuffled per epoch with ``seed + epoch``; a global batch is
     ``batch_size * world_size`` consecutive blocks of that order and rank r takes its r-th slice, so
     one process with batch 8 sees exactly the blocks two processes with batch 4 see together.
@@ -41,48 +43,31 @@ class TensorBlockSource:
         blocks = tokens[: n_blocks * body].view(n_blocks, body).long()
         if prefix_id is not None:
             blocks = torch.cat([torch.full((n_blocks, 1), prefix_id, dtype=torch.long), blocks], dim=1)
+        super().__init__(seed, rank, world_size)
         self.blocks = blocks  # (N, T)
-        self.seq_len, self.batch_size = seq_len, batch_size
-        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
-        self.epoch, self.position = 0, 0  # position: batches of this epoch already served
+        self.seq_len, self.batch_size, self.shuffle = seq_len, batch_size, shuffle
 
     def __len__(self) -> int:
         return len(self.blocks) // (self.batch_size * self.world_size)  # a ragged last batch is dropped
 
-    def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` from its first batch."""
-        self.epoch, self.position = epoch, 0
-
     def _order(self) -> Tensor:
         if not self.shuffle:
             return torch.arange(len(self.blocks))
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        g = torch.Generator().manual_seed(self.epoch_seed())
         return torch.randperm(len(self.blocks), generator=g)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        order = self._order()
+        epoch, order = self.epoch, self._order()
         global_batch = self.batch_size * self.world_size
         while self.position < len(self):
-            start = self.position * global_batch + self.rank * self.batch_size
-            ids = self.blocks[order[start : start + self.batch_size]]  # (B, T)
+            start = self.position * global_batch
+            ids = self.blocks[self.contiguous_share(order[start:start + global_batch], self.batch_size)]  # (B, T)
             self.position += 1  # counted before yielding: state_dict() after a batch resumes after it
             yield {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        self.finish(epoch)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "tensor_blocks",
-            "epoch": self.epoch,
-            "position": self.position,
-            "world_size": self.world_size,
-            "n_blocks": len(self.blocks),
-            "seed": self.seed,
-        }
+        return self.state("tensor_blocks", n_blocks=len(self.blocks))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        mine = self.state_dict()
-        for key in ("kind", "world_size", "n_blocks", "seed"):
-            if state.get(key) != mine[key]:
-                raise ValueError(
-                    f"data state is from another source: {key}={state.get(key)!r}, here {mine[key]!r}"
-                )
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.restore(state, "tensor_blocks", n_blocks=len(self.blocks))

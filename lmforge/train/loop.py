@@ -36,7 +36,8 @@ _MAX_OVERFLOWS = 40  # halvings from GradScaler's 2**16 to below 1e-7: past that
 
 class BatchSource(Protocol):
     def __iter__(self) -> Iterator[dict[str, Tensor]]: ...
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, epoch: int) -> None: ...  # a new epoch from its start; the current one: unchanged
+    def rewind(self) -> None: ...  # epoch 0, batch 0
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -93,9 +94,9 @@ def evaluate(
     devices = [device] if device.type == "cuda" else []
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.seed + 7919 * (info.rank + 1))
-        # always the same first batches: rewind to epoch 0, position 0 (set_epoch(0) alone keeps the position
-        # of an epoch under way, as resuming needs, so a partial pass would move the next evaluation on)
-        data.load_state_dict({**data.state_dict(), "epoch": 0, "position": 0})
+        # always the same first batches (set_epoch(0) alone keeps the position of an epoch under way,
+        # as resuming needs, so a partial pass would move the next evaluation on)
+        data.rewind()
         for i, batch in enumerate(data):
             if cfg.eval_batches is not None and i >= cfg.eval_batches:
                 break

@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 import torch
 
+from lmforge.batch_order import BatchOrder
+
 from lmforge.config import build_config
 from lmforge.model.heads import LanguageModel
 from lmforge.model.transformer import TransformerConfig
@@ -108,25 +110,25 @@ def run(
     )
 
 
-class ListSource:
-    """Fixed batches (with ragged padding), for exact comparisons."""
+class ListSource(BatchOrder):
+    """Fixed batches (with ragged padding), for exact comparisons; positioned like every source."""
 
     def __init__(self, batches):
-        self.batches, self.position, self.epoch = batches, 0, 0
+        super().__init__()
+        self.batches = batches
 
     def __iter__(self):
+        epoch = self.epoch
         while self.position < len(self.batches):
             self.position += 1
             yield self.batches[self.position - 1]
-
-    def set_epoch(self, epoch):
-        self.epoch, self.position = epoch, 0
+        self.finish(epoch)
 
     def state_dict(self):
-        return {"epoch": self.epoch, "position": self.position}
+        return self.state("list", n_batches=len(self.batches))
 
     def load_state_dict(self, state):
-        self.epoch, self.position = state["epoch"], state["position"]
+        self.restore(state, "list", n_batches=len(self.batches))
 
 
 def padded_batches(corpus, n_rows, rows_per_batch, rank=0, world_size=1):
