@@ -218,5 +218,6 @@ def test_every_evaluation_scores_the_same_first_batches(pd_shards: Path) -> None
     assert len(val) >= 3
     model = tiny_model(val.meta["tokenizer"]["vocab_size"], causal=True)
     cfg = train_cfg(eval_batches=2)
-    runs = [evaluate(model, causal_lm_objective, val, cfg, torch.device("cpu"), DistInfo()) for _ in range(len(val) + 1)]
+    # (a drifting position shows at the second evaluation already; each costs a few forward passes)
+    runs = [evaluate(model, causal_lm_objective, val, cfg, torch.device("cpu"), DistInfo()) for _ in range(4)]
     assert all(r == runs[0] for r in runs), runs
