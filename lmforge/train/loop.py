@@ -5,6 +5,11 @@ metrics)``. One optimizer step is: for each micro-batch, forward + backward of t
 divide the gradients by the number of loss tokens of the whole step (all micro-batches, all processes),
 so accumulating 4 x 8 sequences equals one batch of 32 and padding never weights a step; then clip,
 check for non-finite values, and update.
+
+``train_loop`` sets the run up and drives three parts that own their cadence: ``TrainStep`` (one
+optimizer step), ``CheckpointKeeper`` (resumable checkpoints every ``checkpoint_every`` steps, at a new
+best and at the end) and ``ThroughputMeter`` (a metrics line every ``log_every`` steps); validation is
+``evaluate``, whose metrics the objective declares (``ObjectiveOutput.reports``).
 """
 
 from __future__ import annotations
@@ -161,6 +166,142 @@ def train_loop(
         torch.set_num_threads(threads_before)  # train.threads is this run's, not the process's
 
 
+class CheckpointKeeper:
+    """Saves resumable checkpoints (rank 0 writes; every rank's RNG stream goes in) at its cadence
+    (``train.checkpoint_every``), for a new best evaluation, and at the end; never twice for a step."""
+
+    def __init__(self, root: Optional[Path], cfg: TrainConfig, info: DistInfo, writer: bool, base: nn.Module,
+                 optimizer: torch.optim.Optimizer, scaler: Any, train_data: BatchSource, state: dict[str, Any],
+                 resumed: bool) -> None:
+        self.root, self.cfg, self.info, self.writer = root, cfg, info, writer
+        self.base, self.optimizer, self.scaler, self.train_data, self.state = base, optimizer, scaler, train_data, state
+        self.saved_at: list[int] = [state["step"]] if resumed else []
+
+    def save(self, step: int, best: Optional[tuple[str, float]] = None) -> None:
+        rng = all_gather_tensor(torch.get_rng_state(), self.info) if self.info.enabled else []  # every rank's stream
+        if self.writer and self.root is not None:
+            if self.saved_at[-1:] != [step]:
+                full = {
+                    **self.state,
+                    "data": self.train_data.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                }
+                extra = {f"extra.rng.rank{r}": t for r, t in enumerate(rng) if r}
+                ckpt.save_checkpoint(self.root, step, self.base, self.optimizer, full, extra_tensors=extra)
+            if best is not None:
+                ckpt.mark_best(self.root, step, *best)
+            ckpt.prune(self.root, self.cfg.keep_last)
+        self.saved_at.append(step)
+        barrier(self.info)
+
+    def after_step(self, step: int) -> None:
+        if self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0:
+            self.save(step)
+
+    def at_end(self, step: int) -> None:
+        """The end of every run (or stage of one) is resumable."""
+        if self.root is not None and self.saved_at[-1:] != [step]:
+            self.save(step)
+
+
+class ThroughputMeter:
+    """Mean train loss, tokens/s and MFU over the steps since the last log line, written every
+    ``train.log_every`` steps."""
+
+    def __init__(self, cfg: TrainConfig, mfu: MFUMeter, tracker: Tracker) -> None:
+        self.cfg, self.mfu, self.tracker = cfg, mfu, tracker
+        self._reset(time.perf_counter())
+
+    def _reset(self, now: float) -> None:
+        self.loss, self.steps, self.tokens, self.t0 = 0.0, 0, 0.0, now
+
+    def after_step(self, step: int, loss: float, tokens: float, lr: float, grad_norm: float,
+                   state: dict[str, Any]) -> None:
+        self.loss += loss
+        self.steps += 1
+        self.tokens += tokens
+        if step % self.cfg.log_every:
+            return
+        now = time.perf_counter()
+        rate = self.tokens / max(now - self.t0, 1e-9)
+        metrics = {"train_loss": self.loss / self.steps, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": rate,
+                   "tokens": state["tokens"], "bad_steps": state["bad_steps"], "elapsed_s": state["elapsed"]}
+        utilisation = self.mfu(rate)
+        if utilisation is not None:
+            metrics["mfu"] = utilisation
+        self.tracker.log(step, metrics)
+        self._reset(now)
+
+
+@dataclass
+class StepOutcome:
+    kind: str  # "update", "overflow" (fp16: retried with the next batch) or "non_finite" (skipped)
+    loss: float  # global mean loss per token of the step
+    grad_norm: float
+    tokens: float  # attention-mask tokens of the step, all processes
+
+
+class TrainStep:
+    """One optimizer step: forward + backward of the summed loss for each micro-batch, the global
+    per-token mean of the gradients (all micro-batches, all processes), clipping, the fp16 loss scale,
+    and the update, or no update when the loss or the gradients are not finite."""
+
+    def __init__(self, model: nn.Module, ddp: nn.Module, base: nn.Module, objective: Objective,
+                 optimizer: torch.optim.Optimizer, scaler: Any, cfg: TrainConfig, device: torch.device,
+                 info: DistInfo) -> None:
+        # model: what is called (compiled or not); ddp: what no_sync() is asked of; base: whose gradients
+        self.model, self.ddp, self.objective, self.optimizer, self.scaler = model, ddp, objective, optimizer, scaler
+        self.cfg, self.device, self.info = cfg, device, info
+        self.params = [p for p in base.parameters() if p.requires_grad]
+        self.overflows = 0  # consecutive fp16 overflow retries
+
+    def __call__(self, batches: Iterator[dict[str, Tensor]]) -> StepOutcome:
+        cfg, device, info, scaler = self.cfg, self.device, self.info, self.scaler
+        loss_sum = torch.zeros((), device=device)
+        n_tokens = torch.zeros((), device=device)
+        seen = torch.zeros((), device=device)
+        for micro in range(cfg.grad_accum):
+            batch = _to_device(next(batches), device)
+            sync = micro == cfg.grad_accum - 1 or not info.enabled
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():  # type: ignore[operator]
+                with autocast_context(cfg.precision, device):
+                    out = self.objective(self.model, batch)
+                (scaler.scale(out.loss_sum) if scaler is not None else out.loss_sum).backward()
+            loss_sum += out.loss_sum.detach().float()
+            n_tokens += out.n_tokens
+            seen += batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+        totals = all_reduce_sum(torch.stack([loss_sum, n_tokens, seen]), info)
+        n_global = float(totals[1].clamp(min=1))
+        step_loss = float(totals[0]) / n_global
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        # DDP averaged the per-process gradient sums over world_size; make it a per-token mean
+        grad_norm = scale_and_clip_([p.grad for p in self.params if p.grad is not None],
+                                    info.world_size / n_global, cfg.clip_norm)
+        tokens = float(totals[2])
+        if (scaler is not None and math.isfinite(step_loss) and not math.isfinite(grad_norm)
+                and self.overflows < _MAX_OVERFLOWS):
+            # fp16 overflow: the loss scale was too high. GradScaler skips the update and halves the
+            # scale; the step is retried with the next batch and neither counts nor moves the schedule
+            scaler.step(self.optimizer)
+            scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.overflows += 1
+            return StepOutcome("overflow", step_loss, grad_norm, tokens)
+        self.overflows = 0
+        if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.update()
+            return StepOutcome("non_finite", step_loss, grad_norm, tokens)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        return StepOutcome("update", step_loss, grad_norm, tokens)
+
+
 def _train(
     model: nn.Module,
     objective: Objective,
@@ -185,7 +326,6 @@ def _train(
     optimizer = build_optimizer(base, cfg.optim, n_layers, device)
     schedule = Schedule(optimizer, cfg.schedule, cfg.optim.lr, cfg.steps, cfg.budget)
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-    ckpt_root = out_dir / "checkpoints" if out_dir is not None else None
 
     state: dict[str, Any] = {
         "step": 0,
@@ -216,47 +356,27 @@ def _train(
     model = ddp = wrap_model(base, info, device)
     if cfg.compile:
         model = torch.compile(model, backend="inductor" if cfg.compile is True else cfg.compile)
-    params = [p for p in base.parameters() if p.requires_grad]
     peak = cfg.peak_flops
     if peak is None and writer and flops_per_token:
         peak = measure_peak_flops(device, cfg.precision)  # RNG-free: a resumed run draws what a fresh one does
-    mfu = MFUMeter(flops_per_token, peak, info.world_size)
 
     result = LoopResult(step=state["step"], stopped="steps", bad_steps=state["bad_steps"])
     if state["best"] is not None:
         result.best = tuple(state["best"])  # type: ignore[assignment]
     batches = _batch_stream(train_data, state)
-    overflows = 0  # consecutive fp16 overflow retries
     start_time = time.perf_counter() - state["elapsed"]
-    window = {"loss": 0.0, "steps": 0, "tokens": 0.0, "t0": time.perf_counter()}
-
-    saved_at: list[int] = [state["step"]] if resume is not None else []
-
-    def save(step: int, best: Optional[tuple[str, float]] = None) -> None:
-        rng = all_gather_tensor(torch.get_rng_state(), info) if info.enabled else []  # every rank's stream
-        if writer and ckpt_root is not None:
-            if saved_at[-1:] != [step]:
-                full = {
-                    **state,
-                    "data": train_data.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                }
-                extra = {f"extra.rng.rank{r}": t for r, t in enumerate(rng) if r}
-                ckpt.save_checkpoint(ckpt_root, step, base, optimizer, full, extra_tensors=extra)
-            if best is not None:
-                ckpt.mark_best(ckpt_root, step, *best)
-            ckpt.prune(ckpt_root, cfg.keep_last)
-        saved_at.append(step)
-        barrier(info)
-
+    train_step = TrainStep(model, ddp, base, objective, optimizer, scaler, cfg, device, info)
+    keeper = CheckpointKeeper(out_dir / "checkpoints" if out_dir is not None else None, cfg, info, writer, base,
+                              optimizer, scaler, train_data, state, resumed=resume is not None)
     tracker = Tracker(out_dir, writer, cfg.steps, trackers=cfg.trackers, progress=cfg.progress, wandb=cfg.wandb,
                       budget=cfg.budget, label=label)
+    meter = ThroughputMeter(cfg, MFUMeter(flops_per_token, peak, info.world_size), tracker)
 
     def evaluate_now() -> bool:
         """Evaluate the current weights, log, keep the best; True when early stopping says stop."""
         assert eval_data is not None
         return _eval_and_track(model, eval_objective or objective, eval_data, cfg, device, info, state, result,
-                               tracker, save)
+                               tracker, keeper.save)
 
     with tracker:
         tracker.message(f"{label}: {choice.line()}; {torch.get_num_threads()} threads" if device.type == "cpu"
@@ -274,49 +394,15 @@ def _train(
                 break
             lr = schedule.apply(step, elapsed)
             where = dict(train_data.state_dict())  # names the batch if this step goes wrong
-            loss_sum = torch.zeros((), device=device)
-            n_tokens = torch.zeros((), device=device)
-            seen = torch.zeros((), device=device)
-            for micro in range(cfg.grad_accum):
-                batch = _to_device(next(batches), device)
-                sync = micro == cfg.grad_accum - 1 or not info.enabled
-                with contextlib.nullcontext() if sync else ddp.no_sync():  # type: ignore[operator]
-                    with autocast_context(cfg.precision, device):
-                        out = objective(model, batch)
-                    (scaler.scale(out.loss_sum) if scaler is not None else out.loss_sum).backward()
-                loss_sum += out.loss_sum.detach().float()
-                n_tokens += out.n_tokens
-                seen += (
-                    batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
-                )
-            totals = all_reduce_sum(torch.stack([loss_sum, n_tokens, seen]), info)
-            n_global = float(totals[1].clamp(min=1))
-            step_loss = float(totals[0]) / n_global
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            # DDP averaged the per-process gradient sums over world_size; make it a per-token mean
-            grad_norm = scale_and_clip_([p.grad for p in params if p.grad is not None],
-                                        info.world_size / n_global, cfg.clip_norm)
-            if (scaler is not None and math.isfinite(step_loss) and not math.isfinite(grad_norm)
-                    and overflows < _MAX_OVERFLOWS):
-                # fp16 overflow: the loss scale was too high. GradScaler skips the update and halves the
-                # scale; the step is retried with the next batch and neither counts nor moves the schedule
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                overflows += 1
+            outcome = train_step(batches)
+            if outcome.kind == "overflow":
                 continue
-            overflows = 0
-            finite = math.isfinite(step_loss) and math.isfinite(grad_norm)
-            if not finite:
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.update()
+            if outcome.kind == "non_finite":
                 state["bad_steps"] += 1
                 result.bad_steps = state["bad_steps"]
                 text = (
-                    f"step {step + 1}: non-finite {'gradient' if math.isfinite(step_loss) else 'loss'} "
-                    f"(loss={step_loss}, grad_norm={grad_norm}) "
+                    f"step {step + 1}: non-finite {'gradient' if math.isfinite(outcome.loss) else 'loss'} "
+                    f"(loss={outcome.loss}, grad_norm={outcome.grad_norm}) "
                     f"in the batch(es) read from data state {where}; "
                     f"step skipped ({state['bad_steps']} of at most {cfg.max_bad_steps})"
                 )
@@ -324,46 +410,20 @@ def _train(
                 if state["bad_steps"] >= cfg.max_bad_steps:
                     raise TrainingError(text + "; stopping: too many non-finite steps")
                 continue
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
             if after_step is not None:
                 after_step(step + 1)
             optimizer.zero_grad(set_to_none=True)
             state["step"] = step = step + 1
-            state["tokens"] += int(totals[2])
+            state["tokens"] += int(outcome.tokens)
             state["elapsed"] = time.perf_counter() - start_time
-            result.step, result.losses[step] = step, step_loss
-            window["loss"] += step_loss
-            window["steps"] += 1
-            window["tokens"] += float(totals[2])
-            tracker.advance(step, state["elapsed"], step_loss)
-
-            if step % cfg.log_every == 0:
-                now = time.perf_counter()
-                rate = window["tokens"] / max(now - window["t0"], 1e-9)
-                metrics = {
-                    "train_loss": window["loss"] / window["steps"],
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "tokens_per_s": rate,
-                    "tokens": state["tokens"],
-                    "bad_steps": state["bad_steps"],
-                    "elapsed_s": state["elapsed"],
-                }
-                utilisation = mfu(rate)
-                if utilisation is not None:
-                    metrics["mfu"] = utilisation
-                tracker.log(step, metrics)
-                window = {"loss": 0.0, "steps": 0, "tokens": 0.0, "t0": now}
+            result.step, result.losses[step] = step, outcome.loss
+            tracker.advance(step, state["elapsed"], outcome.loss)
+            meter.after_step(step, outcome.loss, outcome.tokens, lr, outcome.grad_norm, state)
 
             stop_early = False
             if eval_data is not None and cfg.eval_every and step % cfg.eval_every == 0:
                 stop_early = evaluate_now()
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                save(step)
+            keeper.after_step(step)
             if stop_early:
                 result.stopped = "early_stopping"
                 break
@@ -373,8 +433,7 @@ def _train(
             # the final weights are scored too: a budget usually ends between evaluations, and with the
             # LR decayed to zero there the last weights are often the best ones
             evaluate_now()
-        if ckpt_root is not None and saved_at[-1:] != [state["step"]]:
-            save(state["step"])  # the end of every run (or stage of one) is resumable
+        keeper.at_end(state["step"])
     return result
 
 
