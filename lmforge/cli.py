@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any, Callable, Optional
 
@@ -188,15 +189,47 @@ def _explain(args: argparse.Namespace) -> int:
     from lmforge.serve.predictor import InputError, load
 
     predictor = load(args.model)
+    if args.deletion_curve:
+        return _deletion_curve(args, predictor)
+    if not args.text:
+        raise ConfigError("explain: give TEXT to explain (or --deletion-curve DATA to compare methods)")
     for number, text in enumerate(args.text):
         try:
-            attribution = explain(predictor, text, target=args.target, steps=args.steps)
+            attribution = explain(predictor, text, target=args.target, steps=args.steps, method=args.method,
+                                  samples=args.samples)
         except InputError as exc:
             raise ConfigError(str(exc)) from None
         print_attribution(attribution)
         if args.html:
             out = args.html if len(args.text) == 1 else f"{args.html.removesuffix('.html')}-{number}.html"
             print(f"heat map: {write_html(attribution, text, out)}")
+        if args.attention_png:
+            from lmforge.eval.attention_maps import write_attention_png
+
+            out = args.attention_png if len(args.text) == 1 else f"{args.attention_png.removesuffix('.png')}-{number}.png"
+            print(f"attention maps: {write_attention_png(predictor, text, out)}")
+    return 0
+
+
+def _deletion_curve(args: argparse.Namespace, predictor: Any) -> int:
+    """explain --deletion-curve DATA: accuracy as each method's top tokens are removed, against random."""
+    from lmforge.data.examples import read_classification
+    from lmforge.eval.faithfulness import deletion_curve
+    from lmforge.progress import print_summary
+
+    d = predictor.config.get("data") or {}
+    texts, _, gold = read_classification(args.deletion_curve, args.split, "text", None, d.get("label_field", "label"))
+    texts, gold = texts[: args.limit], gold[: args.limit]
+    rows = []
+    for method in args.methods or [args.method]:
+        curve = deletion_curve(predictor, texts, gold, method, steps=args.steps, samples=args.samples)
+        rows.append((method, " ".join(f"{a:.2f}" for a in curve.accuracy), f"{curve.area:.3f}",
+                     f"{curve.random_area:.3f}"))
+        if args.json:
+            print(json.dumps(curve.as_dict()))
+    fractions = " ".join(f"{f:.1f}" for f in curve.fractions)
+    print_summary(f"deletion curve, {len(texts)} texts of {args.split} (fractions removed: {fractions})",
+                  [(m, f"accuracy {acc}; area {area} (random {rand})") for m, acc, area, rand in rows])
     return 0
 
 
@@ -362,10 +395,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("explain", help="which tokens drove a classifier's prediction (integrated gradients)")
     p.add_argument("--model", required=True, metavar="DIR", help="a fine-tuned classification model directory")
-    p.add_argument("text", nargs="+")
+    p.add_argument("text", nargs="*")
     p.add_argument("--target", metavar="LABEL", help="explain this label's logit (default: the predicted one)")
     p.add_argument("--steps", type=int, default=50, help="points on the integration path (more: smaller error)")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML heat map")
+    p.add_argument("--method", choices=["ig", "shap", "lime", "attention"], default="ig",
+                   help="integrated gradients, Kernel SHAP or LIME (Captum), or last-layer attention")
+    p.add_argument("--samples", type=int, default=200, help="shap/lime: model calls on perturbed inputs")
+    p.add_argument("--attention-png", dest="attention_png", metavar="FILE", help="also draw every layer's and "
+                   "head's attention as one PNG")
+    p.add_argument("--deletion-curve", dest="deletion_curve", metavar="DATA", help="instead of TEXT: compare "
+                   "methods on a prepared split by removing their top tokens (accuracy against random removal)")
+    p.add_argument("--methods", nargs="+", choices=["ig", "shap", "lime", "attention"],
+                   help="with --deletion-curve: the methods to compare (default: --method)")
+    p.add_argument("--split", default="test", help="with --deletion-curve: the split to read")
+    p.add_argument("--limit", type=int, default=50, help="with --deletion-curve: texts to use")
+    p.add_argument("--json", action="store_true", help="with --deletion-curve: also one JSON line per method")
     p.set_defaults(handler=_explain)
 
     corpora = verbs.add_parser("corpora", help="built-in real corpora").add_subparsers(dest="action", required=True)

@@ -67,9 +67,10 @@ def test_every_method_loads_predicts_serves_explains_and_exports(case, request, 
     for got, want in zip(reply.json()["results"], answers):
         assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=1e-5)
 
-    attribution = explain(predictor, sample[0], steps=8)
-    assert attribution.label == answers[0]["label"]
-    assert attribution.probability == pytest.approx(answers[0]["score"], abs=1e-5)
+    for method in ("ig", "shap", "attention"):  # gradients, perturbations and attention maps, every method
+        attribution = explain(predictor, sample[0], steps=8, method=method, samples=32)
+        assert attribution.label == answers[0]["label"] and len(attribution.scores) == len(attribution.tokens)
+        assert attribution.probability == pytest.approx(answers[0]["score"], abs=1e-5)
 
     if predictor.model.config.positions == "learned":
         onnx = lmforge.load(export_model(out, "onnx", tmp_path / "onnx")).classify(sample)
