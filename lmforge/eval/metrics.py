@@ -172,7 +172,30 @@ def classification_metrics(
         index = {label: i for i, label in enumerate(order)}
         result["ece"] = expected_calibration_error([index.get(t, -1) for t in y_true], probs, n_bins)
         result["ece_bins"] = n_bins
+        result.update(ranking_metrics([index.get(t, -1) for t in y_true], probs))
     return result
+
+
+def ranking_metrics(y_true: Sequence[int], probabilities: np.ndarray) -> dict[str, Any]:
+    """ROC-AUC and PR-AUC (average precision) from (N, K) probabilities and class ids (-1: a class
+    the model does not know). Binary: of the second class (in label order, e.g. "positive"); more
+    classes: the macro mean of one-vs-rest. Left out (None) when a class the scores rank is absent
+    from y_true, where neither is defined; scikit-learn computes both."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(y_true)
+    K = probabilities.shape[1]
+    known = y >= 0
+    y, probs = y[known], probabilities[known]
+    present = set(np.unique(y).tolist())
+    if K < 2 or present != set(range(K)):
+        return {"roc_auc": None, "pr_auc": None}
+    if K == 2:
+        return {"roc_auc": float(roc_auc_score(y == 1, probs[:, 1])),
+                "pr_auc": float(average_precision_score(y == 1, probs[:, 1]))}
+    onehot = np.eye(K)[y]  # (N, K)
+    return {"roc_auc": float(roc_auc_score(onehot, probs, average="macro")),
+            "pr_auc": float(average_precision_score(onehot, probs, average="macro"))}
 
 
 def _f1(precision: float, recall: float) -> float:

@@ -30,6 +30,8 @@ SUMMARY_COLUMNS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("macro F1", ("macro", "f1")),
         ("micro F1", ("micro", "f1")),
         ("weighted F1", ("weighted", "f1")),
+        ("ROC-AUC", ("roc_auc",)),
+        ("PR-AUC", ("pr_auc",)),
         ("ECE", ("ece",)),
     ],
     "tagging": [

@@ -196,3 +196,27 @@ def test_language_model_metrics():
     assert language_model_metrics(1e6, 10)["perplexity"] == math.inf
     with pytest.raises(ValueError, match="token_count"):
         language_model_metrics(1.0, 0)
+
+
+def test_roc_and_pr_auc_in_every_classification_row():
+    """Binary: of the second label; more classes: macro one-vs-rest; undefined (None) when a class is absent."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    gold = rng.choice(["negative", "positive"], 200)
+    p_pos = np.clip((gold == "positive") * 0.3 + rng.random(200) * 0.7, 0, 1)  # informative, not perfect
+    probs = np.stack([1 - p_pos, p_pos], 1)
+    pred = np.where(p_pos > 0.5, "positive", "negative")
+    m = classification_metrics(list(gold), list(pred), probs, ["negative", "positive"])
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(gold == "positive", p_pos))
+    assert m["pr_auc"] == pytest.approx(average_precision_score(gold == "positive", p_pos))
+    assert 0.5 < m["roc_auc"] < 1
+    perfect = classification_metrics(["a", "b", "a"], ["a", "b", "a"], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
+    assert perfect["roc_auc"] == 1.0 and perfect["pr_auc"] == 1.0
+    three = rng.choice(["x", "y", "z"], 90)
+    p3 = rng.dirichlet([1, 1, 1], 90)
+    m3 = classification_metrics(list(three), [["x", "y", "z"][i] for i in p3.argmax(1)], p3, ["x", "y", "z"])
+    onehot = np.eye(3)[[["x", "y", "z"].index(t) for t in three]]
+    assert m3["roc_auc"] == pytest.approx(roc_auc_score(onehot, p3, average="macro"))
+    absent = classification_metrics(["a", "a"], ["a", "b"], np.array([[0.9, 0.1], [0.2, 0.8]]), ["a", "b"])
+    assert absent["roc_auc"] is None and absent["pr_auc"] is None
