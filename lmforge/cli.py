@@ -110,6 +110,24 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    from lmforge.data.prepared import find_split, iter_split
+    from lmforge.model.vocab_prune import prune_vocabulary
+
+    def texts() -> Any:  # every text (and second text of a pair) of every split of the corpus
+        for split in ("train", "validation", "test"):
+            if find_split(args.vocab_from, split) is not None:
+                for row in iter_split(args.vocab_from, split):
+                    yield row["text"]
+                    if isinstance(row.get("pair"), str):
+                        yield row["pair"]
+
+    counts = prune_vocabulary(args.model, texts(), args.out)
+    print(f"compressed {args.model} -> {args.out}: vocabulary {counts['of']:,} -> {counts['kept']:,} tokens "
+          f"(the tokens of {args.vocab_from} and {counts['special']} special ones)")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from lmforge.serve.predict_lines import predict_lines
     from lmforge.serve.predictor import load
@@ -329,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, choices=EXPORT_TARGETS)
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(handler=_export)
+
+    p = verbs.add_parser("compress", help="a smaller model directory: the vocabulary a corpus uses")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--vocab-from", dest="vocab_from", required=True, metavar="DATA",
+                   help="a prepared directory (`lmforge data prepare`): keep the tokens its texts use")
+    p.set_defaults(handler=_compress)
 
     p = verbs.add_parser("predict", help="classify/tag/fill-mask/embed/generate texts with a model directory")
     p.add_argument("--model", required=True, metavar="DIR")

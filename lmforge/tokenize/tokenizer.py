@@ -192,7 +192,11 @@ def load_tokenizer(path: str | Path, lowercase: bool = True) -> LoadedTokenizer:
         raise ConfigError(f"tokenizer not found: {path} (give a tokenizer directory, tokenizer.json or vocab.txt)")
     if path.suffix == ".txt":
         return _from_vocab_txt(path, lowercase)
-    json_text = path.read_text(encoding="utf-8")
+    return tokenizer_from_json(path.read_text(encoding="utf-8"), str(path))
+
+
+def tokenizer_from_json(json_text: str, path: str = "tokenizer.json") -> LoadedTokenizer:
+    """A tokenizers JSON text (``path`` names it in errors), without padding and truncation of its own."""
     try:
         tokenizer = Tokenizer.from_str(json_text)
     except Exception as exc:  # the Rust error type is not importable; its message is the useful part
