@@ -83,6 +83,14 @@ class RobustConfig(Section):
     pgd_alpha: float = Field(0.3, gt=0, description="PGD step size.")
 
 
+class LossConfig(Section):
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight each class by N / (K * its count in the train split) "
+        "(scikit-learn's rule), so a rare class counts as much as a frequent one.")
+    focal_gamma: float = Field(0.0, ge=0, description="Focal loss (Lin et al. 2017): (1 - p)^gamma times the "
+                               "cross-entropy, so easy examples weigh less; 0 = plain cross-entropy.")
+
+
 class FreezeConfig(Section):
     embeddings: bool = Field(False, description="Full fine-tuning: keep the embeddings fixed.")
     layers: int = Field(0, ge=0, description="Full fine-tuning: keep the lowest N blocks fixed.")
@@ -163,6 +171,7 @@ class FinetuneConfig(Section):
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     prefix: PrefixConfig = Field(default_factory=PrefixConfig)
     robust: RobustConfig = Field(default_factory=RobustConfig)
+    loss: LossConfig = Field(default_factory=LossConfig, description="Imbalanced labels: class weights, focal loss.")
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)

@@ -10,7 +10,7 @@ During evaluation (no grad) only the clean loss is computed.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +52,21 @@ def _per_example_unit(g: Tensor) -> Tensor:
     return g / norm[:, None, None]
 
 
+def balanced_class_weights(labels: Sequence[Any], n_classes: int) -> Tensor:
+    """(K,) N / (K * count_k) over the labelled units (ints, or per-token lists with IGNORE); a class
+    absent from the train split gets weight 0 (nothing to weigh)."""
+    flat = [y for row in labels for y in (row if isinstance(row, list) else [row]) if y != IGNORE]
+    counts = torch.bincount(torch.tensor(flat, dtype=torch.long), minlength=n_classes).double()  # (K,)
+    present = counts > 0
+    weights = torch.zeros(n_classes, dtype=torch.float64)
+    weights[present] = len(flat) / (int(present.sum()) * counts[present])
+    return weights.float()
+
+
 class FinetuneObjective:
-    def __init__(self, model: TaskModel, robust: RobustConfig, orthogonal_weight: float = 0.0) -> None:
+    def __init__(self, model: TaskModel, robust: RobustConfig, orthogonal_weight: float = 0.0,
+                 class_weights: Optional[Tensor] = None, focal_gamma: float = 0.0) -> None:
+        self.class_weights, self.focal_gamma = class_weights, focal_gamma
         self.robust = robust
         self.orthogonal_weight = orthogonal_weight
         self.model = model
@@ -63,8 +76,15 @@ class FinetuneObjective:
 
     def loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(summed loss, unit count, correct count) for one forward pass."""
-        flat, target = _select(logits.float(), labels)
-        loss = F.cross_entropy(flat, target, reduction="sum", label_smoothing=self.robust.label_smoothing)
+        flat, target = _select(logits.float(), labels)  # (N, K), (N,)
+        weight = self.class_weights.to(flat.device) if self.class_weights is not None else None
+        smoothing = self.robust.label_smoothing
+        if self.focal_gamma == 0:
+            loss = F.cross_entropy(flat, target, weight=weight, reduction="sum", label_smoothing=smoothing)
+        else:
+            per_unit = F.cross_entropy(flat, target, weight=weight, reduction="none", label_smoothing=smoothing)  # (N,)
+            p_target = flat.softmax(-1).gather(1, target[:, None])[:, 0]  # (N,)
+            loss = ((1 - p_target) ** self.focal_gamma * per_unit).sum()
         return loss, torch.tensor(target.numel(), device=loss.device), (flat.argmax(-1) == target).sum()
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> ObjectiveOutput:

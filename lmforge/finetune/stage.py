@@ -30,7 +30,7 @@ from lmforge.finetune.data import (
     pad_id,
 )
 from lmforge.finetune.ensemble import average_checkpoints, average_weights
-from lmforge.finetune.objective import FinetuneObjective
+from lmforge.finetune.objective import FinetuneObjective, balanced_class_weights
 from lmforge.model.adalora import RankAllocator
 from lmforge.model.heads import TaskModel
 from lmforge.model.modeldir import check_and_load, load_model_dir, model_dir_config, read_json, save_model_dir
@@ -165,8 +165,11 @@ def _finetune(config: FinetuneConfig, setup: harness.Run) -> dict[str, Any]:
         a = config.adalora
         allocator = RankAllocator(model, a.target_rank, steps, int(a.warmup * steps), int(a.final * steps),
                                   a.beta1, a.beta2)
+    weights = (balanced_class_weights(train_src.enc.labels, len(labels))
+               if config.loss.class_weights == "balanced" else None)
     objective = FinetuneObjective(model, config.robust,
-                                  config.adalora.orthogonal_weight if config.method == "adalora" else 0.0)
+                                  config.adalora.orthogonal_weight if config.method == "adalora" else 0.0,
+                                  weights, config.loss.focal_gamma)
     out = Path(config.out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ augmentation wired into training."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from lmforge.finetune.objective import FinetuneObjective
 from lmforge.finetune.stage import finetune, make_finetune_config
 from lmforge.model.heads import TaskModel
 from lmforge.train import checkpoint as ckpt
+from lmforge.train.objectives import IGNORE
 from tests.finetune.conftest import ft_layers, tiny_arch
 
 
@@ -141,3 +143,37 @@ def test_layer_wise_lr_decay_gives_lower_layers_smaller_steps():
     assert lr_of[id(model.backbone.embed.tokens.weight)] == 0.125  # 0.5 ** 3
     assert lr_of[id(model.backbone.blocks[1].attn.qkv.weight)] == 0.5
     assert lr_of[id(model.head.classifier.weight)] == 1.0
+
+
+def test_class_weights_and_focal_loss_for_imbalanced_labels(tmp_path, base_dir, reviews_small):
+    """balanced weights are scikit-learn's; gamma 0 with no weights is plain cross-entropy; the focal
+    term is (1 - p)^gamma on each unit; the stage passes both to the loss."""
+    import torch.nn.functional as F
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from lmforge.finetune.objective import balanced_class_weights
+
+    labels = [0] * 30 + [1] * 6 + [2] * 4
+    ours = balanced_class_weights(labels, 3)
+    theirs = compute_class_weight("balanced", classes=np.arange(3), y=np.array(labels))
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-6)
+    tagged = balanced_class_weights([[0, IGNORE, 1], [1, 1]], 3)  # tags: IGNORE left out, absent class 0
+    assert tagged.tolist() == pytest.approx([4 / (2 * 1), 4 / (2 * 3), 0.0])
+
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(16, 3, generator=g), torch.randint(0, 3, (16,), generator=g)
+    model = TaskModel(tiny_arch(50), "classification", ["a", "b", "c"])
+    plain = FinetuneObjective(model, _robust())
+    assert torch.allclose(plain.loss(logits, target)[0], F.cross_entropy(logits, target, reduction="sum"))
+    w = torch.tensor([1.0, 2.0, 0.5])
+    weighted = FinetuneObjective(model, _robust(), class_weights=w).loss(logits, target)[0]
+    assert torch.allclose(weighted, F.cross_entropy(logits, target, weight=w, reduction="sum"))
+    focal = FinetuneObjective(model, _robust(), focal_gamma=2.0).loss(logits, target)[0]
+    p = logits.softmax(-1)[torch.arange(16), target]
+    assert torch.allclose(focal, ((1 - p) ** 2 * -p.log()).sum(), atol=1e-5)
+    assert focal < plain.loss(logits, target)[0]  # easy units weigh less
+
+    out = tmp_path / "weighted"
+    finetune(make_finetune_config(*ft_layers(out, base_dir, reviews_small, epochs=1),
+                                  {"loss": {"class_weights": "balanced", "focal_gamma": 1.0}}, source="t"))
+    assert "class_weights: balanced" in (out / "config.yaml").read_text()
