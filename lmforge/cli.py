@@ -111,20 +111,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from lmforge.data.prepared import find_split, iter_split
-    from lmforge.model.vocab_prune import prune_vocabulary
+    from lmforge.finetune.compress import compress
 
-    def texts() -> Any:  # every text (and second text of a pair) of every split of the corpus
-        for split in ("train", "validation", "test"):
-            if find_split(args.vocab_from, split) is not None:
-                for row in iter_split(args.vocab_from, split):
-                    yield row["text"]
-                    if isinstance(row.get("pair"), str):
-                        yield row["pair"]
-
-    counts = prune_vocabulary(args.model, texts(), args.out)
-    print(f"compressed {args.model} -> {args.out}: vocabulary {counts['of']:,} -> {counts['kept']:,} tokens "
-          f"(the tokens of {args.vocab_from} and {counts['special']} special ones)")
+    for line in compress(args.model, args.out, ffn_keep=args.ffn_keep, data=args.data, vocab_from=args.vocab_from):
+        print(line)
     return 0
 
 
@@ -348,10 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(handler=_export)
 
-    p = verbs.add_parser("compress", help="a smaller model directory: the vocabulary a corpus uses")
+    p = verbs.add_parser("compress", help="a smaller model directory: pruned feed-forward units and/or the "
+                         "vocabulary a corpus uses")
     p.add_argument("--model", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--vocab-from", dest="vocab_from", required=True, metavar="DATA",
+    p.add_argument("--ffn-keep", dest="ffn_keep", type=float, metavar="FRACTION",
+                   help="keep this share of every block's feed-forward units, the most important on --data")
+    p.add_argument("--data", metavar="DATA", help="with --ffn-keep: the labelled prepared directory to rank on")
+    p.add_argument("--vocab-from", dest="vocab_from", metavar="DATA",
                    help="a prepared directory (`lmforge data prepare`): keep the tokens its texts use")
     p.set_defaults(handler=_compress)
 

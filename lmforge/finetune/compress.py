@@ -1,0 +1,51 @@
+"""`lmforge compress`: a smaller model directory from a fine-tuned one, by structured pruning of the
+feed-forward units (lmforge.finetune.prune) and/or vocabulary pruning (lmforge.model.vocab_prune), in
+that order; the result is a model directory like any other (predict, serve, export)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+from lmforge.config import ConfigError
+from lmforge.data.prepared import find_split, iter_split
+from lmforge.finetune.prune import prune_ffn
+from lmforge.model.vocab_prune import prune_vocabulary
+
+__all__ = ["compress", "corpus_texts"]
+
+
+def corpus_texts(data: str) -> Iterator[str]:
+    """Every text (and second text of a pair) of every split of a prepared directory."""
+    for split in ("train", "validation", "test"):
+        if find_split(data, split) is not None:
+            for row in iter_split(data, split):
+                yield row["text"]
+                if isinstance(row.get("pair"), str):
+                    yield row["pair"]
+
+
+def compress(model: str, out: str, *, ffn_keep: Optional[float] = None, data: Optional[str] = None,
+             vocab_from: Optional[str] = None) -> list[str]:
+    """Write ``out``; returns what was done, one line each."""
+    if ffn_keep is None and vocab_from is None:
+        raise ConfigError("compress: give --ffn-keep FRACTION --data DATA and/or --vocab-from DATA")
+    if ffn_keep is not None and not data:
+        raise ConfigError("compress --ffn-keep: give --data DATA, the labelled data to rank the units on")
+    done = []
+    source = model
+    Path(out).resolve().parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(out).resolve().parent) as scratch:
+        if ffn_keep is not None:
+            target = Path(scratch) / "pruned" if vocab_from else Path(out)
+            sizes = prune_ffn(source, str(data), target, ffn_keep)
+            done.append(f"pruned {source}: feed-forward units {sizes['d_ff'][0]} -> {sizes['d_ff'][1]} per block, "
+                        f"parameters {sizes['parameters'][0]:,} -> {sizes['parameters'][1]:,}")
+            source = str(target)
+        if vocab_from is not None:
+            counts = prune_vocabulary(source, corpus_texts(vocab_from), out)
+            done.append(f"vocabulary {counts['of']:,} -> {counts['kept']:,} tokens (the tokens of {vocab_from} "
+                        f"and {counts['special']} special ones)")
+    done.append(f"compressed {model} -> {out}")
+    return done
