@@ -13,7 +13,7 @@ from lmforge.finetune.config import FinetuneConfig
 from lmforge.model.heads import TaskModel
 from lmforge.model.modeldir import load_model_dir
 from lmforge.model.methods import apply_method
-from lmforge.model.peft import freeze_for_peft, is_peft_param, merge_lora
+from lmforge.model.peft import freeze_for_peft, merge_lora, plain_backbone_names
 from lmforge.model.transformer import TransformerConfig
 
 __all__ = ["build_finetune_model", "load_base", "method_settings"]
@@ -62,18 +62,15 @@ def load_base(model: TaskModel, base_dir: str | Path) -> None:
         raise ConfigError(f"init_from: {base_dir} was fine-tuned with method={base.method}, whose layers a new "
                           f"model does not have; start from its base model, or from a full or LoRA fine-tune")
     merge_lora(base)
-    state = base.state_dict()
-    # a PEFT wrapper keeps the wrapped Linear as `.base` (ours) or `.base_layer` (peft's):
-    # backbone.blocks.0.attn.qkv.base.weight <- backbone.blocks.0.attn.qkv.weight
-    wanted = {k: k.replace(".base_layer.", ".").replace(".base.", ".") for k in model.state_dict()
-              if k.startswith("backbone.") and not is_peft_param(k)}
+    state, mine = base.state_dict(), model.state_dict()
+    wanted = plain_backbone_names(model)
     missing = sorted(v for v in wanted.values() if v not in state)
     if missing:
         raise ConfigError(f"init_from: {base_dir} lacks {len(missing)} backbone tensors, e.g. {missing[0]}")
     for k, v in wanted.items():
-        if tuple(state[v].shape) != tuple(model.state_dict()[k].shape):
+        if tuple(state[v].shape) != tuple(mine[k].shape):
             raise ConfigError(f"init_from: {base_dir}: tensor {v} has shape {tuple(state[v].shape)}, "
-                              f"this model expects {tuple(model.state_dict()[k].shape)}")
+                              f"this model expects {tuple(mine[k].shape)}")
     model.load_state_dict({k: state[v] for k, v in wanted.items()}, strict=False)
     pooler = model.head.pooler if model.task == "classification" and model.head is not None else None
     found = base.pooler if base.pooler is not None else (

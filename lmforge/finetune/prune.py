@@ -25,7 +25,7 @@ from lmforge.config import ConfigError
 from lmforge.data.examples import read_classification, read_tagging
 from lmforge.finetune.data import ExampleSource, chunk_units, encode_classification, encode_tagging, pad_id
 from lmforge.model.heads import TaskModel
-from lmforge.model.modeldir import build_model, check_and_load, load_model_dir, model_dir_config, save_model_dir
+from lmforge.model.modeldir import build_model, check_and_load, load_model_dir, save_model_dir
 from lmforge.model.peft import merge_lora
 from lmforge.train.objectives import IGNORE
 
@@ -110,9 +110,7 @@ def prune_ffn(model_dir: str | Path, data: str, out: str | Path, keep: float, ba
         if f"{prefix}.fc.bias" in state:
             state[f"{prefix}.fc.bias"] = state[f"{prefix}.fc.bias"][rows]
         state[f"{prefix}.proj.weight"] = state[f"{prefix}.proj.weight"][:, idx]
-    config = model_dir_config(model, **{k: v for k, v in loaded.config.items()
-                                        if k not in ("heads", "model", "method", "settings", "task", "labels",
-                                                     "pooling", "pooler", "format_version", "architecture")})
+    config = {**loaded.config, "method": "full", "settings": {}}  # a LoRA update is merged in now
     config["model"] = {**config["model"], "d_ff": n_keep}
     config["pruned"] = {"from": str(model_dir), "ffn_units": [cfg.d_ff, n_keep], "data": str(data),
                         "criterion": "sum |h * dL/dh| on the train split"}

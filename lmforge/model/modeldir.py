@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from lmforge.config import ConfigError
 from lmforge.model.heads import TASKS, TaskModel
 from lmforge.model.methods import METHODS, apply_method
-from lmforge.model.peft import is_peft_param
+from lmforge.model.peft import plain_backbone_names
 from lmforge.model.transformer import TransformerConfig
 from lmforge.tokenize.tokenizer import LoadedTokenizer, load_tokenizer
 
@@ -248,13 +248,12 @@ def _from_v1_finetune(meta: dict[str, Any], root: Path) -> tuple[dict[str, Any],
         raise ConfigError(f"{where}: a method={method} directory of format 1 needs its 'base' model directory")
     model = build_model(config, str(where))
     base = load_model_dir(meta["base"]).model
-    wanted = {k: k.replace(".base_layer.", ".").replace(".base.", ".") for k in model.state_dict()
-              if k.startswith("backbone.")}
+    wanted = plain_backbone_names(model)
     base_state = base.state_dict()
-    missing = sorted(v for v in wanted.values() if v not in base_state and not is_peft_param(v))
+    missing = sorted(v for v in wanted.values() if v not in base_state)
     if missing:
         raise ConfigError(f"{meta['base']}: lacks backbone tensor {missing[0]} that {where} needs")
-    state = {k: base_state[v] for k, v in wanted.items() if v in base_state}
+    state = {k: base_state[v] for k, v in wanted.items()}
     state.update(read_safetensors(root / "adapter.safetensors"))  # the method's tensors and the head
     return config, state
 

@@ -191,6 +191,14 @@ def is_peft_param(name: str) -> bool:
     return any(m in name for m in PEFT_MARKERS)
 
 
+def plain_backbone_names(model: nn.Module) -> dict[str, str]:
+    """Each backbone tensor of ``model`` that no PEFT method added -> its name in the same model without
+    PEFT wrappers, which keep the wrapped Linear as ``.base`` (ours) or ``.base_layer`` (peft's):
+    backbone.blocks.0.attn.qkv.base.weight -> backbone.blocks.0.attn.qkv.weight."""
+    return {k: k.replace(".base_layer.", ".").replace(".base.", ".") for k in model.state_dict()
+            if k.startswith("backbone.") and not is_peft_param(k)}
+
+
 def freeze_for_peft(model: TaskModel) -> None:
     """Only the PEFT tensors and the task head train."""
     for name, p in model.named_parameters():

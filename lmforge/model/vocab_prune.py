@@ -56,7 +56,7 @@ def prune_vocabulary(model_dir: str | Path, texts: Iterable[str], out: str | Pat
     keep = sorted(seen | special | set(keep_ids))  # old ids, in their order
     new_id = {old: new for new, old in enumerate(keep)}
 
-    state = {k: v for k, v in loaded.model.state_dict().items()}
+    state = dict(loaded.model.state_dict())
     index = torch.tensor(keep)
     for name in _PER_TOKEN:
         if name in state:
