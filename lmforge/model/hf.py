@@ -20,6 +20,7 @@ from torch import Tensor
 
 from lmforge.config import ConfigError
 from lmforge.model.heads import TaskModel
+from lmforge.model.hf_decoders import gpt_neox_checkpoint, stablelm_checkpoint, zero_biases
 from lmforge.model.hf_xlmr import MODEL_TYPE as XLMR_MODEL_TYPE
 from lmforge.model.hf_xlmr import XLMR_ARCHS, known_names, lmforge_to_xlmr, xlmr_to_lmforge
 from lmforge.model.modeldir import (LoadedModel, atomic_directory, build_model, check_and_load, load_model_dir,
@@ -359,7 +360,8 @@ class HFCheckpoint:
 
 
 def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[LoadedTokenizer]) -> HFCheckpoint:
-    """An lmforge model -> its Hugging Face checkpoint: GPT-2 for decoders, BERT for post-LN encoders,
+    """An lmforge model -> its Hugging Face checkpoint: GPT-2 for decoders with learned positions, StableLM
+    or GPT-NeoX for rotary ones (lmforge/model/hf_decoders.py), BERT for post-LN encoders,
     XLM-RoBERTa-XL for pre-LN encoders (lmforge/model/hf_xlmr.py). LoRA and AdaLoRA are merged into the
     weights first (on a copy); adapters and prefixes add computation no transformers class has."""
     _refuse(model.method in ("adapter", "prefix"), f"method={model.method} adds layers that no transformers "
@@ -373,19 +375,24 @@ def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[Loade
     c = model.config
     tied = {k for k in ("mlm.decoder.weight", "lm.decoder.weight")} if c.tie_embeddings else set()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in tied}
-    # ModernBERT has rotary positions and gated GELU, but normalises the embeddings and skips the first
-    # block's attention LayerNorm, so no native class computes lmforge's rotary or gated blocks
-    _refuse(c.positions != "learned", "model.positions=rotary: no native transformers architecture computes "
-                                      "lmforge's rotary blocks (export --to onnx serves it)")
-    _refuse(c.activation == "gated_gelu", "model.activation=gated_gelu: no native transformers architecture "
-                                          "computes lmforge's gated blocks (export --to onnx serves it)")
-    _refuse(not c.bias, "model.bias=false: BERT, XLM-RoBERTa-XL and GPT-2 have biases (export --to onnx serves it)")
+    state = zero_biases(model, state)  # model.bias=false: every exported architecture has zero biases
     act = "gelu" if c.activation == "gelu" else "gelu_new"
     specials = tokenizer.special_tokens if tokenizer is not None else {}
     if c.causal:
         _refuse(c.norm != "pre" or c.type_vocab_size != 0 or model.task is not None or "mlm" in model.heads,
-                "a decoder exports as GPT-2, which is pre-LN, has no token types and no task or MLM head")
+                "a decoder exports as GPT-2, StableLM or GPT-NeoX, which are pre-LN, have no token types and "
+                "no task or MLM head")
         lm = "lm" in model.heads
+        if c.positions == "rotary" and c.activation == "gated_gelu":
+            _refuse(c.bias, "model.bias=true with rotary positions and gated GELU: StableLM, the native class "
+                            "for them, has no attention-output or feed-forward biases (export --to onnx serves it)")
+            hf, tensors = stablelm_checkpoint(state, c, lm, specials)
+            return HFCheckpoint(hf, tensors, False, [])
+        if c.positions == "rotary":
+            hf, tensors = gpt_neox_checkpoint(state, c, lm, specials)
+            return HFCheckpoint(hf, tensors, False, [])
+        _refuse(c.activation == "gated_gelu", "model.activation=gated_gelu with learned positions: GPT-2 has no "
+                                              "gated feed-forward (export --to onnx serves it)")
         arch = "GPT2LMHeadModel" if lm else "GPT2Model"
         hf = {"architectures": [arch], "model_type": "gpt2", "vocab_size": c.vocab_size, "n_positions": c.max_positions,
               "n_embd": c.d_model, "n_layer": c.n_layers, "n_head": c.n_heads, "n_inner": c.d_ff,
@@ -394,6 +401,12 @@ def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[Loade
               "tie_word_embeddings": c.tie_embeddings, "bos_token_id": specials.get("eos"),
               "eos_token_id": specials.get("eos"), "pad_token_id": specials.get("pad")}
         return HFCheckpoint(hf, lmforge_to_gpt2(state, c.n_layers, lm), False, [])
+    # ModernBERT has rotary positions and gated GELU, but normalises the embeddings and skips the first
+    # block's attention LayerNorm, so no native encoder computes lmforge's rotary or gated blocks
+    _refuse(c.positions != "learned", "model.positions=rotary in an encoder: no native transformers encoder "
+                                      "computes lmforge's rotary blocks (export --to onnx serves it)")
+    _refuse(c.activation == "gated_gelu", "model.activation=gated_gelu in an encoder: no native transformers "
+                                          "encoder computes lmforge's gated blocks (export --to onnx serves it)")
     _refuse("lm" in model.heads, "an encoder with a causal LM head has no transformers equivalent")
     _refuse(c.norm == "post" and c.type_vocab_size == 0,
             "a post-LN encoder exports as BERT, which has token types (model.type_vocab_size=0)")

@@ -120,11 +120,26 @@ def test_pre_ln_task_models_export_to_the_xlm_roberta_xl_task_classes(task, tmp_
                                    rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("arch, option", [({"positions": "rotary"}, "model.positions=rotary"),
-                                          ({"activation": "gated_gelu"}, "model.activation=gated_gelu"),
-                                          ({"bias": False}, "model.bias=false")])
+@pytest.mark.parametrize("arch, option", [({"positions": "rotary"}, "model.positions=rotary in an encoder"),
+                                          ({"activation": "gated_gelu"}, "model.activation=gated_gelu in an encoder")])
 def test_what_no_native_class_computes_is_one_line_naming_the_option(arch, option, tmp_path, tokenizer):
     src, _ = _model_dir(tmp_path, tokenizer, "pre", **arch)
     with pytest.raises(ConfigError, match=f"cannot export to Hugging Face: {option}") as refused:
         export_hf(src, tmp_path / "hf")
     assert "\n" not in str(refused.value) and not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_a_bias_free_encoder_exports_with_zero_biases(norm, tmp_path, tokenizer):
+    from transformers import AutoModelForMaskedLM
+
+    src, model = _model_dir(tmp_path, tokenizer, norm, bias=False)
+    out = export_hf(src, tmp_path / "hf")
+    _, ids, attn = _batch(tokenizer)
+    real = attn.bool()
+    with torch.no_grad():
+        theirs = AutoModelForMaskedLM.from_pretrained(out).eval()(input_ids=ids, attention_mask=attn).logits
+        ours = model.mlm(model.backbone(ids, attn))
+        torch.testing.assert_close(theirs[real], ours[real], rtol=0, atol=1e-5)
+        back = lmforge.load(out).model  # home again as a model whose biases are zeros
+        torch.testing.assert_close(back.mlm(back.backbone(ids, attn))[real], ours[real], rtol=0, atol=1e-5)

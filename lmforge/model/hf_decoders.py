@@ -1,0 +1,110 @@
+"""lmforge's rotary decoders -> the native `transformers` decoders that compute what they compute.
+
+Both are pre-LN with LayerNorm (weight and bias), rotary positions over the whole head (rotate-half,
+as ours: ``partial_rotary_factor`` 1.0), sequential residuals and a final LayerNorm:
+
+- **StableLM** (``stablelm``) for gated GELU: its MLP is ``down(act(gate(x)) * up(x))``, ours
+  ``proj(gelu(g) * v)`` with ``g, v = fc(x).chunk(2)``, so ``gate_proj``/``up_proj`` are the two halves of
+  our ``fc``. StableLM has no bias on the attention output or the feed-forward block, so only bias-free
+  models (``model.bias=false``: configs/pretrain-gpt-tiny.yaml) map; their LayerNorm biases are zeros.
+- **GPT-NeoX** (``gpt_neox``, ``use_parallel_residual`` false) for plain GELU: q, k and v are one
+  Linear as ours, but laid out per head (``[q_h, k_h, v_h]`` for each head h) where ours is
+  ``[q; k; v]``; biases everywhere (zeros where ours has none).
+
+Decoders with learned positions are GPT-2 (lmforge/model/hf.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lmforge.model.transformer import TransformerConfig
+
+_KINDS = ("weight", "bias")
+
+
+def _rope(c: TransformerConfig) -> dict[str, Any]:
+    return {"rope_type": "default", "rope_theta": c.rotary_base, "partial_rotary_factor": 1.0}
+
+
+def stablelm_checkpoint(state: dict[str, Tensor], c: TransformerConfig, lm_head: bool,
+                        specials: dict[str, int]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(config.json, tensors) of StableLmForCausalLM (``lm_head``) or StableLmModel, from our state dict
+    with every bias present (zeros where the model has none)."""
+    arch = "StableLmForCausalLM" if lm_head else "StableLmModel"
+    hf = {"architectures": [arch], "model_type": "stablelm", "vocab_size": c.vocab_size, "hidden_size": c.d_model,
+          "intermediate_size": c.d_ff, "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
+          "num_key_value_heads": c.n_heads, "hidden_act": "gelu", "max_position_embeddings": c.max_positions,
+          "initializer_range": c.init_std, "layer_norm_eps": c.norm_eps, "tie_word_embeddings": c.tie_embeddings,
+          "rope_parameters": _rope(c), "use_qkv_bias": False, "qk_layernorm": False, "use_parallel_residual": False,
+          "hidden_dropout": c.dropout, "attention_dropout": c.attn_dropout, "bos_token_id": specials.get("eos"),
+          "eos_token_id": specials.get("eos"), "pad_token_id": specials.get("pad")}
+    out = {"model.embed_tokens.weight": state["backbone.embed.tokens.weight"]}
+    for kind in _KINDS:
+        out[f"model.norm.{kind}"] = state[f"backbone.final_norm.{kind}"]
+    for i in range(c.n_layers):
+        ours, theirs = f"backbone.blocks.{i}.", f"model.layers.{i}."
+        for name, t in zip(("q_proj", "k_proj", "v_proj"), state[ours + "attn.qkv.weight"].chunk(3)):
+            out[f"{theirs}self_attn.{name}.weight"] = t
+        out[theirs + "self_attn.o_proj.weight"] = state[ours + "attn.proj.weight"]
+        gate, up = state[ours + "mlp.fc.weight"].chunk(2)  # (d_ff, C) each: gelu(gate) * up
+        out[theirs + "mlp.gate_proj.weight"], out[theirs + "mlp.up_proj.weight"] = gate, up
+        out[theirs + "mlp.down_proj.weight"] = state[ours + "mlp.proj.weight"]
+        for norm, name in (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm")):
+            for kind in _KINDS:
+                out[f"{theirs}{name}.{kind}"] = state[f"{ours}{norm}.{kind}"]
+    if lm_head and "lm.decoder.weight" in state:
+        out["lm_head.weight"] = state["lm.decoder.weight"]
+    if not lm_head:
+        out = {k.removeprefix("model."): v for k, v in out.items()}
+    return hf, {k: v.contiguous() for k, v in out.items()}
+
+
+def gpt_neox_checkpoint(state: dict[str, Tensor], c: TransformerConfig, lm_head: bool,
+                        specials: dict[str, int]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(config.json, tensors) of GPTNeoXForCausalLM (``lm_head``) or GPTNeoXModel, from our state dict
+    with every bias present."""
+    arch = "GPTNeoXForCausalLM" if lm_head else "GPTNeoXModel"
+    act = "gelu" if c.activation == "gelu" else "gelu_pytorch_tanh"
+    hf = {"architectures": [arch], "model_type": "gpt_neox", "vocab_size": c.vocab_size, "hidden_size": c.d_model,
+          "intermediate_size": c.d_ff, "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
+          "hidden_act": act, "max_position_embeddings": c.max_positions, "initializer_range": c.init_std,
+          "layer_norm_eps": c.norm_eps, "tie_word_embeddings": c.tie_embeddings, "rope_parameters": _rope(c),
+          "use_parallel_residual": False, "attention_bias": True, "hidden_dropout": c.dropout,
+          "attention_dropout": c.attn_dropout, "bos_token_id": specials.get("eos"),
+          "eos_token_id": specials.get("eos"), "pad_token_id": specials.get("pad")}
+    nh, hs = c.n_heads, c.head_size
+    out = {"gpt_neox.embed_in.weight": state["backbone.embed.tokens.weight"]}
+    for kind in _KINDS:
+        out[f"gpt_neox.final_layer_norm.{kind}"] = state[f"backbone.final_norm.{kind}"]
+    for i in range(c.n_layers):
+        ours, theirs = f"backbone.blocks.{i}.", f"gpt_neox.layers.{i}."
+        for kind in _KINDS:
+            qkv = state[f"{ours}attn.qkv.{kind}"]  # (3C, C) or (3C,): [q; k; v], each head-major
+            per_head = qkv.reshape(3, nh, hs, *qkv.shape[1:]).transpose(0, 1)  # (nh, 3, hs, ...)
+            out[f"{theirs}attention.query_key_value.{kind}"] = per_head.reshape(qkv.shape)
+            for mine, name in (("attn.proj", "attention.dense"), ("mlp.fc", "mlp.dense_h_to_4h"),
+                               ("mlp.proj", "mlp.dense_4h_to_h"), ("norm1", "input_layernorm"),
+                               ("norm2", "post_attention_layernorm")):
+                out[f"{theirs}{name}.{kind}"] = state[f"{ours}{mine}.{kind}"]
+    if lm_head and "lm.decoder.weight" in state:
+        out["embed_out.weight"] = state["lm.decoder.weight"]
+    if not lm_head:
+        out = {k.removeprefix("gpt_neox."): v for k, v in out.items()}
+    return hf, {k: v.contiguous() for k, v in out.items()}
+
+
+def zero_biases(model: torch.nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` plus a zero bias for every backbone Linear and LayerNorm built without one
+    (``model.bias=false``): the exported architectures all have them, and a zero bias adds nothing."""
+    out = dict(state)
+    for name, module in model.named_modules():
+        if name.startswith("backbone.") and isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)):
+            if module.bias is None and f"{name}.bias" not in out:
+                weight = module.weight
+                size = weight.shape[0]  # Linear: out features; LayerNorm: its width
+                out[f"{name}.bias"] = torch.zeros(size, dtype=weight.dtype)
+    return out
