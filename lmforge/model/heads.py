@@ -136,17 +136,20 @@ def pool(hidden: Tensor, attention_mask: Optional[Tensor], pooling: Pooling) -> 
 
 class SequenceClassificationHead(nn.Module):
     """Pooled token -> dropout -> [dense + tanh (BERT's pooler) -> dropout] -> K logits.
-    Mean pooling has no pooler by default (as sentence-transformers); ``pooler=False`` drops it for
-    any pooling (a first-token classifier imported without BERT's pooler)."""
+    By default the first token goes through BERT's pooler into a biased Linear; the mean (as
+    sentence-transformers) has no pooler; the last token (decoders) has neither pooler nor bias, as
+    GPT-2's and Llama's ``ForSequenceClassification`` (one bias-free ``score``), so that it exports to
+    them. ``pooler=False`` drops the pooler for any pooling (a first-token classifier imported without
+    BERT's pooler); ``bias`` overrides the Linear's."""
 
     def __init__(self, cfg: TransformerConfig, n_labels: int, pooling: Pooling = "first", dropout: float = 0.1,
-                 pooler: Optional[bool] = None) -> None:
+                 pooler: Optional[bool] = None, bias: Optional[bool] = None) -> None:
         super().__init__()
         self.pooling: Pooling = pooling
-        with_pooler = pooling != "mean" if pooler is None else pooler
+        with_pooler = pooling == "first" if pooler is None else pooler
         self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if with_pooler else None
         self.drop = nn.Dropout(dropout)
-        self.classifier = nn.Linear(cfg.d_model, n_labels)
+        self.classifier = nn.Linear(cfg.d_model, n_labels, bias=pooling != "last" if bias is None else bias)
 
     def forward(self, hidden: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
         pooled = self.drop(pool(hidden, attention_mask, self.pooling))  # (B, C)
@@ -183,7 +186,7 @@ class TaskModel(LanguageModel):
 
     def __init__(self, cfg: TransformerConfig, task: Optional[TaskName] = None, labels: Sequence[str] = (),
                  heads: tuple[HeadName, ...] = (), pooling: Optional[Pooling] = None, dropout: float = 0.1,
-                 pooler: Optional[bool] = None) -> None:
+                 pooler: Optional[bool] = None, classifier_bias: Optional[bool] = None) -> None:
         super().__init__(cfg, heads)
         if task is not None and (len(labels) < 2 or len(set(labels)) != len(labels)):
             raise ValueError(f"a task needs at least two distinct labels, got {list(labels)}")
@@ -196,7 +199,7 @@ class TaskModel(LanguageModel):
         self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if task is None and pooler else None
         if task == "classification":
             self.head = SequenceClassificationHead(cfg, len(labels), pooling or ("last" if cfg.causal else "first"),
-                                                   dropout, pooler)
+                                                   dropout, pooler, classifier_bias)
         elif task == "tagging":
             self.head = TokenClassificationHead(cfg, len(labels), dropout)
         if self.head is not None:

@@ -379,28 +379,7 @@ def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[Loade
     act = "gelu" if c.activation == "gelu" else "gelu_new"
     specials = tokenizer.special_tokens if tokenizer is not None else {}
     if c.causal:
-        _refuse(c.norm != "pre" or c.type_vocab_size != 0 or model.task is not None or "mlm" in model.heads,
-                "a decoder exports as GPT-2, StableLM or GPT-NeoX, which are pre-LN, have no token types and "
-                "no task or MLM head")
-        lm = "lm" in model.heads
-        if c.positions == "rotary" and c.activation == "gated_gelu":
-            _refuse(c.bias, "model.bias=true with rotary positions and gated GELU: StableLM, the native class "
-                            "for them, has no attention-output or feed-forward biases (export --to onnx serves it)")
-            hf, tensors = stablelm_checkpoint(state, c, lm, specials)
-            return HFCheckpoint(hf, tensors, False, [])
-        if c.positions == "rotary":
-            hf, tensors = gpt_neox_checkpoint(state, c, lm, specials)
-            return HFCheckpoint(hf, tensors, False, [])
-        _refuse(c.activation == "gated_gelu", "model.activation=gated_gelu with learned positions: GPT-2 has no "
-                                              "gated feed-forward (export --to onnx serves it)")
-        arch = "GPT2LMHeadModel" if lm else "GPT2Model"
-        hf = {"architectures": [arch], "model_type": "gpt2", "vocab_size": c.vocab_size, "n_positions": c.max_positions,
-              "n_embd": c.d_model, "n_layer": c.n_layers, "n_head": c.n_heads, "n_inner": c.d_ff,
-              "activation_function": act, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
-              "attn_pdrop": c.attn_dropout, "layer_norm_epsilon": c.norm_eps, "initializer_range": c.init_std,
-              "tie_word_embeddings": c.tie_embeddings, "bos_token_id": specials.get("eos"),
-              "eos_token_id": specials.get("eos"), "pad_token_id": specials.get("pad")}
-        return HFCheckpoint(hf, lmforge_to_gpt2(state, c.n_layers, lm), False, [])
+        return _decoder_checkpoint(model, state, labels, specials)
     # ModernBERT has rotary positions and gated GELU, but normalises the embeddings and skips the first
     # block's attention LayerNorm, so no native encoder computes lmforge's rotary or gated blocks
     _refuse(c.positions != "learned", "model.positions=rotary in an encoder: no native transformers encoder "
@@ -456,6 +435,55 @@ def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[Loade
     pooler = pooler and (model.head.pooler if task == "classification" else model.pooler) is not None  # type: ignore[union-attr]
     tensors = lmforge_to_bert(state, c.n_layers, heads, task, pooler, prefix=arch != "BertModel")
     return HFCheckpoint(hf, tensors, True, dense)
+
+
+def _decoder_checkpoint(model: TaskModel, state: dict[str, Tensor], labels: list[str],
+                        specials: dict[str, int]) -> HFCheckpoint:
+    """A decoder -> GPT-2 (learned positions), StableLM (rotary + gated GELU) or GPT-NeoX (rotary + GELU);
+    a classifier on its last token -> their ``ForSequenceClassification`` (one bias-free ``score``)."""
+    c = model.config
+    _refuse(c.norm != "pre" or c.type_vocab_size != 0 or "mlm" in model.heads or model.task == "tagging",
+            "a decoder exports as GPT-2, StableLM or GPT-NeoX, which are pre-LN, have no token types and "
+            "no tagging or MLM head")
+    score = None
+    if model.task == "classification":
+        head = model.head
+        _refuse(model.pooling != "last" or head.pooler is not None or head.classifier.bias is not None,  # type: ignore[union-attr]
+                "a transformers decoder classifier scores the last token with one bias-free Linear; this "
+                "model has a tanh pooler or a biased classifier (made before lmforge's decoder head was "
+                "bias-free; export --to onnx serves it)")
+        _refuse(specials.get("pad") is None, "a transformers decoder classifier finds the last token by the "
+                                             "pad id, and this model's tokenizer has no pad token")
+        score = state["head.classifier.weight"]  # (K, C)
+    lm = "lm" in model.heads and score is None
+    if c.positions == "rotary" and c.activation == "gated_gelu":
+        _refuse(c.bias, "model.bias=true with rotary positions and gated GELU: StableLM, the native class "
+                        "for them, has no attention-output or feed-forward biases (export --to onnx serves it)")
+        hf, tensors = stablelm_checkpoint(state, c, lm, specials)
+        family, prefix = "StableLm", "model."
+    elif c.positions == "rotary":
+        hf, tensors = gpt_neox_checkpoint(state, c, lm, specials)
+        family, prefix = "GPTNeoX", "gpt_neox."
+    else:
+        _refuse(c.activation == "gated_gelu", "model.activation=gated_gelu with learned positions: GPT-2 has no "
+                                              "gated feed-forward (export --to onnx serves it)")
+        arch = "GPT2LMHeadModel" if lm else "GPT2Model"
+        act = "gelu" if c.activation == "gelu" else "gelu_new"
+        hf = {"architectures": [arch], "model_type": "gpt2", "vocab_size": c.vocab_size, "n_positions": c.max_positions,
+              "n_embd": c.d_model, "n_layer": c.n_layers, "n_head": c.n_heads, "n_inner": c.d_ff,
+              "activation_function": act, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
+              "attn_pdrop": c.attn_dropout, "layer_norm_epsilon": c.norm_eps, "initializer_range": c.init_std,
+              "tie_word_embeddings": c.tie_embeddings, "bos_token_id": specials.get("eos"),
+              "eos_token_id": specials.get("eos"), "pad_token_id": specials.get("pad")}
+        tensors = lmforge_to_gpt2(state, c.n_layers, lm)
+        family, prefix = "GPT2", "transformer."
+    if score is not None:  # the base model's tensors under the task model's prefix, plus score
+        tensors = {f"{prefix}{k}": v for k, v in tensors.items()}
+        tensors["score.weight"] = score.contiguous()
+        hf.update(architectures=[f"{family}ForSequenceClassification"],
+                  id2label={str(i): name for i, name in enumerate(labels)},
+                  label2id={name: i for i, name in enumerate(labels)})
+    return HFCheckpoint(hf, tensors, False, [])
 
 
 def export_hf(model_dir: str | Path, out: str | Path) -> Path:

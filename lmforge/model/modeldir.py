@@ -6,6 +6,7 @@ writer) and what inference, evaluation, export and serving read (``load_model_di
                             "method": "full" | "lora" | "adalora" | "adapter" | "prefix", "settings": {...},
                             optional task head: "task": "classification" | "tagging", "labels": [str, ...],
                             "pooling": "first" | "mean" | "last", "pooler": bool (classification),
+                            "classifier_bias": bool (classification; absent: true, as before it existed),
                             "pooler": true without a task: an imported BERT's tanh pooler,
                             "max_length", "truncation": how the predictor cuts inputs (as trained),
                             any other keys (objective, tokenizer meta, fine-tuning data, ...) are kept}
@@ -91,10 +92,14 @@ def build_model(config: dict[str, Any], where: str = "config.json") -> TaskModel
     pooler = config.get("pooler")
     if pooler not in (None, True, False):
         raise ConfigError(f"{where}: 'pooler' is {pooler!r}; expected true or false")
+    classifier_bias = config.get("classifier_bias", True)  # absent before the bias-free decoder head
+    if classifier_bias not in (True, False):
+        raise ConfigError(f"{where}: 'classifier_bias' is {classifier_bias!r}; expected true or false")
     method = config.get("method", "full")
     if method not in METHODS:
         raise ConfigError(f"{where}: 'method' is {method!r}; expected one of {', '.join(METHODS)}")
-    model = TaskModel(cfg, task, labels, heads, pooling, pooler=pooler)  # type: ignore[arg-type]
+    model = TaskModel(cfg, task, labels, heads, pooling, pooler=pooler,  # type: ignore[arg-type]
+                      classifier_bias=classifier_bias if task == "classification" else None)
     try:
         apply_method(model, method, config.get("settings") or {})
     except KeyError as exc:
@@ -318,7 +323,9 @@ def model_dir_config(model: TaskModel, **extra: Any) -> dict[str, Any]:
     if model.task:
         config.update(task=model.task, labels=list(model.labels))
     if model.pooling is not None:
-        config.update(pooling=model.pooling, pooler=model.head.pooler is not None)  # type: ignore[union-attr]
+        head = model.head
+        config.update(pooling=model.pooling, pooler=head.pooler is not None,  # type: ignore[union-attr]
+                      classifier_bias=head.classifier.bias is not None)  # type: ignore[union-attr]
     elif model.pooler is not None:
         config["pooler"] = True
     config.update(extra)

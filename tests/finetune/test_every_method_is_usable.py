@@ -1,6 +1,7 @@
 """Every fine-tuning method's output is a model directory that every lmforge command uses, and they
 agree: `lmforge.load`, `lmforge predict`, a real HTTP request to `lmforge serve`'s app, `explain`,
-`export --to onnx|int8` and (where BERT can express the model) `export --to hf` loaded by transformers.
+`export --to onnx|int8` and (where a native transformers class computes the model) `export --to hf`
+loaded by transformers.
 The report's score is what the predictor (and so the server) answers on the test split."""
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ CASES = {  # name -> (base fixture, fine-tuning overrides, exports to Hugging Fa
     "adalora": ("base_dir", {"method": "adalora", "lora": {"rank": 4}, "adalora": {"target_rank": 2}}, True),
     "adapter": ("base_dir", {"method": "adapter"}, False),
     "prefix": ("base_dir", {"method": "prefix", "prefix": {"length": 4}}, False),
-    "decoder": ("decoder_base_dir", {}, False),
+    "decoder": ("decoder_base_dir", {}, True),  # GPT2ForSequenceClassification
 }
 
 

@@ -236,6 +236,6 @@ def test_export_refuses_what_hf_cannot_express(tok, tmp_path):
                             positions="rotary")
     model = TaskModel(cfg, heads=("mlm",))
     src = save_model_dir(model, model_dir_config(model), tmp_path / "ours")
-    with pytest.raises(ConfigError, match="model.positions=rotary: no native transformers architecture"):
+    with pytest.raises(ConfigError, match="model.positions=rotary in an encoder: no native transformers encoder"):
         export_hf(src, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()

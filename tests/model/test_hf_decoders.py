@@ -92,3 +92,50 @@ def test_a_decoder_no_native_class_computes_is_one_line_naming_the_option(arch, 
     with pytest.raises(ConfigError, match=f"cannot export to Hugging Face: {option}") as refused:
         export_hf(src, tmp_path / "hf")
     assert "\n" not in str(refused.value) and not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize("arch, family", [({}, "StableLm"), ({"activation": "gelu"}, "GPTNeoX"),
+                                          ({"positions": "learned", "activation": "gelu_tanh"}, "GPT2")])
+def test_a_decoder_classifier_exports_to_the_native_sequence_classifier(arch, family, tmp_path, tokenizer):
+    from transformers import AutoModelForSequenceClassification
+
+    import lmforge
+
+    labels = ["negative", "neutral", "positive"]
+    options = {**RECIPE, **arch}
+    cfg = TransformerConfig(vocab_size=tokenizer.vocab_size, max_positions=40, n_layers=2, d_model=32, n_heads=4,
+                            d_ff=48, norm_eps=1e-5, dropout=0.0, attn_dropout=0.0, **options)
+    torch.manual_seed(0)
+    model = TaskModel(cfg, "classification", labels).eval()  # the decoder's default head: last token, no bias
+    assert model.pooling == "last" and model.head.pooler is None and model.head.classifier.bias is None
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    src = save_model_dir(model, model_dir_config(model, max_length=32), tmp_path / "ours", tokenizer)
+    out = export_hf(src, tmp_path / "hf")
+    _, ids, attn = _batch(tokenizer)
+    ids = ids.masked_fill(~attn.bool(), tokenizer.special_tokens["pad"])  # HF finds the last token by the pad id
+    hf = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert type(hf).__name__ == f"{family}ForSequenceClassification"
+    assert hf.config.id2label[2] == "positive"
+    with torch.no_grad():
+        ours = model.classify(ids, attn)  # (B, 3)
+        torch.testing.assert_close(hf(input_ids=ids, attention_mask=attn).logits, ours, rtol=0, atol=1e-5)
+        torch.testing.assert_close(lmforge.load(src).model.classify(ids, attn), ours, rtol=0, atol=0)
+
+
+def test_a_decoder_classifier_with_the_old_pooler_head_still_loads_and_is_refused_in_one_line(tmp_path, tokenizer):
+    import lmforge
+
+    cfg = TransformerConfig(vocab_size=tokenizer.vocab_size, max_positions=40, n_layers=1, d_model=32, n_heads=4,
+                            d_ff=48, **RECIPE)
+    model = TaskModel(cfg, "classification", ["a", "b"], pooler=True, classifier_bias=True).eval()
+    src = save_model_dir(model, model_dir_config(model), tmp_path / "ours", tokenizer)
+    config = json.loads((src / "config.json").read_text())
+    del config["classifier_bias"]  # as written before the key existed
+    (src / "config.json").write_text(json.dumps(config))
+    back = lmforge.load(src).model
+    assert back.head.pooler is not None and back.head.classifier.bias is not None
+    with pytest.raises(ConfigError, match="cannot export to Hugging Face: a transformers decoder classifier") as e:
+        export_hf(src, tmp_path / "hf")
+    assert "\n" not in str(e.value)
