@@ -102,9 +102,8 @@ def zero_biases(model: torch.nn.Module, state: dict[str, Tensor]) -> dict[str, T
     (``model.bias=false``): the exported architectures all have them, and a zero bias adds nothing."""
     out = dict(state)
     for name, module in model.named_modules():
-        if name.startswith("backbone.") and isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)):
-            if module.bias is None and f"{name}.bias" not in out:
-                weight = module.weight
-                size = weight.shape[0]  # Linear: out features; LayerNorm: its width
-                out[f"{name}.bias"] = torch.zeros(size, dtype=weight.dtype)
+        norm_or_linear = isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm))
+        if name.startswith("backbone.") and norm_or_linear and module.bias is None and f"{name}.bias" not in out:
+            # (out features,) for a Linear, (width,) for a LayerNorm
+            out[f"{name}.bias"] = torch.zeros(module.weight.shape[0], dtype=module.weight.dtype)
     return out
