@@ -219,3 +219,32 @@ def test_whole_word_masking_run_with_the_shards_tokenizer(corpus, tmp_path):
     config = base.model_copy(update={"objective": base.objective.model_copy(update={"whole_word": True})})
     result = pretrain(config, train_data=train, eval_data=val, meta=_meta(corpus), tokenizer_file=tok)
     assert result.step == 2 and 0 < result.evals[-1]["val_loss"] < 20
+
+
+def test_the_shipped_gpt_recipe_pretrains_and_leaves_for_transformers(corpus, tmp_path):
+    """configs/pretrain-gpt-tiny.yaml (rotary, gated GELU, no biases) at a test's size: pretrain, then
+    `lmforge export --to hf`, and transformers' StableLM gives lmforge's next-token logits."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import lmforge
+
+    tok = tmp_path / "tokenizer.json"
+    tok.write_text(corpus.tokenizer_json)
+    config = make_pretrain_config(
+        load_config_file(ROOT / "configs" / "pretrain-gpt-tiny.yaml"),
+        {"out": str(tmp_path / "run"), "data": {"seq_len": 16},
+         "model": {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 48, "max_positions": 16},
+         "train": {"steps": 4, "budget": None, "batch_size": 8, "log_every": 2, "eval_every": 2, "eval_batches": 1,
+                   "checkpoint_every": 2, "precision": "fp32", "progress": False, "peak_flops": 1e12}},
+        source="test")
+    train, val = _sources(corpus)
+    pretrain(config, train_data=train, eval_data=val, meta=_meta(corpus), tokenizer_file=tok)
+    assert main(["export", "--model", str(tmp_path / "run"), "--to", "hf", "--out", str(tmp_path / "hf")]) == 0
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(hf).__name__ == "StableLmForCausalLM"
+    ours = lmforge.load(tmp_path / "run").model.eval()
+    ids = corpus.tokens[32_000:32_032].view(2, 16).long()  # real text the model has not trained on
+    with torch.no_grad():
+        theirs = hf(input_ids=ids).logits  # (2, 16, V)
+        torch.testing.assert_close(theirs, ours.lm(ours.backbone(ids)), rtol=0, atol=1e-5)
