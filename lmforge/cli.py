@@ -155,6 +155,8 @@ def _finetune(args: argparse.Namespace) -> int:
         options["data"] = {"path": args.data}
     if args.no_progress:
         options["train"] = {"progress": False}
+    if getattr(args, "teacher", None):  # `lmforge distill`
+        options["distill"] = {"teacher": args.teacher}
     finetune(make_finetune_config(*_config_layers(args, options), source=args.config or "command line"))
     return 0
 
@@ -373,15 +375,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(handler=_serve)
 
-    p = verbs.add_parser("finetune", help="adapt a pretrained model to a labelled task (full, LoRA, AdaLoRA, ...)")
-    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
-    p.add_argument("--init-from", dest="init_from", metavar="DIR", help="pretrained model dir (`lmforge pretrain`)")
-    p.add_argument("--data", metavar="DIR", help="a `lmforge data prepare` output directory (data.path)")
-    p.add_argument("--out", metavar="DIR")
-    p.add_argument("--resume", metavar="auto|DIR", help="'auto': the newest complete checkpoint in OUT")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or summary")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.set_defaults(handler=_finetune)
+    for verb, about in (("finetune", "adapt a pretrained model to a labelled task (full, LoRA, AdaLoRA, ...)"),
+                        ("distill", "fine-tune a student (--init-from, or model=...) on a fine-tuned teacher's "
+                                    "soft labels and the task's labels")):
+        p = verbs.add_parser(verb, help=about)
+        if verb == "distill":
+            p.add_argument("--teacher", required=True, metavar="DIR", help="a fine-tuned model directory of the "
+                           "same task, labels and tokenizer (distill.teacher)")
+        p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
+        p.add_argument("--init-from", dest="init_from", metavar="DIR", help="pretrained model dir (`lmforge pretrain`)")
+        p.add_argument("--data", metavar="DIR", help="a `lmforge data prepare` output directory (data.path)")
+        p.add_argument("--out", metavar="DIR")
+        p.add_argument("--resume", metavar="auto|DIR", help="'auto': the newest complete checkpoint in OUT")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar or summary")
+        p.add_argument("overrides", nargs="*", metavar="key=value")
+        p.set_defaults(handler=_finetune)
 
     p = verbs.add_parser("run", help="run a pipeline file: stages in order, complete unchanged stages skipped")
     p.add_argument("pipeline", metavar="PIPELINE.yaml")

@@ -120,6 +120,22 @@ class FinetuneOptimConfig(OptimConfig):
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (fine-tuning's default; pretraining's is 1e-3).")
 
 
+class DistillConfig(Section):
+    """Knowledge distillation (Hinton et al. 2015): the model being fine-tuned (the student) also learns
+    the soft labels of a fine-tuned teacher on the same batches. `lmforge distill --teacher DIR`."""
+
+    teacher: Optional[str] = Field(None, description="A fine-tuned model directory of the same task, labels and "
+                                   "tokenizer; None: no distillation.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of both sides' soft labels; the soft "
+                               "loss is scaled by T^2 so that its gradients keep their size (Hinton et al.).")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft loss; the labels' cross-entropy gets "
+                         "1 - alpha (1: the teacher alone).")
+    unlabelled: Optional[str] = Field(None, description="A prepared directory (`lmforge data prepare`) whose train "
+                                      "split's texts, labels ignored, the student also learns from the teacher "
+                                      "alone (in-domain text without labels; classification). Texts equal to a "
+                                      "validation or test text are left out and counted.")
+
+
 class FinetuneScheduleConfig(ScheduleConfig):
     warmup: float = Field(0.1, ge=0, lt=1, description="Warmup as a fraction of training (steps or budget).")
 
@@ -172,6 +188,7 @@ class FinetuneConfig(Section):
     prefix: PrefixConfig = Field(default_factory=PrefixConfig)
     robust: RobustConfig = Field(default_factory=RobustConfig)
     loss: LossConfig = Field(default_factory=LossConfig, description="Imbalanced labels: class weights, focal loss.")
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
@@ -198,6 +215,12 @@ class FinetuneConfig(Section):
         if self.lora.embedding_rank and (self.method != "lora" or self.lora.backend != "lmforge"):
             raise ValueError(f"lora.embedding_rank applies to method=lora with lora.backend=lmforge, not "
                              f"method={self.method} with backend={self.lora.backend}")
+        if self.distill.teacher and (self.robust.adversarial != "none" or self.robust.rdrop_alpha > 0):
+            raise ValueError("distill.teacher: distillation adds its soft loss to the clean pass; it is not "
+                             "combined with robust.adversarial or robust.rdrop_alpha")
+        if self.distill.unlabelled and (not self.distill.teacher or self.task != "classification"):
+            raise ValueError("distill.unlabelled: unlabelled text is learnt from a teacher's soft labels; it needs "
+                             "distill.teacher and task=classification")
         if self.data.truncation == "head+tail" and (self.task != "classification" or self.data.pair_field):
             raise ValueError("data.truncation=head+tail applies to single-text classification (pairs are cut "
                              "longest-first; tagging covers long texts in windows)")

@@ -49,13 +49,14 @@ def chunk_units(texts: Sequence[str], tags: Sequence[Sequence[str]], size: int) 
 
 
 def encode_classification(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[Optional[str]],
-                          labels: Sequence[str], label_to_id: dict[str, int], max_length: int,
+                          labels: Sequence[Optional[str]], label_to_id: dict[str, int], max_length: int,
                           truncation: Truncation = "head") -> Encoded:
-    """Text pairs are always cut longest-first (the tokenizer's rule); ``head+tail`` applies to single texts."""
-    unknown = sorted(set(labels) - set(label_to_id))
+    """Text pairs are always cut longest-first (the tokenizer's rule); ``head+tail`` applies to single texts.
+    A label None (unlabelled text, learnt from a teacher only) becomes IGNORE."""
+    unknown = sorted(set(labels) - set(label_to_id) - {None})
     if unknown:
         raise ConfigError(f"labels {unknown} are not among the model's labels {list(label_to_id)}")
-    targets = [label_to_id[x] for x in labels]
+    targets = [IGNORE if x is None else label_to_id[x] for x in labels]
     paired = any(p is not None for p in pairs)
     if truncation == "head+tail" and not paired:
         tok.no_truncation()

@@ -2,15 +2,15 @@
 
 Cross-entropy over examples (classification) or labelled tokens (tagging), with the regularisers
 that only change the loss: label smoothing, R-Drop (Liang et al. 2021: two dropout passes, symmetric
-KL between them), and adversarial training on the token embeddings (FGM, Miyato et al. 2017; PGD,
-Madry et al. 2018). The adversarial term is added to the clean loss, so the loop's single backward
-gives the clean plus the adversarial gradients, exactly what the usual two-backward recipe sums.
+KL between them), adversarial training on the token embeddings (FGM, Miyato et al. 2017; PGD,
+Madry et al. 2018), and a teacher's soft labels (distillation: lmforge/finetune/distill.py). The
+adversarial term is added to the clean loss, so the loop's single backward gives the clean plus the adversarial gradients, exactly what the usual two-backward recipe sums.
 During evaluation (no grad) only the clean loss is computed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,9 @@ from lmforge.model.adalora import orthogonal_penalty
 from lmforge.finetune.config import RobustConfig
 from lmforge.model.heads import TaskModel
 from lmforge.train.objectives import IGNORE, ObjectiveOutput
+
+if TYPE_CHECKING:
+    from lmforge.finetune.distill import Teacher
 
 __all__ = ["EmbeddingNoise", "FinetuneObjective", "task_logits"]
 
@@ -39,11 +42,10 @@ def task_logits(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
 
 
 def _select(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Logits and targets of the units that carry a label: (N, K), (N,)."""
-    if logits.dim() == 3:  # tagging (B, T, K)
-        keep = labels != IGNORE
-        return logits[keep], labels[keep]
-    return logits, labels
+    """Logits and targets of the units that carry a label: (N, K), (N,). Tagging (B, T, K): the labelled
+    tokens; classification (B, K): the labelled examples (unlabelled ones are there for a teacher)."""
+    keep = labels != IGNORE  # (B, T) or (B,)
+    return logits[keep], labels[keep]
 
 
 def _per_example_unit(g: Tensor) -> Tensor:
@@ -65,8 +67,10 @@ def balanced_class_weights(labels: Sequence[Any], n_classes: int) -> Tensor:
 
 class FinetuneObjective:
     def __init__(self, model: TaskModel, robust: RobustConfig, orthogonal_weight: float = 0.0,
-                 class_weights: Optional[Tensor] = None, focal_gamma: float = 0.0) -> None:
+                 class_weights: Optional[Tensor] = None, focal_gamma: float = 0.0,
+                 teacher: Optional["Teacher"] = None) -> None:
         self.class_weights, self.focal_gamma = class_weights, focal_gamma
+        self.teacher = teacher  # distillation: its soft labels join the training loss
         self.robust = robust
         self.orthogonal_weight = orthogonal_weight
         self.model = model
@@ -98,10 +102,15 @@ class FinetuneObjective:
             loss_sum, n, correct = self.loss(logits, labels)
             if training and r.rdrop_alpha > 0:
                 loss_sum = self.rdrop(model, batch, logits, loss_sum)
+        units = n
+        if training and self.teacher is not None:
+            loss_sum = self.teacher.mix(loss_sum, logits, batch)
+            if logits.dim() == 2:  # every example has soft labels, unlabelled ones too: the mean is over all
+                units = torch.tensor(logits.shape[0], device=loss_sum.device)
         if training and self.orthogonal_weight > 0:
-            loss_sum = loss_sum + self.orthogonal_weight * orthogonal_penalty(self.model) * n
+            loss_sum = loss_sum + self.orthogonal_weight * orthogonal_penalty(self.model) * units
         # examples (classification) or labelled tokens (tagging) predicted right: val_acc
-        return ObjectiveOutput(loss_sum, n, {"task_correct": correct, "task_count": n},
+        return ObjectiveOutput(loss_sum, units, {"task_correct": correct, "task_count": n},
                                {"acc": ("task_correct", "task_count")})
 
     def rdrop(self, model: nn.Module, batch: dict[str, Tensor], logits: Tensor, loss_sum: Tensor) -> Tensor:

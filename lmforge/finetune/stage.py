@@ -111,6 +111,15 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info
         raise ConfigError(f"{Path(str(config.data.path)) / 'train.jsonl'}: {found}; {config.task} needs at least "
                           f"two distinct labels (is data.label_field the right key?)")
     label_to_id = {name: i for i, name in enumerate(labels)}
+    if config.distill.unlabelled:  # texts without labels: the teacher's soft labels are their targets
+        from lmforge.finetune.distill import read_unlabelled
+
+        d = config.data
+        texts, pairs, left_out = read_unlabelled(config.distill.unlabelled, str(d.path), d.text_field, d.pair_field)
+        if info.is_main:
+            print(f"distill.unlabelled: {len(texts)} texts from {config.distill.unlabelled}"
+                  f"{f', {left_out} left out as validation/test texts' if left_out else ''}")
+        train_split = (train_split[0] + texts, train_split[1] + pairs, train_split[2] + [None] * len(texts))
     pad = pad_id(tok)
     tc = config.train
     shard = {"rank": info.rank, "world_size": info.world_size}
@@ -167,9 +176,15 @@ def _finetune(config: FinetuneConfig, setup: harness.Run) -> dict[str, Any]:
                                   a.beta1, a.beta2)
     weights = (balanced_class_weights(train_src.enc.labels, len(labels))
                if config.loss.class_weights == "balanced" else None)
+    teacher = None
+    if config.distill.teacher:
+        from lmforge.finetune.distill import load_teacher
+
+        teacher = load_teacher(config.distill, config.task, labels, tokenizer_file,
+                               min(config.data.max_length, int(arch["max_positions"])))
     objective = FinetuneObjective(model, config.robust,
                                   config.adalora.orthogonal_weight if config.method == "adalora" else 0.0,
-                                  weights, config.loss.focal_gamma)
+                                  weights, config.loss.focal_gamma, teacher)
     out = Path(config.out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
