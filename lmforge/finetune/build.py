@@ -55,8 +55,10 @@ def build_finetune_model(config: FinetuneConfig, arch: dict[str, Any], labels: l
 @torch.no_grad()
 def load_base(model: TaskModel, base_dir: str | Path) -> None:
     """Copy the backbone of a model directory (any format and method; a LoRA base is merged first)
-    into ``model``, and its BERT pooler (an imported BERT's, or a classifier's) into a [CLS]
-    classifier's pooler, as transformers' BertForSequenceClassification starts from BERT's."""
+    into ``model``; a fine-tuned model of the same task and labels (with the same head shapes) gives its
+    whole task head, as when training a pruned classifier further; otherwise its BERT pooler (an
+    imported BERT's, or a classifier's) starts a [CLS] classifier's pooler, as transformers'
+    BertForSequenceClassification starts from BERT's."""
     base = load_model_dir(base_dir).model
     if base.method in ("adapter", "prefix"):
         raise ConfigError(f"init_from: {base_dir} was fine-tuned with method={base.method}, whose layers a new "
@@ -72,6 +74,11 @@ def load_base(model: TaskModel, base_dir: str | Path) -> None:
             raise ConfigError(f"init_from: {base_dir}: tensor {v} has shape {tuple(state[v].shape)}, "
                               f"this model expects {tuple(mine[k].shape)}")
     model.load_state_dict({k: state[v] for k, v in wanted.items()}, strict=False)
+    if model.head is not None and base.head is not None and (base.task, base.labels) == (model.task, model.labels):
+        theirs, ours = base.head.state_dict(), model.head.state_dict()
+        if {k: v.shape for k, v in theirs.items()} == {k: v.shape for k, v in ours.items()}:
+            model.head.load_state_dict(theirs)  # continuing a classifier (recovery after pruning): keep its head
+            return
     pooler = model.head.pooler if model.task == "classification" and model.head is not None else None
     found = base.pooler if base.pooler is not None else (
         base.head.pooler if base.task == "classification" and base.head is not None else None)

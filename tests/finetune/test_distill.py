@@ -86,3 +86,32 @@ def test_a_teacher_with_other_labels_is_refused_before_training(source_task, bas
     with pytest.raises(ConfigError, match="the teacher's labels .* differ from the training split's") as refused:
         finetune(make_finetune_config(*layers, {"distill": {"teacher": str(other)}}, source="t"))
     assert "\n" not in str(refused.value) and not (tmp_path / "student" / "model.safetensors").exists()
+
+
+def test_a_pruned_classifier_recovers_by_distillation_from_its_unpruned_self(source_task, base_dir, tmp_path):
+    """`compress --ffn-keep` then `distill --teacher ORIGINAL --init-from PRUNED`: the recovery fine-tune
+    starts exactly where the pruned classifier is (its backbone and its own head) and stays at its size."""
+    import torch
+
+    from lmforge.finetune.build import build_finetune_model
+    from lmforge.finetune.compress import compress
+    from lmforge.finetune.stage import _architecture
+
+    teacher_data, _ = source_task
+    fp32 = {"train": {"precision": "fp32"}}
+    original = tmp_path / "original"
+    finetune(make_finetune_config(*ft_layers(original, base_dir, teacher_data, epochs=4), fp32, source="t"))
+    pruned = tmp_path / "pruned"
+    compress(str(original), str(pruned), ffn_keep=0.125, data=str(teacher_data))
+    recovered = tmp_path / "recovered"
+    config = make_finetune_config(*ft_layers(recovered, pruned, teacher_data, epochs=2), fp32,
+                                  {"distill": {"teacher": str(original), "alpha": 0.9}}, source="t")
+    start = build_finetune_model(config, _architecture(config)[0], lmforge.load(pruned).labels).eval()
+    ids = torch.tensor([lmforge.load(pruned).tokenizer.encode("这家店的服务很好").ids])
+    with torch.no_grad():
+        torch.testing.assert_close(start.classify(ids), lmforge.load(pruned).model.classify(ids), rtol=0, atol=0)
+    finetune(config)
+    assert lmforge.load(recovered).model.config.d_ff == lmforge.load(pruned).model.config.d_ff == 8
+    accuracy = {name: _accuracy(tmp_path / name, teacher_data) for name in ("original", "pruned", "recovered")}
+    print("test accuracy:", accuracy)
+    assert accuracy["recovered"] >= 0.75  # a working classifier, near its teacher (0.91 here)
