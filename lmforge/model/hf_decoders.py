@@ -30,18 +30,24 @@ def _rope(c: TransformerConfig) -> dict[str, Any]:
     return {"rope_type": "default", "rope_theta": c.rotary_base, "partial_rotary_factor": 1.0}
 
 
+def _config(c: TransformerConfig, specials: dict[str, int], arch: str, model_type: str, **own: Any) -> dict[str, Any]:
+    """config.json keys both decoders spell alike (sequential residual, full-width rotary), plus ``own``."""
+    return {"architectures": [arch], "model_type": model_type, "vocab_size": c.vocab_size, "hidden_size": c.d_model,
+            "intermediate_size": c.d_ff, "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
+            "max_position_embeddings": c.max_positions, "initializer_range": c.init_std,
+            "layer_norm_eps": c.norm_eps, "tie_word_embeddings": c.tie_embeddings, "rope_parameters": _rope(c),
+            "use_parallel_residual": False, "hidden_dropout": c.dropout, "attention_dropout": c.attn_dropout,
+            "bos_token_id": specials.get("eos"), "eos_token_id": specials.get("eos"),
+            "pad_token_id": specials.get("pad"), **own}
+
+
 def stablelm_checkpoint(state: dict[str, Tensor], c: TransformerConfig, lm_head: bool,
                         specials: dict[str, int]) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """(config.json, tensors) of StableLmForCausalLM (``lm_head``) or StableLmModel, from our state dict
     with every bias present (zeros where the model has none)."""
     arch = "StableLmForCausalLM" if lm_head else "StableLmModel"
-    hf = {"architectures": [arch], "model_type": "stablelm", "vocab_size": c.vocab_size, "hidden_size": c.d_model,
-          "intermediate_size": c.d_ff, "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
-          "num_key_value_heads": c.n_heads, "hidden_act": "gelu", "max_position_embeddings": c.max_positions,
-          "initializer_range": c.init_std, "layer_norm_eps": c.norm_eps, "tie_word_embeddings": c.tie_embeddings,
-          "rope_parameters": _rope(c), "use_qkv_bias": False, "qk_layernorm": False, "use_parallel_residual": False,
-          "hidden_dropout": c.dropout, "attention_dropout": c.attn_dropout, "bos_token_id": specials.get("eos"),
-          "eos_token_id": specials.get("eos"), "pad_token_id": specials.get("pad")}
+    hf = _config(c, specials, arch, "stablelm", num_key_value_heads=c.n_heads, hidden_act="gelu", use_qkv_bias=False,
+                 qk_layernorm=False)
     out = {"model.embed_tokens.weight": state["backbone.embed.tokens.weight"]}
     for kind in _KINDS:
         out[f"model.norm.{kind}"] = state[f"backbone.final_norm.{kind}"]
@@ -56,11 +62,7 @@ def stablelm_checkpoint(state: dict[str, Tensor], c: TransformerConfig, lm_head:
         for norm, name in (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm")):
             for kind in _KINDS:
                 out[f"{theirs}{name}.{kind}"] = state[f"{ours}{norm}.{kind}"]
-    if lm_head and "lm.decoder.weight" in state:
-        out["lm_head.weight"] = state["lm.decoder.weight"]
-    if not lm_head:
-        out = {k.removeprefix("model."): v for k, v in out.items()}
-    return hf, {k: v.contiguous() for k, v in out.items()}
+    return hf, _with_lm_head(out, state, lm_head, "lm_head.weight", "model.")
 
 
 def gpt_neox_checkpoint(state: dict[str, Tensor], c: TransformerConfig, lm_head: bool,
@@ -69,13 +71,7 @@ def gpt_neox_checkpoint(state: dict[str, Tensor], c: TransformerConfig, lm_head:
     with every bias present."""
     arch = "GPTNeoXForCausalLM" if lm_head else "GPTNeoXModel"
     act = "gelu" if c.activation == "gelu" else "gelu_pytorch_tanh"
-    hf = {"architectures": [arch], "model_type": "gpt_neox", "vocab_size": c.vocab_size, "hidden_size": c.d_model,
-          "intermediate_size": c.d_ff, "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
-          "hidden_act": act, "max_position_embeddings": c.max_positions, "initializer_range": c.init_std,
-          "layer_norm_eps": c.norm_eps, "tie_word_embeddings": c.tie_embeddings, "rope_parameters": _rope(c),
-          "use_parallel_residual": False, "attention_bias": True, "hidden_dropout": c.dropout,
-          "attention_dropout": c.attn_dropout, "bos_token_id": specials.get("eos"),
-          "eos_token_id": specials.get("eos"), "pad_token_id": specials.get("pad")}
+    hf = _config(c, specials, arch, "gpt_neox", hidden_act=act, attention_bias=True)
     nh, hs = c.n_heads, c.head_size
     out = {"gpt_neox.embed_in.weight": state["backbone.embed.tokens.weight"]}
     for kind in _KINDS:
@@ -90,11 +86,17 @@ def gpt_neox_checkpoint(state: dict[str, Tensor], c: TransformerConfig, lm_head:
                                ("mlp.proj", "mlp.dense_4h_to_h"), ("norm1", "input_layernorm"),
                                ("norm2", "post_attention_layernorm")):
                 out[f"{theirs}{name}.{kind}"] = state[f"{ours}{mine}.{kind}"]
+    return hf, _with_lm_head(out, state, lm_head, "embed_out.weight", "gpt_neox.")
+
+
+def _with_lm_head(out: dict[str, Tensor], state: dict[str, Tensor], lm_head: bool, head: str,
+                  prefix: str) -> dict[str, Tensor]:
+    """The causal LM's tensors (an untied LM head under ``head``), or the base model's (``prefix`` dropped)."""
     if lm_head and "lm.decoder.weight" in state:
-        out["embed_out.weight"] = state["lm.decoder.weight"]
+        out[head] = state["lm.decoder.weight"]
     if not lm_head:
-        out = {k.removeprefix("gpt_neox."): v for k, v in out.items()}
-    return hf, {k: v.contiguous() for k, v in out.items()}
+        out = {k.removeprefix(prefix): v for k, v in out.items()}
+    return {k: v.contiguous() for k, v in out.items()}
 
 
 def zero_biases(model: torch.nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
