@@ -113,7 +113,8 @@ def _export(args: argparse.Namespace) -> int:
 def _compress(args: argparse.Namespace) -> int:
     from lmforge.finetune.compress import compress
 
-    for line in compress(args.model, args.out, ffn_keep=args.ffn_keep, data=args.data, vocab_from=args.vocab_from):
+    for line in compress(args.model, args.out, ffn_keep=args.ffn_keep, head_keep=args.head_keep, data=args.data,
+                         vocab_from=args.vocab_from):
         print(line)
     return 0
 
@@ -340,13 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(handler=_export)
 
-    p = verbs.add_parser("compress", help="a smaller model directory: pruned feed-forward units and/or the "
-                         "vocabulary a corpus uses")
+    p = verbs.add_parser("compress", help="a smaller model directory: pruned attention heads and feed-forward "
+                         "units and/or the vocabulary a corpus uses")
     p.add_argument("--model", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--ffn-keep", dest="ffn_keep", type=float, metavar="FRACTION",
                    help="keep this share of every block's feed-forward units, the most important on --data")
-    p.add_argument("--data", metavar="DATA", help="with --ffn-keep: the labelled prepared directory to rank on")
+    p.add_argument("--head-keep", dest="head_keep", type=float, metavar="FRACTION",
+                   help="keep this share of every block's attention heads, the most important on --data")
+    p.add_argument("--data", metavar="DATA", help="with --ffn-keep/--head-keep: the labelled prepared directory "
+                                                  "to rank on")
     p.add_argument("--vocab-from", dest="vocab_from", metavar="DATA",
                    help="a prepared directory (`lmforge data prepare`): keep the tokens its texts use")
     p.set_defaults(handler=_compress)

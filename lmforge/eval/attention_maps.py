@@ -27,9 +27,10 @@ def attention_maps(predictor: Predictor, ids: Tensor, mask: Tensor) -> Tensor:
 
     def capture(attn: torch.nn.Module, args: tuple) -> None:
         x, attn_mask, is_causal, rotary = args[:4]  # Attention.forward(x, mask, is_causal, rotary, ...)
-        B, T, C = x.shape
-        q, k, _ = attn.qkv(x).split(C, dim=2)  # (B, T, C) each
-        q, k = (t.view(B, T, attn.n_heads, C // attn.n_heads).transpose(1, 2) for t in (q, k))  # (B, nh, T, hs)
+        B, T, _ = x.shape
+        W = attn.width
+        q, k, _ = attn.qkv(x).split(W, dim=2)  # (B, T, W) each
+        q, k = (t.view(B, T, attn.n_heads, W // attn.n_heads).transpose(1, 2) for t in (q, k))  # (B, nh, T, hs)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         P = 0

@@ -1,5 +1,5 @@
 """`lmforge compress`: a smaller model directory from a fine-tuned one, by structured pruning of the
-feed-forward units (lmforge.finetune.prune) and/or vocabulary pruning (lmforge.model.vocab_prune), in
+attention heads and feed-forward units (lmforge.finetune.prune) and/or vocabulary pruning (lmforge.model.vocab_prune), in
 that order; the result is a model directory like any other (predict, serve, export)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 
 from lmforge.config import ConfigError
 from lmforge.data.prepared import find_split, iter_split
-from lmforge.finetune.prune import prune_ffn
+from lmforge.finetune.prune import prune_units
 from lmforge.model.vocab_prune import prune_vocabulary
 
 __all__ = ["compress", "corpus_texts"]
@@ -26,21 +26,24 @@ def corpus_texts(data: str) -> Iterator[str]:
                     yield row["pair"]
 
 
-def compress(model: str, out: str, *, ffn_keep: Optional[float] = None, data: Optional[str] = None,
-             vocab_from: Optional[str] = None) -> list[str]:
+def compress(model: str, out: str, *, ffn_keep: Optional[float] = None, head_keep: Optional[float] = None,
+             data: Optional[str] = None, vocab_from: Optional[str] = None) -> list[str]:
     """Write ``out``; returns what was done, one line each."""
-    if ffn_keep is None and vocab_from is None:
-        raise ConfigError("compress: give --ffn-keep FRACTION --data DATA and/or --vocab-from DATA")
-    if ffn_keep is not None and not data:
-        raise ConfigError("compress --ffn-keep: give --data DATA, the labelled data to rank the units on")
+    structured = ffn_keep is not None or head_keep is not None
+    if not structured and vocab_from is None:
+        raise ConfigError("compress: give --ffn-keep/--head-keep FRACTION --data DATA and/or --vocab-from DATA")
+    if structured and not data:
+        raise ConfigError("compress --ffn-keep/--head-keep: give --data DATA, the labelled data to rank them on")
     done = []
     source = model
     Path(out).resolve().parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=Path(out).resolve().parent) as scratch:
-        if ffn_keep is not None:
+        if structured:
             target = Path(scratch) / "pruned" if vocab_from else Path(out)
-            sizes = prune_ffn(source, str(data), target, ffn_keep)
-            done.append(f"pruned {source}: feed-forward units {sizes['d_ff'][0]} -> {sizes['d_ff'][1]} per block, "
+            sizes = prune_units(source, str(data), target, ffn_keep=1.0 if ffn_keep is None else ffn_keep,
+                                head_keep=1.0 if head_keep is None else head_keep)
+            done.append(f"pruned {source}: attention heads {sizes['heads'][0]} -> {sizes['heads'][1]} and "
+                        f"feed-forward units {sizes['d_ff'][0]} -> {sizes['d_ff'][1]} per block, "
                         f"parameters {sizes['parameters'][0]:,} -> {sizes['parameters'][1]:,}")
             source = str(target)
         if vocab_from is not None:

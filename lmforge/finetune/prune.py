@@ -1,19 +1,22 @@
-"""Structured pruning of feed-forward neurons: rank every block's hidden units by first-order
-importance on the model's own labelled training data, and physically remove the least important
-ones, the same number in every block, so the result is a smaller model directory (smaller matrices,
-``model.d_ff`` reduced) that every command and the HF export take.
+"""Structured pruning of attention heads and feed-forward units: rank every block's heads and hidden
+units by first-order importance on the model's own labelled training data, and physically remove the
+least important ones, the same number in every block, so the result is a smaller model directory
+(smaller matrices; ``model.kept_heads`` and ``model.d_ff`` reduced) that every command and the HF export
+take.
 
-Importance of unit j of a block (Molchanov et al. 2017's Taylor criterion, which TextPruner also uses):
-the sum over examples of |sum over positions of h_j * dL/dh_j|, with h the activation that enters
-the block's output projection (after GELU, or the gated product) and L the example's cross-entropy on
-its gold label(s): to first order, how much each example's loss moves if h_j is zeroed. Mask-only pruning
-(``torch.nn.utils.prune``) leaves the matrices as big as they were (pytorch#36214); this does not.
-Attention heads are not pruned: lmforge's attention width is d_model, which the blocks share.
+Importance (Molchanov et al. 2017's Taylor criterion, which TextPruner also uses; for heads it is
+Michel et al. 2019's |dL/d gate| of a gate on each head's output): the sum over examples of
+|sum over positions (and a head's channels) of h * dL/dh|, with h the activation entering the block's
+output projection (FFN: after GELU or the gated product; attention: the concatenated head outputs) and L
+the example's cross-entropy on its gold label(s): to first order, how much each example's loss moves if
+the unit or head is zeroed. Both are ranked in one pass. Mask-only pruning (``torch.nn.utils.prune``)
+leaves the matrices as big as they were (pytorch#36214); this does not.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from lmforge.model.modeldir import build_model, check_and_load, load_model_dir, 
 from lmforge.model.peft import merge_lora
 from lmforge.train.objectives import IGNORE
 
-__all__ = ["ffn_importance", "prune_ffn"]
+__all__ = ["Importance", "importance", "prune_units"]
 
 
 def _batches(model: TaskModel, config: dict[str, Any], tokenizer: Any, data: str, batch_size: int,
@@ -50,30 +53,46 @@ def _batches(model: TaskModel, config: dict[str, Any], tokenizer: Any, data: str
     return ExampleSource(enc, batch_size, pad_id(tok), shuffle=False, drop_last=False)
 
 
-def ffn_importance(model: TaskModel, batches: ExampleSource) -> list[Tensor]:
-    """Per block, (d_ff,): sum over examples of |sum over positions of h * dL/dh| of the units entering
-    the output projection (the examples' losses are summed, so each example's gradient is its own)."""
+@dataclass
+class Importance:
+    ffn: list[Tensor]  # per block, (d_ff,)
+    heads: list[Tensor]  # per block, (heads,)
+
+
+def importance(model: TaskModel, batches: ExampleSource) -> Importance:
+    """Per block: sum over examples of |sum over positions of h * dL/dh| of the feed-forward units and
+    (summed over each head's channels too) of the heads, at the inputs of the two output projections
+    (the examples' losses are summed, so each example's gradient is its own)."""
     blocks = list(model.backbone.blocks)
-    captured: list[Tensor] = []
-    scores = [torch.zeros(b.mlp.proj.in_features) for b in blocks]
+    captured: dict[str, list[Tensor]] = {"ffn": [], "heads": []}
+    scores = Importance([torch.zeros(b.mlp.proj.in_features) for b in blocks],
+                        [torch.zeros(b.attn.n_heads) for b in blocks])
 
-    def keep_input(module: torch.nn.Module, args: tuple) -> None:
-        args[0].retain_grad()
-        captured.append(args[0])
+    def keeper(kind: str):
+        def keep_input(module: torch.nn.Module, args: tuple) -> None:
+            args[0].retain_grad()
+            captured[kind].append(args[0])
+        return keep_input
 
-    handles = [b.mlp.proj.register_forward_pre_hook(keep_input) for b in blocks]
+    handles = [h for b in blocks for h in (b.mlp.proj.register_forward_pre_hook(keeper("ffn")),
+                                           b.attn.proj.register_forward_pre_hook(keeper("heads")))]
     model.eval()  # no dropout: the importance of the function the model computes
     try:
         for batch in batches:
-            captured.clear()
+            captured["ffn"].clear()
+            captured["heads"].clear()
             logits = model.task_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
             labels = batch["labels"]
             flat = logits.reshape(-1, logits.shape[-1]) if logits.dim() == 3 else logits
             loss = F.cross_entropy(flat.float(), labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
             model.zero_grad(set_to_none=True)
             loss.backward()
-            for k, h in enumerate(captured):  # (B, T, d_ff) or (B, 1, d_ff) for a [CLS]-only last block
-                scores[k] += (h * h.grad).detach().sum(dim=1).abs().sum(dim=0)  # (B, T, d_ff) -> (d_ff,)
+            for k, h in enumerate(captured["ffn"]):  # (B, T, d_ff), or (B, 1, d_ff) for a [CLS]-only last block
+                scores.ffn[k] += (h * h.grad).detach().sum(dim=1).abs().sum(dim=0)  # -> (d_ff,)
+            for k, h in enumerate(captured["heads"]):  # (B, T, nh * hs)
+                nh = blocks[k].attn.n_heads
+                per_head = (h * h.grad).detach().reshape(*h.shape[:2], nh, -1)  # (B, T, nh, hs)
+                scores.heads[k] += per_head.sum(dim=(1, 3)).abs().sum(dim=0)  # -> (nh,)
     finally:
         for handle in handles:
             handle.remove()
@@ -81,41 +100,51 @@ def ffn_importance(model: TaskModel, batches: ExampleSource) -> list[Tensor]:
     return scores
 
 
-def prune_ffn(model_dir: str | Path, data: str, out: str | Path, keep: float, batch_size: int = 32,
-              limit: int = 2000) -> dict[str, Any]:
-    """Write ``out``: ``model_dir`` with ``keep`` of each block's feed-forward units (the most important
-    on up to ``limit`` training examples of ``data``); returns the sizes."""
+def _kept(score: Tensor, n: int) -> Tensor:
+    return score.topk(n).indices.sort().values  # the n most important, in their order
+
+
+def prune_units(model_dir: str | Path, data: str, out: str | Path, *, ffn_keep: float = 1.0, head_keep: float = 1.0,
+                batch_size: int = 32, limit: int = 2000) -> dict[str, Any]:
+    """Write ``out``: ``model_dir`` with ``ffn_keep`` of each block's feed-forward units and ``head_keep``
+    of its attention heads (the most important on up to ``limit`` training examples of ``data``);
+    returns the sizes before and after."""
     loaded = load_model_dir(model_dir)
     model = loaded.model
     if model.task is None:
         raise ConfigError(f"{model_dir}: pruning ranks units by the task's loss; it needs a fine-tuned model")
     if model.method in ("adapter", "prefix"):
         raise ConfigError(f"{model_dir}: method={model.method}: prune a full or LoRA fine-tune")
-    if not 0 < keep <= 1:
-        raise ConfigError(f"keep={keep}: the share of feed-forward units to keep, in (0, 1]")
+    for name, keep in (("ffn_keep", ffn_keep), ("head_keep", head_keep)):
+        if not 0 < keep <= 1:
+            raise ConfigError(f"{name}={keep}: the share to keep, in (0, 1]")
     if loaded.tokenizer is None:
         raise ConfigError(f"{model_dir}: no tokenizer.json")
     merge_lora(model)  # a LoRA update is part of the weights being ranked
     model.method, model.method_settings = "full", {}
     cfg = model.config
-    n_keep = max(1, round(keep * cfg.d_ff))
-    scores = ffn_importance(model, _batches(model, loaded.config, loaded.tokenizer.tokenizer, data, batch_size, limit))
+    n_ff, n_heads = max(1, round(ffn_keep * cfg.d_ff)), max(1, round(head_keep * cfg.heads))
+    scores = importance(model, _batches(model, loaded.config, loaded.tokenizer.tokenizer, data, batch_size, limit))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    gated = cfg.activation == "gated_gelu"
-    for k, score in enumerate(scores):
-        idx = score.topk(n_keep).indices.sort().values  # the kept units, in their order
-        rows = torch.cat([idx, idx + cfg.d_ff]) if gated else idx  # fc is (2*d_ff, C) when gated: gate, value
-        prefix = f"backbone.blocks.{k}.mlp"
-        state[f"{prefix}.fc.weight"] = state[f"{prefix}.fc.weight"][rows]
-        if f"{prefix}.fc.bias" in state:
-            state[f"{prefix}.fc.bias"] = state[f"{prefix}.fc.bias"][rows]
-        state[f"{prefix}.proj.weight"] = state[f"{prefix}.proj.weight"][:, idx]
+    hs, W = cfg.head_size, cfg.attn_width
+    for k in range(cfg.n_layers):
+        units = _kept(scores.ffn[k], n_ff)
+        rows = torch.cat([units, units + cfg.d_ff]) if cfg.activation == "gated_gelu" else units  # fc: gate; value
+        heads = _kept(scores.heads[k], n_heads)
+        channels = (heads[:, None] * hs + torch.arange(hs)).reshape(-1)  # (n_heads * hs,) of the W
+        qkv_rows = torch.cat([channels, channels + W, channels + 2 * W])  # qkv is [q; k; v], each W rows
+        for layer, index, dim in (("mlp.fc", rows, 0), ("mlp.proj", units, 1),
+                                  ("attn.qkv", qkv_rows, 0), ("attn.proj", channels, 1)):
+            for kind in ("weight", "bias") if dim == 0 else ("weight",):  # an output projection's bias stays
+                name = f"backbone.blocks.{k}.{layer}.{kind}"
+                if name in state:
+                    state[name] = state[name].index_select(dim, index)
     config = {**loaded.config, "method": "full", "settings": {}}  # a LoRA update is merged in now
-    config["model"] = {**config["model"], "d_ff": n_keep}
-    config["pruned"] = {"from": str(model_dir), "ffn_units": [cfg.d_ff, n_keep], "data": str(data),
-                        "criterion": "sum |h * dL/dh| on the train split"}
+    config["model"] = {**config["model"], "d_ff": n_ff, "kept_heads": n_heads if n_heads < cfg.n_heads else None}
+    config["pruned"] = {"from": str(model_dir), "ffn_units": [cfg.d_ff, n_ff], "heads": [cfg.heads, n_heads],
+                        "data": str(data), "criterion": "sum |h * dL/dh| on the train split"}
     pruned = build_model(config, f"{out}/config.json")
     check_and_load(pruned, state, f"{model_dir} (pruned)")
     save_model_dir(pruned, config, out, loaded.tokenizer)
-    return {"d_ff": [cfg.d_ff, n_keep], "parameters": [sum(p.numel() for p in model.parameters()),
-                                                       sum(p.numel() for p in pruned.parameters())]}
+    return {"d_ff": [cfg.d_ff, n_ff], "heads": [cfg.heads, n_heads],
+            "parameters": [sum(p.numel() for p in model.parameters()), sum(p.numel() for p in pruned.parameters())]}

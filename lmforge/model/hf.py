@@ -20,7 +20,8 @@ from torch import Tensor
 
 from lmforge.config import ConfigError
 from lmforge.model.heads import TaskModel
-from lmforge.model.hf_decoders import gpt_neox_checkpoint, stablelm_checkpoint, zero_biases
+from lmforge.model.hf_decoders import gpt_neox_checkpoint, stablelm_checkpoint
+from lmforge.model.hf_fill import restore_pruned_heads, zero_biases
 from lmforge.model.hf_xlmr import MODEL_TYPE as XLMR_MODEL_TYPE
 from lmforge.model.hf_xlmr import XLMR_ARCHS, known_names, lmforge_to_xlmr, xlmr_to_lmforge
 from lmforge.model.modeldir import (LoadedModel, atomic_directory, build_model, check_and_load, load_model_dir,
@@ -376,6 +377,7 @@ def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[Loade
     tied = {k for k in ("mlm.decoder.weight", "lm.decoder.weight")} if c.tie_embeddings else set()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in tied}
     state = zero_biases(model, state)  # model.bias=false: every exported architecture has zero biases
+    state = restore_pruned_heads(state, c)  # pruned heads come back as zeros: one head count per layer
     act = "gelu" if c.activation == "gelu" else "gelu_new"
     specials = tokenizer.special_tokens if tokenizer is not None else {}
     if c.causal:

@@ -98,14 +98,3 @@ def _with_lm_head(out: dict[str, Tensor], state: dict[str, Tensor], lm_head: boo
         out = {k.removeprefix(prefix): v for k, v in out.items()}
     return {k: v.contiguous() for k, v in out.items()}
 
-
-def zero_biases(model: torch.nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``state`` plus a zero bias for every backbone Linear and LayerNorm built without one
-    (``model.bias=false``): the exported architectures all have them, and a zero bias adds nothing."""
-    out = dict(state)
-    for name, module in model.named_modules():
-        norm_or_linear = isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm))
-        if name.startswith("backbone.") and norm_or_linear and module.bias is None and f"{name}.bias" not in out:
-            # (out features,) for a Linear, (width,) for a LayerNorm
-            out[f"{name}.bias"] = torch.zeros(module.weight.shape[0], dtype=module.weight.dtype)
-    return out

@@ -180,7 +180,7 @@ class PrefixKV(nn.Module):
 def add_prefix(model: TaskModel, length: int) -> int:
     cfg = model.config
     for block in model.backbone.blocks:
-        block.attn.prefix = PrefixKV(cfg.n_heads, cfg.head_size, length, cfg.init_std)
+        block.attn.prefix = PrefixKV(cfg.heads, cfg.head_size, length, cfg.init_std)
     return len(model.backbone.blocks)
 
 

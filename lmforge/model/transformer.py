@@ -37,7 +37,11 @@ class TransformerConfig(Section):
     max_positions: int = Field(512, gt=0, description="Longest sequence; size of the learned position table.")
     n_layers: int = Field(4, gt=0)
     d_model: int = Field(256, gt=0)
-    n_heads: int = Field(4, gt=0)
+    n_heads: int = Field(4, gt=0, description="Attention heads; the head size is d_model / n_heads.")
+    kept_heads: Optional[int] = Field(
+        None, gt=0, description="Heads each block still has after head pruning (None: n_heads); the head "
+                                "size stays d_model / n_heads, so q, k, v are kept_heads * head size wide."
+    )
     d_ff: int = Field(1024, gt=0)
     causal: bool = Field(False, description="False: bidirectional encoder (BERT). True: causal decoder (GPT).")
     norm: Literal["pre", "post"] = "post"
@@ -61,11 +65,23 @@ class TransformerConfig(Section):
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.positions == "rotary" and (self.d_model // self.n_heads) % 2:
             raise ValueError("rotary positions need an even head size (d_model / n_heads)")
+        if self.kept_heads is not None and self.kept_heads > self.n_heads:
+            raise ValueError(f"kept_heads={self.kept_heads} is more than n_heads={self.n_heads}")
         return self
 
     @property
     def head_size(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def heads(self) -> int:
+        """The heads each block computes: n_heads, or fewer after head pruning."""
+        return self.kept_heads or self.n_heads
+
+    @property
+    def attn_width(self) -> int:
+        """Width of q, k, v and of the attention output projection's input: heads * head size."""
+        return self.heads * self.head_size
 
 
 def rotary_tables(seq_len: int, head_size: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -100,10 +116,11 @@ class KVCache:
 class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
-        self.n_heads = cfg.n_heads
+        self.n_heads = cfg.heads
+        self.width = cfg.attn_width  # W = nh * hs: d_model, or less after head pruning
         self.dropout = cfg.attn_dropout
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)  # fused q, k, v
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.qkv = nn.Linear(cfg.d_model, 3 * self.width, bias=cfg.bias)  # fused q, k, v
+        self.proj = nn.Linear(self.width, cfg.d_model, bias=cfg.bias)
         # Optional module called as prefix(B) -> (keys, values), each (B, nh, P, hs): extra positions every
         # query may attend to (prefix tuning). None (the default) leaves attention exactly as it was.
         self.prefix: Optional[nn.Module] = None
@@ -111,9 +128,10 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]],
                 cache: Optional[KVCache] = None, layer: int = 0, n_queries: Optional[int] = None) -> Tensor:
         """``n_queries``: outputs for the first n positions only (keys and values still from all T)."""
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        B, T, _ = x.shape
+        W = self.width
+        q, k, v = self.qkv(x).split(W, dim=2)  # (B, T, W) each
+        q, k, v = (t.view(B, T, self.n_heads, W // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
@@ -132,7 +150,7 @@ class Attention(nn.Module):
             mask = mask[..., :n_queries, :] if mask is not None and mask.shape[-2] > 1 else mask
             T = q.shape[2]
         y = attention(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return self.proj(y.transpose(1, 2).reshape(B, T, W))  # (B, T, W) -> (B, T, C)
 
 
 # Longest key length for which explicit attention beats SDPA's bf16 kernel on CPU (bench/attention_cpu.py).
@@ -341,8 +359,9 @@ def count_parameters(module: nn.Module, exclude_embeddings: bool = False) -> int
 
 
 def flops_per_token(cfg: TransformerConfig, seq_len: int, n_params: int) -> float:
-    """Training FLOPs per token: 6N for the matmuls plus 12*L*T*C for attention scores (PaLM, app. B)."""
-    return 6.0 * n_params + 12.0 * cfg.n_layers * seq_len * cfg.d_model
+    """Training FLOPs per token: 6N for the matmuls plus 12*L*T*W for attention scores (PaLM, app. B;
+    W = d_model unless heads were pruned)."""
+    return 6.0 * n_params + 12.0 * cfg.n_layers * seq_len * cfg.attn_width
 
 
 __all__ = [

@@ -89,7 +89,7 @@ def test_a_teacher_with_other_labels_is_refused_before_training(source_task, bas
 
 
 def test_a_pruned_classifier_recovers_by_distillation_from_its_unpruned_self(source_task, base_dir, tmp_path):
-    """`compress --ffn-keep` then `distill --teacher ORIGINAL --init-from PRUNED`: the recovery fine-tune
+    """`compress --ffn-keep --head-keep` then `distill --teacher ORIGINAL --init-from PRUNED`: the recovery fine-tune
     starts exactly where the pruned classifier is (its backbone and its own head) and stays at its size."""
     import torch
 
@@ -102,7 +102,7 @@ def test_a_pruned_classifier_recovers_by_distillation_from_its_unpruned_self(sou
     original = tmp_path / "original"
     finetune(make_finetune_config(*ft_layers(original, base_dir, teacher_data, epochs=4), fp32, source="t"))
     pruned = tmp_path / "pruned"
-    compress(str(original), str(pruned), ffn_keep=0.125, data=str(teacher_data))
+    compress(str(original), str(pruned), ffn_keep=0.125, head_keep=0.5, data=str(teacher_data))
     recovered = tmp_path / "recovered"
     config = make_finetune_config(*ft_layers(recovered, pruned, teacher_data, epochs=2), fp32,
                                   {"distill": {"teacher": str(original), "alpha": 0.9}}, source="t")
@@ -111,7 +111,8 @@ def test_a_pruned_classifier_recovers_by_distillation_from_its_unpruned_self(sou
     with torch.no_grad():
         torch.testing.assert_close(start.classify(ids), lmforge.load(pruned).model.classify(ids), rtol=0, atol=0)
     finetune(config)
-    assert lmforge.load(recovered).model.config.d_ff == lmforge.load(pruned).model.config.d_ff == 8
+    sizes = lambda d: (lmforge.load(d).model.config.d_ff, lmforge.load(d).model.config.heads)  # noqa: E731
+    assert sizes(recovered) == sizes(pruned) == (8, 2)
     accuracy = {name: _accuracy(tmp_path / name, teacher_data) for name in ("original", "pruned", "recovered")}
     print("test accuracy:", accuracy)
     assert accuracy["recovered"] >= 0.75  # a working classifier, near its teacher (0.91 here)

@@ -1,7 +1,8 @@
-"""Structured pruning of feed-forward units: the pruned directory is smaller and loads everywhere (predict,
-serve's predictor, HF export with parity), pruning nothing changes nothing, the units kept are the ones
-whose loss the Taylor criterion ranks highest (removing them instead hurts more), and gated blocks prune
-their gate and value rows together."""
+"""Structured pruning of attention heads and feed-forward units: the pruned directory is smaller and
+loads everywhere (predict, serve's predictor, ONNX, HF export with parity: pruned heads come back as
+zeros), pruning nothing changes nothing, the Taylor scores rank units and heads as zeroing them changes
+the loss, gated blocks prune their gate and value rows together, and a head-pruned rotary decoder
+exports to StableLM with parity."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 import lmforge
 from lmforge.cli import main
-from lmforge.finetune.prune import _batches, ffn_importance, prune_ffn
+from lmforge.finetune.prune import _batches, importance, prune_units
 from lmforge.finetune.stage import finetune, make_finetune_config
 from lmforge.model.heads import TaskModel
 from lmforge.model.hf import export_hf
@@ -47,15 +48,17 @@ def test_pruning_nothing_changes_nothing_and_half_the_units_make_a_smaller_worki
                                                                                           tmp_path, capsys):
     full = lmforge.load(classifier)
     texts = _texts(reviews_small)[:30]
-    prune_ffn(classifier, str(reviews_small), tmp_path / "all", keep=1.0)
+    prune_units(classifier, str(reviews_small), tmp_path / "all", ffn_keep=1.0, head_keep=1.0)
     torch.testing.assert_close(lmforge.load(tmp_path / "all").class_probabilities(texts),
                                full.class_probabilities(texts), rtol=0, atol=0)
 
     assert main(["compress", "--model", str(classifier), "--out", str(tmp_path / "half"), "--ffn-keep", "0.5",
-                 "--data", str(reviews_small), "--vocab-from", str(reviews_small)]) == 0
-    assert "feed-forward units 64 -> 32" in capsys.readouterr().out
+                 "--head-keep", "0.5", "--data", str(reviews_small), "--vocab-from", str(reviews_small)]) == 0
+    assert "attention heads 4 -> 2 and feed-forward units 64 -> 32" in capsys.readouterr().out
     half = lmforge.load(tmp_path / "half")
-    assert half.model.config.d_ff == 32 and half.model.backbone.blocks[0].mlp.fc.weight.shape[0] == 32
+    c = half.model.config
+    assert (c.d_ff, c.heads, c.head_size) == (32, 2, 8) and half.model.backbone.blocks[0].mlp.fc.weight.shape[0] == 32
+    assert half.model.backbone.blocks[0].attn.qkv.weight.shape == (3 * 16, 32)
     size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
     assert size(tmp_path / "half") < size(classifier)
     answers = half.classify(texts)
@@ -66,37 +69,49 @@ def test_pruning_nothing_changes_nothing_and_half_the_units_make_a_smaller_worki
     ids = torch.tensor([half.tokenizer.encode(texts[0]).ids])
     with torch.no_grad():
         torch.testing.assert_close(hf(input_ids=ids).logits, half.model.classify(ids), rtol=0, atol=1e-5)
+    assert hf.config.num_attention_heads == 4  # the two pruned heads are zeros there
+
+    from lmforge.serve.export import export_model
+    onnx = lmforge.load(export_model(tmp_path / "half", "onnx", tmp_path / "onnx"))
+    torch.testing.assert_close(onnx.class_probabilities(texts), half.class_probabilities(texts), rtol=0, atol=1e-5)
 
 
-def test_the_importance_ranks_units_as_removing_them_does(classifier, reviews_small):
-    """The Taylor score of each unit against the measured effect of zeroing it: for every unit of the
-    first block, the summed |change of each example's loss|; their ranks must agree (Spearman)."""
+def _per_example_losses(model, batches, module, zero=None):
+    """Each example's loss, with the channels ``zero`` of ``module``'s input set to 0."""
+    def hook(_, args):
+        h = args[0].clone()
+        h[..., zero] = 0
+        return (h,)
+    handle = module.register_forward_pre_hook(hook) if zero is not None else None
+    out = []
+    with torch.no_grad():
+        for batch in batches:
+            logits = model.task_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            out.append(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none"))
+    if handle is not None:
+        handle.remove()
+    return torch.cat(out)
+
+
+def test_the_importance_ranks_units_and_heads_as_removing_them_does(classifier, reviews_small):
+    """The Taylor score of each unit of the first block, and of every head of every block, against the
+    measured effect of zeroing it: the summed |change of each example's loss|; ranks must agree (Spearman)."""
     from scipy.stats import spearmanr
 
     loaded = load_model_dir(classifier)
     model = loaded.model.eval()
     batches = _batches(model, loaded.config, loaded.tokenizer.tokenizer, str(reviews_small), 32, 96)
-    scores = ffn_importance(model, batches)
-    assert len(scores) == len(model.backbone.blocks) and all(s.shape == (64,) and s.sum() > 0 for s in scores)
+    scores = importance(model, batches)
+    assert len(scores.ffn) == len(model.backbone.blocks) and all(s.shape == (64,) and s.sum() > 0 for s in scores.ffn)
+    assert all(s.shape == (4,) and s.sum() > 0 for s in scores.heads)
 
-    def per_example_losses(zeroed=None):
-        def hook(module, args):
-            h = args[0].clone()
-            h[..., zeroed] = 0
-            return (h,)
-        handle = model.backbone.blocks[0].mlp.proj.register_forward_pre_hook(hook) if zeroed is not None else None
-        out = []
-        with torch.no_grad():
-            for batch in batches:
-                logits = model.task_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-                out.append(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none"))
-        if handle is not None:
-            handle.remove()
-        return torch.cat(out)
-
-    base = per_example_losses()
-    effect = [float((per_example_losses(j) - base).abs().sum()) for j in range(64)]
-    assert spearmanr(scores[0].numpy(), effect).statistic > 0.8
+    base = _per_example_losses(model, batches, None)
+    first = model.backbone.blocks[0].mlp.proj
+    effect = [float((_per_example_losses(model, batches, first, j) - base).abs().sum()) for j in range(64)]
+    assert spearmanr(scores.ffn[0].numpy(), effect).statistic > 0.8
+    head_effect = [float((_per_example_losses(model, batches, block.attn.proj, slice(8 * h, 8 * h + 8)) - base)
+                         .abs().sum()) for block in model.backbone.blocks for h in range(4)]
+    assert spearmanr(torch.cat(scores.heads).numpy(), head_effect).statistic > 0.8
 
 
 def test_gated_blocks_keep_gate_and_value_rows_together(tmp_path, tokenizer_file, reviews_small):
@@ -106,10 +121,10 @@ def test_gated_blocks_keep_gate_and_value_rows_together(tmp_path, tokenizer_file
     torch.manual_seed(0)
     model = TaskModel(cfg, "classification", ["negative", "positive"], pooling="mean").eval()
     src = save_model_dir(model, model_dir_config(model, max_length=32), tmp_path / "gated", tok)
-    prune_ffn(src, str(reviews_small), tmp_path / "same", keep=1.0)
+    prune_units(src, str(reviews_small), tmp_path / "same")
     texts = _texts(reviews_small)[:10]
     torch.testing.assert_close(lmforge.load(tmp_path / "same").class_probabilities(texts),
                                lmforge.load(src).class_probabilities(texts), rtol=0, atol=0)
-    prune_ffn(src, str(reviews_small), tmp_path / "third", keep=1 / 3)
+    prune_units(src, str(reviews_small), tmp_path / "third", ffn_keep=1 / 3)
     pruned = load_model_dir(tmp_path / "third").model
     assert pruned.config.d_ff == 16 and pruned.backbone.blocks[0].mlp.fc.weight.shape == (32, 32)

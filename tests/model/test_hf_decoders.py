@@ -1,6 +1,6 @@
 """`export --to hf` of lmforge's decoders: rotary + gated GELU (configs/pretrain-gpt-tiny.yaml's choices)
 as StableLM, rotary + GELU as GPT-NeoX, learned positions as GPT-2, bias-free ones included; logits of
-`transformers`' native classes within 1e-5 of lmforge's."""
+`transformers`' native classes within 1e-5 of lmforge's, head-pruned ones too."""
 
 from __future__ import annotations
 
@@ -49,6 +49,10 @@ def _decoder_dir(tmp_path, tokenizer, heads=("lm",), **arch):
     ({"activation": "gelu", "bias": True}, "gpt_neox"),
     ({"activation": "gelu_tanh"}, "gpt_neox"),  # bias-free: zero biases
     ({"positions": "learned", "activation": "gelu_tanh"}, "gpt2"),  # bias-free GPT-2
+    # after head pruning (lmforge compress --head-keep): the removed heads go out as zeros
+    ({"kept_heads": 2}, "stablelm"),
+    ({"activation": "gelu", "bias": True, "kept_heads": 3}, "gpt_neox"),
+    ({"positions": "learned", "activation": "gelu", "bias": True, "kept_heads": 1}, "gpt2"),
 ])
 def test_decoders_export_to_the_native_class_that_computes_them(arch, model_type, tmp_path, tokenizer):
     from transformers import AutoModel, AutoModelForCausalLM
