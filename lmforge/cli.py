@@ -113,8 +113,8 @@ def _export(args: argparse.Namespace) -> int:
 def _compress(args: argparse.Namespace) -> int:
     from lmforge.finetune.compress import compress
 
-    for line in compress(args.model, args.out, ffn_keep=args.ffn_keep, head_keep=args.head_keep, data=args.data,
-                         vocab_from=args.vocab_from):
+    for line in compress(args.model, args.out, ffn_keep=args.ffn_keep, head_keep=args.head_keep, layers=args.layers,
+                         data=args.data, vocab_from=args.vocab_from):
         print(line)
     return 0
 
@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--ffn-keep", dest="ffn_keep", type=float, metavar="FRACTION",
                    help="keep this share of every block's feed-forward units, the most important on --data")
+    p.add_argument("--layers", type=int, metavar="N", help="keep the lowest N blocks (a student to distill: "
+                   "`lmforge distill --teacher MODEL --init-from OUT`)")
     p.add_argument("--head-keep", dest="head_keep", type=float, metavar="FRACTION",
                    help="keep this share of every block's attention heads, the most important on --data")
     p.add_argument("--data", metavar="DATA", help="with --ffn-keep/--head-keep: the labelled prepared directory "

@@ -1,5 +1,5 @@
 """`lmforge compress`: a smaller model directory from a fine-tuned one, by structured pruning of the
-attention heads and feed-forward units (lmforge.finetune.prune) and/or vocabulary pruning (lmforge.model.vocab_prune), in
+attention heads and feed-forward units or dropping of the top blocks (lmforge.finetune.prune) and/or vocabulary pruning (lmforge.model.vocab_prune), in
 that order; the result is a model directory like any other (predict, serve, export)."""
 
 from __future__ import annotations
@@ -27,24 +27,26 @@ def corpus_texts(data: str) -> Iterator[str]:
 
 
 def compress(model: str, out: str, *, ffn_keep: Optional[float] = None, head_keep: Optional[float] = None,
-             data: Optional[str] = None, vocab_from: Optional[str] = None) -> list[str]:
+             layers: Optional[int] = None, data: Optional[str] = None, vocab_from: Optional[str] = None) -> list[str]:
     """Write ``out``; returns what was done, one line each."""
     structured = ffn_keep is not None or head_keep is not None
-    if not structured and vocab_from is None:
-        raise ConfigError("compress: give --ffn-keep/--head-keep FRACTION --data DATA and/or --vocab-from DATA")
+    if not structured and layers is None and vocab_from is None:
+        raise ConfigError("compress: give --layers N, --ffn-keep/--head-keep FRACTION --data DATA and/or "
+                          "--vocab-from DATA")
     if structured and not data:
         raise ConfigError("compress --ffn-keep/--head-keep: give --data DATA, the labelled data to rank them on")
     done = []
     source = model
     Path(out).resolve().parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=Path(out).resolve().parent) as scratch:
-        if structured:
+        if structured or layers is not None:
             target = Path(scratch) / "pruned" if vocab_from else Path(out)
-            sizes = prune_units(source, str(data), target, ffn_keep=1.0 if ffn_keep is None else ffn_keep,
-                                head_keep=1.0 if head_keep is None else head_keep)
-            done.append(f"pruned {source}: attention heads {sizes['heads'][0]} -> {sizes['heads'][1]} and "
-                        f"feed-forward units {sizes['d_ff'][0]} -> {sizes['d_ff'][1]} per block, "
-                        f"parameters {sizes['parameters'][0]:,} -> {sizes['parameters'][1]:,}")
+            sizes = prune_units(source, data, target, ffn_keep=1.0 if ffn_keep is None else ffn_keep,
+                                head_keep=1.0 if head_keep is None else head_keep, layers=layers)
+            done.append(f"pruned {source}: blocks {sizes['layers'][0]} -> {sizes['layers'][1]}, attention heads "
+                        f"{sizes['heads'][0]} -> {sizes['heads'][1]} and feed-forward units {sizes['d_ff'][0]} -> "
+                        f"{sizes['d_ff'][1]} per block, parameters {sizes['parameters'][0]:,} -> "
+                        f"{sizes['parameters'][1]:,}")
             source = str(target)
         if vocab_from is not None:
             counts = prune_vocabulary(source, corpus_texts(vocab_from), out)

@@ -10,7 +10,8 @@ Michel et al. 2019's |dL/d gate| of a gate on each head's output): the sum over 
 output projection (FFN: after GELU or the gated product; attention: the concatenated head outputs) and L
 the example's cross-entropy on its gold label(s): to first order, how much each example's loss moves if
 the unit or head is zeroed. Both are ranked in one pass. Mask-only pruning (``torch.nn.utils.prune``)
-leaves the matrices as big as they were (pytorch#36214); this does not.
+leaves the matrices as big as they were (pytorch#36214); this does not. The top blocks can be dropped
+too (``layers``), which with distillation from the original makes a shallower student.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -104,10 +105,23 @@ def _kept(score: Tensor, n: int) -> Tensor:
     return score.topk(n).indices.sort().values  # the n most important, in their order
 
 
-def prune_units(model_dir: str | Path, data: str, out: str | Path, *, ffn_keep: float = 1.0, head_keep: float = 1.0,
-                batch_size: int = 32, limit: int = 2000) -> dict[str, Any]:
-    """Write ``out``: ``model_dir`` with ``ffn_keep`` of each block's feed-forward units and ``head_keep``
-    of its attention heads (the most important on up to ``limit`` training examples of ``data``);
+def _lowest_blocks(model: TaskModel, config: dict[str, Any], n: int, where: str) -> TaskModel:
+    """``model`` with its lowest ``n`` blocks only (the heads and norms above them kept)."""
+    config = {**config, "model": {**config["model"], "n_layers": n}}
+    keep = [f"backbone.blocks.{i}." for i in range(n)]
+    state = {k: v for k, v in model.state_dict().items()
+             if not k.startswith("backbone.blocks.") or k.startswith(tuple(keep))}
+    shallow = build_model(config, where)
+    check_and_load(shallow, state, where)
+    return shallow
+
+
+def prune_units(model_dir: str | Path, data: Optional[str], out: str | Path, *, ffn_keep: float = 1.0, head_keep: float = 1.0,
+                layers: Optional[int] = None, batch_size: int = 32, limit: int = 2000) -> dict[str, Any]:
+    """Write ``out``: ``model_dir`` with its lowest ``layers`` blocks (all by default: dropping the top
+    blocks is the best of the layer-dropping strategies Sajjad et al. 2023 compare, and the start of a
+    distilled student), ``ffn_keep`` of each block's feed-forward units and ``head_keep`` of its
+    attention heads (the most important on up to ``limit`` training examples of ``data``);
     returns the sizes before and after."""
     loaded = load_model_dir(model_dir)
     model = loaded.model
@@ -118,33 +132,49 @@ def prune_units(model_dir: str | Path, data: str, out: str | Path, *, ffn_keep: 
     for name, keep in (("ffn_keep", ffn_keep), ("head_keep", head_keep)):
         if not 0 < keep <= 1:
             raise ConfigError(f"{name}={keep}: the share to keep, in (0, 1]")
+    cfg = model.config
+    if layers is not None and not 0 < layers <= cfg.n_layers:
+        raise ConfigError(f"layers={layers}: the blocks to keep, 1 to the model's {cfg.n_layers}")
     if loaded.tokenizer is None:
         raise ConfigError(f"{model_dir}: no tokenizer.json")
     merge_lora(model)  # a LoRA update is part of the weights being ranked
     model.method, model.method_settings = "full", {}
-    cfg = model.config
-    n_ff, n_heads = max(1, round(ffn_keep * cfg.d_ff)), max(1, round(head_keep * cfg.heads))
-    scores = importance(model, _batches(model, loaded.config, loaded.tokenizer.tokenizer, data, batch_size, limit))
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    hs, W = cfg.head_size, cfg.attn_width
-    for k in range(cfg.n_layers):
-        units = _kept(scores.ffn[k], n_ff)
-        rows = torch.cat([units, units + cfg.d_ff]) if cfg.activation == "gated_gelu" else units  # fc: gate; value
-        heads = _kept(scores.heads[k], n_heads)
-        channels = (heads[:, None] * hs + torch.arange(hs)).reshape(-1)  # (n_heads * hs,) of the W
-        qkv_rows = torch.cat([channels, channels + W, channels + 2 * W])  # qkv is [q; k; v], each W rows
-        for layer, index, dim in (("mlp.fc", rows, 0), ("mlp.proj", units, 1),
-                                  ("attn.qkv", qkv_rows, 0), ("attn.proj", channels, 1)):
-            for kind in ("weight", "bias") if dim == 0 else ("weight",):  # an output projection's bias stays
-                name = f"backbone.blocks.{k}.{layer}.{kind}"
-                if name in state:
-                    state[name] = state[name].index_select(dim, index)
     config = {**loaded.config, "method": "full", "settings": {}}  # a LoRA update is merged in now
-    config["model"] = {**config["model"], "d_ff": n_ff, "kept_heads": n_heads if n_heads < cfg.n_heads else None}
-    config["pruned"] = {"from": str(model_dir), "ffn_units": [cfg.d_ff, n_ff], "heads": [cfg.heads, n_heads],
-                        "data": str(data), "criterion": "sum |h * dL/dh| on the train split"}
+    n_layers = cfg.n_layers if layers is None else layers
+    if n_layers < cfg.n_layers:  # before ranking: units and heads are ranked in the model that remains
+        model = _lowest_blocks(model, config, n_layers, f"{model_dir} (lowest {n_layers} blocks)")
+    n_ff, n_heads = max(1, round(ffn_keep * cfg.d_ff)), max(1, round(head_keep * cfg.heads))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if n_ff < cfg.d_ff or n_heads < cfg.heads:
+        if not data:
+            raise ConfigError("pruning heads or feed-forward units ranks them on labelled data: give data")
+        batches = _batches(model, loaded.config, loaded.tokenizer.tokenizer, data, batch_size, limit)
+        scores = importance(model, batches)
+        for k in range(n_layers):
+            _remove_units(state, f"backbone.blocks.{k}.", cfg, _kept(scores.ffn[k], n_ff),
+                          _kept(scores.heads[k], n_heads))
+    config["model"] = {**config["model"], "n_layers": n_layers, "d_ff": n_ff,
+                       "kept_heads": n_heads if n_heads < cfg.n_heads else None}
+    config["pruned"] = {"from": str(model_dir), "layers": [cfg.n_layers, n_layers], "ffn_units": [cfg.d_ff, n_ff],
+                        "heads": [cfg.heads, n_heads], "data": str(data) if data else None,
+                        "criterion": "lowest blocks; sum |h * dL/dh| on the train split"}
     pruned = build_model(config, f"{out}/config.json")
     check_and_load(pruned, state, f"{model_dir} (pruned)")
     save_model_dir(pruned, config, out, loaded.tokenizer)
-    return {"d_ff": [cfg.d_ff, n_ff], "heads": [cfg.heads, n_heads],
-            "parameters": [sum(p.numel() for p in model.parameters()), sum(p.numel() for p in pruned.parameters())]}
+    return {"layers": [cfg.n_layers, n_layers], "d_ff": [cfg.d_ff, n_ff], "heads": [cfg.heads, n_heads],
+            "parameters": [sum(p.numel() for p in loaded.model.parameters()),
+                           sum(p.numel() for p in pruned.parameters())]}
+
+
+def _remove_units(state: dict[str, Tensor], block: str, cfg: Any, units: Tensor, heads: Tensor) -> None:
+    """Keep, in ``state``, block ``block``'s feed-forward ``units`` and attention ``heads`` (sorted indices)."""
+    rows = torch.cat([units, units + cfg.d_ff]) if cfg.activation == "gated_gelu" else units  # fc: gate; value
+    hs, W = cfg.head_size, cfg.attn_width
+    channels = (heads[:, None] * hs + torch.arange(hs)).reshape(-1)  # (n_heads * hs,) of the W
+    qkv_rows = torch.cat([channels, channels + W, channels + 2 * W])  # qkv is [q; k; v], each W rows
+    for layer, index, dim in (("mlp.fc", rows, 0), ("mlp.proj", units, 1),
+                              ("attn.qkv", qkv_rows, 0), ("attn.proj", channels, 1)):
+        for kind in ("weight", "bias") if dim == 0 else ("weight",):  # an output projection's bias stays
+            name = f"{block}{layer}.{kind}"
+            if name in state:
+                state[name] = state[name].index_select(dim, index)

@@ -114,6 +114,24 @@ def test_the_importance_ranks_units_and_heads_as_removing_them_does(classifier, 
     assert spearmanr(torch.cat(scores.heads).numpy(), head_effect).statistic > 0.8
 
 
+def test_dropping_the_top_blocks_keeps_the_lower_blocks_and_the_head(classifier, reviews_small, tmp_path, capsys):
+    """`compress --layers 1`: the model computes what the original's first block and its head compute."""
+    assert main(["compress", "--model", str(classifier), "--out", str(tmp_path / "one"), "--layers", "1"]) == 0
+    assert "blocks 2 -> 1" in capsys.readouterr().out
+    one = lmforge.load(tmp_path / "one")
+    assert one.model.config.n_layers == len(one.model.backbone.blocks) == 1
+    original = load_model_dir(classifier).model.eval()
+    original.backbone.blocks = original.backbone.blocks[:1]
+    texts = _texts(reviews_small)[:10]
+    enc = one.tokenizer.encode_batch(texts)
+    ids = torch.tensor([e.ids[:24] for e in enc if len(e.ids) >= 24])  # (B, 24), no padding
+    assert len(ids) >= 3
+    with torch.no_grad():
+        torch.testing.assert_close(one.model.classify(ids), original.classify(ids), rtol=0, atol=0)
+    assert main(["compress", "--model", str(classifier), "--out", str(tmp_path / "x"), "--layers", "3"]) == 2
+    assert "layers=3: the blocks to keep, 1 to the model's 2" in capsys.readouterr().err
+
+
 def test_gated_blocks_keep_gate_and_value_rows_together(tmp_path, tokenizer_file, reviews_small):
     tok = load_tokenizer(tokenizer_file)
     cfg = TransformerConfig(vocab_size=tok.vocab_size, max_positions=64, n_layers=2, d_model=32, n_heads=4, d_ff=48,
