@@ -1,6 +1,6 @@
-"""`lmforge compress`: a smaller model directory from a fine-tuned one, by structured pruning of the
-attention heads and feed-forward units or dropping of the top blocks (lmforge.finetune.prune) and/or vocabulary pruning (lmforge.model.vocab_prune), in
-that order; the result is a model directory like any other (predict, serve, export)."""
+"""`lmforge compress`: a smaller model directory from a fine-tuned one, by dropping the top blocks and
+pruning attention heads and feed-forward units (lmforge.finetune.prune) and/or pruning the vocabulary
+(lmforge.model.vocab_prune), in that order; the result is a model directory like any other (predict, serve, export)."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from lmforge.finetune.data import ExampleSource, chunk_units, encode_classificat
 from lmforge.model.heads import TaskModel
 from lmforge.model.modeldir import build_model, check_and_load, load_model_dir, save_model_dir
 from lmforge.model.peft import merge_lora
+from lmforge.model.transformer import TransformerConfig
 from lmforge.train.objectives import IGNORE
 
 __all__ = ["Importance", "importance", "prune_units"]
@@ -166,7 +167,8 @@ def prune_units(model_dir: str | Path, data: Optional[str], out: str | Path, *, 
                            sum(p.numel() for p in pruned.parameters())]}
 
 
-def _remove_units(state: dict[str, Tensor], block: str, cfg: Any, units: Tensor, heads: Tensor) -> None:
+def _remove_units(state: dict[str, Tensor], block: str, cfg: TransformerConfig, units: Tensor,
+                  heads: Tensor) -> None:
     """Keep, in ``state``, block ``block``'s feed-forward ``units`` and attention ``heads`` (sorted indices)."""
     rows = torch.cat([units, units + cfg.d_ff]) if cfg.activation == "gated_gelu" else units  # fc: gate; value
     hs, W = cfg.head_size, cfg.attn_width
