@@ -230,7 +230,11 @@ def _deletion_curve(args: argparse.Namespace, predictor: Any) -> int:
 
     d = predictor.config.get("data") or {}
     texts, _, gold = read_classification(args.deletion_curve, args.split, "text", None, d.get("label_field", "label"))
-    texts, gold = texts[: args.limit], gold[: args.limit]
+    if args.limit < len(texts):  # a seeded sample: a split's file order often follows its sources (all positive first)
+        import random
+
+        keep = sorted(random.Random(0).sample(range(len(texts)), args.limit))
+        texts, gold = [texts[i] for i in keep], [gold[i] for i in keep]
     rows = []
     for method in args.methods or [args.method]:
         curve = deletion_curve(predictor, texts, gold, method, steps=args.steps, samples=args.samples)

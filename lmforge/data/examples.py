@@ -1,23 +1,31 @@
 """Labelled examples of a prepared split, as fine-tuning trains on them and evaluation scores them.
 
-Classification: ``text`` (and, for a text-pair task, a second text field) + a label field.
+Classification: ``text`` (and, for a text-pair task, a second text field) + a label field: one label, a
+set of labels (multi-label) or a number (regression).
 Tagging: one tag per character (BMES segmentation from chars/tags rows, BIO NER from words/pos rows,
 via lmforge.data.tagged.read_tagged).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Any, Literal, Optional
 
 from lmforge.config import ConfigError
 from lmforge.data.prepared import iter_numbered, iter_split, split_file
 from lmforge.data.tagged import detect_tag_task, read_tagged
 
-__all__ = ["read_classification", "read_tagging"]
+__all__ = ["LabelKind", "read_classification", "read_tagging"]
+
+
+LabelKind = Literal["single", "multi", "value"]
 
 
 def read_classification(data: str, split: str, text_field: str, pair_field: Optional[str],
-                        label_field: str = "label") -> tuple[list[str], list[Optional[str]], list[str]]:
+                        label_field: str = "label", kind: LabelKind = "single"
+                        ) -> tuple[list[str], list[Optional[str]], list[Any]]:
+    """(texts, pairs, labels). ``kind``: one label name per text (str); a set of label names (a JSON
+    list, possibly empty, or one name), returned as a sorted list; or a number (regression), as float."""
     texts, pairs, labels = [], [], []
     path = split_file(data, split)
     for number, row in iter_numbered(path, text_field):
@@ -27,8 +35,27 @@ def read_classification(data: str, split: str, text_field: str, pair_field: Opti
             raise ConfigError(f"{path}:{number}: no {pair_field!r} (data.pair_field) for a text-pair task")
         texts.append(str(row[text_field]))
         pairs.append(str(row[pair_field]) if pair_field else None)
-        labels.append(str(row[label_field]))
+        labels.append(_label(row[label_field], kind, f"{path}:{number}: {label_field!r}"))
     return texts, pairs, labels
+
+
+def _label(value: Any, kind: LabelKind, where: str) -> Any:
+    if kind == "single":
+        return str(value)
+    if kind == "multi":
+        names = value if isinstance(value, list) else [value]
+        if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in names):
+            raise ConfigError(f"{where} is {value!r}; a multi-label task needs a list of label names")
+        return sorted({str(x) for x in names})
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{where} is {value!r}; a regression task needs a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{where} is {value!r}; a regression task needs a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where} is {value!r}; a regression task needs a finite number")
+    return number
 
 
 def read_tagging(data: str, split: str) -> tuple[list[str], list[list[str]]]:

@@ -252,13 +252,33 @@ def _deduplicate(config: PrepareConfig, state: _KeptState) -> DedupResult:
 
 def _assign(config: PrepareConfig, state: _KeptState, result: DedupResult) -> np.ndarray:
     labels = state.labels()
-    strata = labels if (labels is not None and config.split.stratify) else np.zeros(state.count, np.int64)
+    strata = (_strata(labels, state.label_names) if (labels is not None and config.split.stratify)
+              else np.zeros(state.count, np.int64))
     keep = np.flatnonzero(result.status == KEEP)
     split_of = np.full(state.count, -1, dtype=np.int8)
     split_of[keep] = assign_splits(
         result.group[keep], strata[keep], (config.split.train, config.split.validation, config.split.test), config.split.seed
     )
     return split_of
+
+
+NUMERIC_BINS = 10  # strata of a numeric (regression) label: its deciles
+
+
+def _strata(labels: np.ndarray, names: dict[str, int]) -> np.ndarray:
+    """(N,) stratum per document: its label id; for numbers with more than 2 * NUMERIC_BINS distinct
+    values (a regression target), the decile of its value, since a stratum of one goes whole to train."""
+    values = []
+    for name in sorted(names, key=names.__getitem__):
+        try:
+            values.append(float(name))
+        except ValueError:
+            return labels
+    if len(values) <= 2 * NUMERIC_BINS or not np.isfinite(values).all():
+        return labels
+    per_doc = np.asarray(values)[labels]  # (N,)
+    edges = np.quantile(per_doc, np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1])
+    return np.searchsorted(edges, per_doc, side="right").astype(np.int64)
 
 
 def _second_pass(

@@ -193,5 +193,8 @@ def process_in_worker(records: list[RawRecord]) -> ChunkResult:
 
 
 def label_key(label: Any) -> str:
-    """Labels compare by their JSON-ish string form, so 1 and "1" from different files agree."""
+    """Labels compare by their JSON-ish string form, so 1 and "1" from different files agree; a set of
+    labels (a list: multi-label) by its sorted names, so ["b", "a"] and ["a", "b"] are one label."""
+    if isinstance(label, list):
+        return json.dumps(sorted({str(x) for x in label}), ensure_ascii=False)
     return str(label)

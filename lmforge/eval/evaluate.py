@@ -59,7 +59,17 @@ def _baseline_rows(data: Path, config: EvaluateConfig) -> list[dict[str, Any]]:
         return run_tagging_baselines(str(data), config.split, task)
     from lmforge.eval.baselines import run_baselines
 
-    return run_baselines(str(data), config.split, config.baselines, config.ece_bins)
+    return run_baselines(str(data), config.split, config.baselines, config.ece_bins, config.task or _model_task(config))
+
+
+def _model_task(config: EvaluateConfig) -> str | None:
+    """The label kind of the first model given (multilabel, regression), for the baselines."""
+    if not config.models:
+        return None
+    from lmforge.model.modeldir import read_json
+
+    problem = read_json(Path(config.models[0]) / "config.json").get("problem")
+    return {"multi_label": "multilabel", "regression": "regression"}.get(problem or "")
 
 
 def _print_summary(report: dict[str, Any], out: Path) -> None:
@@ -72,6 +82,13 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
             console.print(
                 f"{row['name']:>16s}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro']['f1']:.4f}{ece}"
             )
+        elif m.get("task") == "multilabel":
+            console.print(f"{row['name']:>16s}: micro-F1 {m['micro']['f1']:.4f}, macro-F1 {m['macro']['f1']:.4f}, "
+                          f"subset accuracy {m['subset_accuracy']:.4f}")
+        elif m.get("task") == "regression":
+            r = "–" if m["pearson"] is None else f"{m['pearson']:.4f}"
+            rho = "–" if m["spearman"] is None else f"{m['spearman']:.4f}"
+            console.print(f"{row['name']:>16s}: Pearson {r}, Spearman {rho}, RMSE {m['rmse']:.4f}")
         elif m.get("task") == "tagging":
             console.print(
                 f"{row['name']:>16s}: span P {m['precision']:.4f}, R {m['recall']:.4f}, F1 {m['f1']:.4f}"

@@ -67,7 +67,7 @@ def explain(predictor: Predictor, text: str, target: Optional[str] = None, steps
     x = model_input(predictor, text)
     model = predictor.model
     with torch.no_grad():
-        probs = model.classify(x.ids, x.mask).float().softmax(-1)[0]  # (L,)
+        probs = predictor.outputs(model.classify(x.ids, x.mask))[0]  # (L,) probabilities (regression: the value)
     index = int(probs.argmax()) if target is None else _label_index(predictor.labels, target)
     if method == "ig":
         scores, delta = _integrated_gradients(predictor, x, index, steps)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from lmforge.eval.explain import explain, model_input
-from lmforge.serve.predictor import Predictor
+from lmforge.serve.predictor import InputError, Predictor
 
 __all__ = ["DeletionCurve", "deletion_curve"]
 
@@ -43,6 +43,8 @@ def _predicted(predictor: Predictor, ids: torch.Tensor) -> int:
 def deletion_curve(predictor: Predictor, texts: Sequence[str], gold: Sequence[str], method: str = "ig",
                    fractions: Sequence[float] = FRACTIONS, seed: int = 0, **explain_args: Any) -> DeletionCurve:
     """Accuracy as the top-attributed tokens (or as many random ones) are removed."""
+    if predictor.problem != "single_label":
+        raise InputError(f"deletion curve: scores accuracy of one predicted class; this model is {predictor.problem}")
     rng = random.Random(seed)
     hits = [[0, 0] for _ in fractions]  # per fraction: (method, random) correct
     for text, label in zip(texts, gold):

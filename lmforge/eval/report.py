@@ -34,6 +34,23 @@ SUMMARY_COLUMNS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("PR-AUC", ("pr_auc",)),
         ("ECE", ("ece",)),
     ],
+    "multilabel": [
+        ("subset accuracy", ("subset_accuracy",)),
+        ("micro F1", ("micro", "f1")),
+        ("macro F1", ("macro", "f1")),
+        ("Hamming loss", ("hamming_loss",)),
+        ("ROC-AUC", ("roc_auc",)),
+        ("PR-AUC", ("pr_auc",)),
+        ("P@1", ("precision_at_1",)),
+        ("NDCG", ("ndcg",)),
+    ],
+    "regression": [
+        ("Pearson", ("pearson",)),
+        ("Spearman", ("spearman",)),
+        ("R2", ("r2",)),
+        ("RMSE", ("rmse",)),
+        ("MAE", ("mae",)),
+    ],
     "tagging": [
         ("span P", ("precision",)),
         ("span R", ("recall",)),

@@ -8,8 +8,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from lmforge.eval.metrics import classification_metrics, language_model_metrics, span_metrics
+from lmforge.eval.multilabel import multilabel_metrics
+from lmforge.eval.regression import regression_metrics
 
-__all__ = ["language_model_row", "prediction_row", "tagging_row"]
+__all__ = ["language_model_row", "multilabel_row", "prediction_row", "regression_row", "tagging_row"]
 
 
 def prediction_row(
@@ -29,6 +31,20 @@ def prediction_row(
     """
     metrics = classification_metrics(y_true, y_pred, probabilities, labels, n_bins=ece_bins)
     return {"name": name, "kind": kind, "metrics": metrics, "info": dict(info or {})}
+
+
+def multilabel_row(name: str, gold: Sequence[Sequence[str]], probabilities: np.ndarray, labels: Sequence[str],
+                   thresholds: Optional[Sequence[float]] = None, *, kind: str = "model",
+                   info: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """One report row for a multi-label classifier: (N, K) per-label probabilities against label sets."""
+    return {"name": name, "kind": kind, "metrics": multilabel_metrics(gold, probabilities, labels, thresholds),
+            "info": dict(info or {})}
+
+
+def regression_row(name: str, gold: Sequence[float], predicted: Sequence[float], *, kind: str = "model",
+                   info: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """One report row for a regressor: errors, R^2 and correlations."""
+    return {"name": name, "kind": kind, "metrics": regression_metrics(gold, predicted), "info": dict(info or {})}
 
 
 def tagging_row(

@@ -16,7 +16,7 @@ import numpy as np
 
 from lmforge.config import ConfigError
 from lmforge.data.examples import read_classification, read_tagging
-from lmforge.eval.rows import prediction_row, tagging_row
+from lmforge.eval.rows import multilabel_row, prediction_row, regression_row, tagging_row
 from lmforge.serve.predictor import Predictor, load
 
 __all__ = ["model_rows", "model_row", "split_probabilities", "tag_predictions"]
@@ -24,13 +24,15 @@ __all__ = ["model_rows", "model_row", "split_probabilities", "tag_predictions"]
 
 def split_probabilities(predictor: Predictor, data: str | Path, split: str
                         ) -> tuple[list[Any], np.ndarray | list[np.ndarray], list[str]]:
-    """(gold labels, probabilities, texts): (N, K) per example for classification; for tagging a list
+    """(gold labels, probabilities, texts): (N, K) per example for classification (multi-label: each
+    label's own probability; regression: (N, 1) predicted values); for tagging a list
     of (n_chars, K) arrays, read from each character's first sub-token. The fields to read are the
     ones the model was fine-tuned on (its config.json ``data``), else text/label."""
     d = predictor.config.get("data") or {}
     if predictor.model.task == "classification":
+        kind = {"multi_label": "multi", "regression": "value"}.get(predictor.model.problem, "single")
         texts, pairs, gold = read_classification(str(data), split, d.get("text_field", "text"), d.get("pair_field"),
-                                                 d.get("label_field", "label"))
+                                                 d.get("label_field", "label"), kind)  # type: ignore[arg-type]
         paired = d.get("pair_field") is not None
         probs = predictor.class_probabilities(texts, pairs if paired else None)  # type: ignore[arg-type]
         return gold, probs.numpy(), texts
@@ -62,6 +64,12 @@ def model_row(predictor: Predictor, data: str | Path, split: str, name: str, inf
 
 def _row(name: str, predictor: Predictor, gold: Any, probs: Any, info: dict[str, Any]) -> dict[str, Any]:
     labels = predictor.labels
+    problem = predictor.model.problem
+    if problem == "multi_label":
+        thresholds = predictor.thresholds
+        return multilabel_row(name, gold, probs, labels, [thresholds[x] for x in labels], info=info)
+    if problem == "regression":
+        return regression_row(name, gold, probs[:, 0], info=info)
     if predictor.model.task == "classification":
         return prediction_row(name, gold, [labels[i] for i in probs.argmax(-1)], probs, labels, info=info)
     return tagging_row(name, gold, tag_predictions(probs, labels), info=info)
@@ -79,7 +87,8 @@ def model_rows(model_dirs: Sequence[str], data: str, split: str, name: str | Non
         predictor = load(directory)
         if predictor.model.task is None:
             raise ConfigError(f"{directory}: has no task head (a pretrained model); evaluate a fine-tuned one")
-        if first is not None and (predictor.model.task, predictor.labels) != (first.model.task, first.labels):
+        if first is not None and (predictor.model.task, predictor.model.problem, predictor.labels) != (
+                first.model.task, first.model.problem, first.labels):
             raise ConfigError(f"{directory}: task/labels differ from {model_dirs[0]}; cannot ensemble them")
         first = first or predictor
         gold, probs, _ = split_probabilities(predictor, data, split)

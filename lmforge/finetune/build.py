@@ -36,8 +36,8 @@ def build_finetune_model(config: FinetuneConfig, arch: dict[str, Any], labels: l
                          load_weights: bool = True) -> TaskModel:
     """TaskModel(arch) + the base weights of ``init_from`` (unless ``load_weights`` is off: the
     pre-flight times steps only) + the method, with only what the method and ``freeze`` allow trainable."""
-    model = TaskModel(TransformerConfig(**arch), config.task, labels, pooling=config.pooling,
-                      dropout=config.head_dropout)
+    model = TaskModel(TransformerConfig(**arch), config.model_task, labels, pooling=config.pooling,
+                      dropout=config.head_dropout, problem=config.problem)
     if config.init_from and load_weights:
         load_base(model, config.init_from)
     apply_method(model, config.method, method_settings(config))
@@ -74,7 +74,8 @@ def load_base(model: TaskModel, base_dir: str | Path) -> None:
             raise ConfigError(f"init_from: {base_dir}: tensor {v} has shape {tuple(state[v].shape)}, "
                               f"this model expects {tuple(mine[k].shape)}")
     model.load_state_dict({k: state[v] for k, v in wanted.items()}, strict=False)
-    if model.head is not None and base.head is not None and (base.task, base.labels) == (model.task, model.labels):
+    if model.head is not None and base.head is not None and (
+            (base.task, base.problem, base.labels) == (model.task, model.problem, model.labels)):
         theirs, ours = base.head.state_dict(), model.head.state_dict()
         if {k: v.shape for k, v in theirs.items()} == {k: v.shape for k, v in ours.items()}:
             model.head.load_state_dict(theirs)  # continuing a classifier (recovery after pruning): keep its head

@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from lmforge.config import Section
+from lmforge.model.heads import Problem, TaskName
 from lmforge.train.config import EarlyStopping, OptimConfig, ScheduleConfig, TrainConfig
 
 Operation = Literal["synonym_replacement", "random_insertion", "random_swap", "random_deletion"]
@@ -165,7 +166,10 @@ class FinetuneConfig(Section):
     tokenizer: Optional[str] = Field(None, description="tokenizer.json when there is no init_from.")
     model: Optional[dict] = Field(None, description="TransformerConfig fields when there is no init_from.")
     resume: Optional[str] = Field(None, description="'auto' (newest complete checkpoint) or a checkpoint dir.")
-    task: Literal["classification", "tagging"] = "classification"
+    task: Literal["classification", "multilabel", "regression", "tagging"] = Field(
+        "classification", description="classification: one label per text (softmax); multilabel: a set of labels "
+        "per text, a JSON list (sigmoid + binary cross-entropy, per-label thresholds tuned on validation); "
+        "regression: a number per text (mean squared error on standardised targets); tagging: a tag per character.")
     method: Literal["full", "lora", "adalora", "adapter", "prefix"] = "full"
     epochs: int = Field(3, gt=0)
     head_dropout: float = Field(0.1, ge=0, lt=1)
@@ -203,8 +207,31 @@ class FinetuneConfig(Section):
             return value.model_dump(exclude_unset=True)
         return value
 
+    @property
+    def problem(self) -> Problem:
+        """What the classification head's outputs mean (lmforge.model.heads.Problem)."""
+        return {"multilabel": "multi_label", "regression": "regression"}.get(self.task, "single_label")  # type: ignore[return-value]
+
+    @property
+    def model_task(self) -> TaskName:
+        """The TaskModel task: multi-label and regression are classification heads."""
+        return "tagging" if self.task == "tagging" else "classification"
+
     @model_validator(mode="after")
     def _check(self) -> "FinetuneConfig":
+        if self.task in ("multilabel", "regression"):
+            softmax_only = {"distill.teacher": bool(self.distill.teacher),
+                            "loss.class_weights": self.loss.class_weights != "none",
+                            "loss.focal_gamma": self.loss.focal_gamma > 0,
+                            "robust.label_smoothing": self.robust.label_smoothing > 0,
+                            "robust.rdrop_alpha": self.robust.rdrop_alpha > 0}
+            used = [key for key, on in softmax_only.items() if on]
+            if used:
+                raise ValueError(f"{used[0]}: works on one softmax over classes (task=classification or tagging), "
+                                 f"not task={self.task}")
+            if self.task == "regression" and "metric" not in self.train.early_stopping.model_fields_set:
+                # accuracy means nothing for a number: a regression run stops on its validation error
+                self.train.early_stopping.metric, self.train.early_stopping.mode = "val_loss", "min"
         if self.method != "full" and (self.freeze.embeddings or self.freeze.layers):
             raise ValueError(f"freeze.* applies to method=full; method={self.method} freezes the backbone anyway")
         if self.soup > 1 and self.method != "full":
@@ -221,7 +248,7 @@ class FinetuneConfig(Section):
         if self.distill.unlabelled and (not self.distill.teacher or self.task != "classification"):
             raise ValueError("distill.unlabelled: unlabelled text is learnt from a teacher's soft labels; it needs "
                              "distill.teacher and task=classification")
-        if self.data.truncation == "head+tail" and (self.task != "classification" or self.data.pair_field):
+        if self.data.truncation == "head+tail" and (self.task == "tagging" or self.data.pair_field):
             raise ValueError("data.truncation=head+tail applies to single-text classification (pairs are cut "
                              "longest-first; tagging covers long texts in windows)")
         return self

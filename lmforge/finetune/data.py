@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Literal, Optional, Sequence
 
 import torch
 from tokenizers import Tokenizer
@@ -17,6 +17,7 @@ from torch import Tensor
 
 from lmforge.batch_order import BatchOrder
 from lmforge.config import ConfigError
+from lmforge.model.heads import Problem
 from lmforge.tokenize.tokenizer import load_tokenizer, special_token_ids
 from lmforge.tokenize.truncate import Truncation, head_and_tail_ids
 from lmforge.train.objectives import IGNORE
@@ -29,8 +30,10 @@ __all__ = ["Encoded", "ExampleSource", "chunk_units", "encode_classification", "
 class Encoded:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]]
-    labels: list[Any]  # int per example, or per-token lists with IGNORE
+    labels: list[Any]  # per example: a class id, a multi-hot list, a value, or per-token lists with IGNORE
     first_token: list[list[int]]  # tagging: token index of each character's first sub-token (-1: truncated)
+    target: Literal["index", "multi_hot", "value", "tags"] = "index"  # what ``labels`` holds (collate's dtype)
+    scale: tuple[float, float] = (0.0, 1.0)  # value targets: labels are (y - mean) / std with (mean, std)
 
 
 def chunk_units(texts: Sequence[str], tags: Sequence[Sequence[str]], size: int) -> tuple[list[str], list[list[str]], list[int]]:
@@ -49,22 +52,42 @@ def chunk_units(texts: Sequence[str], tags: Sequence[Sequence[str]], size: int) 
 
 
 def encode_classification(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[Optional[str]],
-                          labels: Sequence[Optional[str]], label_to_id: dict[str, int], max_length: int,
-                          truncation: Truncation = "head") -> Encoded:
+                          labels: Sequence[Any], label_to_id: dict[str, int], max_length: int,
+                          truncation: Truncation = "head", problem: Problem = "single_label",
+                          standardise: tuple[float, float] = (0.0, 1.0)) -> Encoded:
     """Text pairs are always cut longest-first (the tokenizer's rule); ``head+tail`` applies to single texts.
-    A label None (unlabelled text, learnt from a teacher only) becomes IGNORE."""
-    unknown = sorted(set(labels) - set(label_to_id) - {None})
-    if unknown:
-        raise ConfigError(f"labels {unknown} are not among the model's labels {list(label_to_id)}")
-    targets = [IGNORE if x is None else label_to_id[x] for x in labels]
+    Targets by ``problem``: a class id (a label None, unlabelled text learnt from a teacher only, becomes
+    IGNORE); a multi-hot list over ``label_to_id`` (label sets); a value, (y - mean) / std with
+    ``standardise`` = (mean, std) of the train split (regression)."""
+    targets, kind = _targets(labels, label_to_id, problem, standardise)
     paired = any(p is not None for p in pairs)
     if truncation == "head+tail" and not paired:
         tok.no_truncation()
         ids = head_and_tail_ids(tok.encode_batch(list(texts)), max_length)
-        return Encoded(ids, [[0] * len(row) for row in ids], targets, [])
+        return Encoded(ids, [[0] * len(row) for row in ids], targets, [], kind, standardise)
     tok.enable_truncation(max_length)
     encs = tok.encode_batch(list(zip(texts, pairs)) if paired else list(texts))
-    return Encoded([e.ids for e in encs], [e.type_ids for e in encs], targets, [])
+    return Encoded([e.ids for e in encs], [e.type_ids for e in encs], targets, [], kind, standardise)
+
+
+def _targets(labels: Sequence[Any], label_to_id: dict[str, int], problem: Problem,
+             standardise: tuple[float, float]) -> tuple[list[Any], Literal["index", "multi_hot", "value"]]:
+    if problem == "regression":
+        mean, std = standardise
+        return [(float(y) - mean) / std for y in labels], "value"
+    names = {x for row in labels for x in row} if problem == "multi_label" else set(labels) - {None}
+    unknown = sorted(names - set(label_to_id))
+    if unknown:
+        raise ConfigError(f"labels {unknown} are not among the model's labels {list(label_to_id)}")
+    if problem == "multi_label":
+        rows = []
+        for row in labels:
+            hot = [0.0] * len(label_to_id)
+            for name in row:
+                hot[label_to_id[name]] = 1.0
+            rows.append(hot)
+        return rows, "multi_hot"
+    return [IGNORE if x is None else label_to_id[x] for x in labels], "index"
 
 
 def encode_tagging(tok: Tokenizer, units: Sequence[Sequence[str]], tags: Sequence[Sequence[str]],
@@ -84,7 +107,7 @@ def encode_tagging(tok: Tokenizer, units: Sequence[Sequence[str]], tags: Sequenc
         types.append(enc.type_ids)
         labels.append(row_labels)
         firsts.append(first)
-    return Encoded(ids, types, labels, firsts)
+    return Encoded(ids, types, labels, firsts, "tags")
 
 
 def collate(enc: Encoded, index: Sequence[int], pad_id: int) -> dict[str, Tensor]:
@@ -94,8 +117,14 @@ def collate(enc: Encoded, index: Sequence[int], pad_id: int) -> dict[str, Tensor
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     types = torch.zeros((B, T), dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
-    tagging = isinstance(enc.labels[index[0]], list)
-    labels = torch.full((B, T), IGNORE, dtype=torch.long) if tagging else torch.empty(B, dtype=torch.long)
+    tagging = enc.target == "tags"
+    if tagging:
+        labels = torch.full((B, T), IGNORE, dtype=torch.long)  # (B, T)
+    elif enc.target == "multi_hot":
+        labels = torch.tensor([enc.labels[i] for i in index], dtype=torch.float32)  # (B, K)
+    else:  # a class id (B,) long, or a standardised value (B,) float
+        labels = torch.tensor([enc.labels[i] for i in index],
+                              dtype=torch.float32 if enc.target == "value" else torch.long)
     for row, i in enumerate(index):
         n = len(enc.input_ids[i])
         ids[row, :n] = torch.tensor(enc.input_ids[i])
@@ -103,8 +132,6 @@ def collate(enc: Encoded, index: Sequence[int], pad_id: int) -> dict[str, Tensor
         mask[row, :n] = 1
         if tagging:
             labels[row, :n] = torch.tensor(enc.labels[i])
-        else:
-            labels[row] = enc.labels[i]
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
 
 

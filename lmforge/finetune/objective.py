@@ -1,6 +1,7 @@
 """The fine-tuning objective for the one training loop: ``(model, batch) -> ObjectiveOutput``.
 
-Cross-entropy over examples (classification) or labelled tokens (tagging), with the regularisers
+Cross-entropy over examples (classification) or labelled tokens (tagging), binary cross-entropy per
+label (multi-label) or squared error (regression), with the regularisers
 that only change the loss: label smoothing, R-Drop (Liang et al. 2021: two dropout passes, symmetric
 KL between them), adversarial training on the token embeddings (FGM, Miyato et al. 2017; PGD,
 Madry et al. 2018), and a teacher's soft labels (distillation: lmforge/finetune/distill.py). The
@@ -79,7 +80,18 @@ class FinetuneObjective:
             model.backbone.embed.tokens.register_forward_hook(self.noise)
 
     def loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(summed loss, unit count, correct count) for one forward pass."""
+        """(summed loss, unit count, correct count) for one forward pass. Multi-label: binary
+        cross-entropy summed over labels, correct = examples whose whole label set is right at 0.5;
+        regression: squared error of the (standardised) value, correct = 0 (no accuracy for a number)."""
+        problem = self.model.problem
+        if problem == "multi_label":  # logits (B, K), labels (B, K) multi-hot
+            z = logits.float()
+            loss = F.binary_cross_entropy_with_logits(z, labels, reduction="sum")
+            exact = ((z >= 0) == (labels > 0.5)).all(-1).sum()
+            return loss, torch.tensor(labels.shape[0], device=loss.device), exact
+        if problem == "regression":  # logits (B, 1), labels (B,)
+            loss = F.mse_loss(logits.float()[:, 0], labels, reduction="sum")
+            return loss, torch.tensor(labels.shape[0], device=loss.device), torch.zeros((), device=loss.device)
         flat, target = _select(logits.float(), labels)  # (N, K), (N,)
         weight = self.class_weights.to(flat.device) if self.class_weights is not None else None
         smoothing = self.robust.label_smoothing
@@ -110,8 +122,9 @@ class FinetuneObjective:
         if training and self.orthogonal_weight > 0:
             loss_sum = loss_sum + self.orthogonal_weight * orthogonal_penalty(self.model) * units
         # examples (classification) or labelled tokens (tagging) predicted right: val_acc
-        return ObjectiveOutput(loss_sum, units, {"task_correct": correct, "task_count": n},
-                               {"acc": ("task_correct", "task_count")})
+        # (multi-label: exact sets; regression logs no accuracy, its val_loss is the validation MSE)
+        ratios = {} if self.model.problem == "regression" else {"acc": ("task_correct", "task_count")}
+        return ObjectiveOutput(loss_sum, units, {"task_correct": correct, "task_count": n}, ratios)
 
     def rdrop(self, model: nn.Module, batch: dict[str, Tensor], logits: Tensor, loss_sum: Tensor) -> Tensor:
         """Mean of the two passes' CE + alpha * symmetric KL between their predictions."""

@@ -44,11 +44,15 @@ def _batches(model: TaskModel, config: dict[str, Any], tokenizer: Any, data: str
     tok = copy.deepcopy(tokenizer)
     label_to_id = model.label_to_id
     if model.task == "classification":
+        kind = {"multi_label": "multi", "regression": "value"}.get(model.problem, "single")
         texts, pairs, labels = read_classification(data, "train", d.get("text_field", "text"), d.get("pair_field"),
-                                                   d.get("label_field", "label"))
-        keep = [i for i, y in enumerate(labels) if y in label_to_id][:limit]
+                                                   d.get("label_field", "label"), kind)  # type: ignore[arg-type]
+        known = {"single": lambda y: y in label_to_id, "multi": lambda y: set(y) <= set(label_to_id),
+                 "value": lambda y: True}[kind]
+        keep = [i for i, y in enumerate(labels) if known(y)][:limit]
         enc = encode_classification(tok, [texts[i] for i in keep], [pairs[i] for i in keep],
-                                    [labels[i] for i in keep], label_to_id, max_length, d.get("truncation", "head"))
+                                    [labels[i] for i in keep], label_to_id, max_length, d.get("truncation", "head"),
+                                    model.problem)
     else:
         units, tags, _ = chunk_units(*read_tagging(data, "train"), max_length - 2)
         enc = encode_tagging(tok, units[:limit], tags[:limit], label_to_id, max_length)

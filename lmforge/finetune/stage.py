@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 
 from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.examples import read_classification, read_tagging
 from lmforge.data.prepared import check_prepared, pair_field
-from lmforge.eval.scoring import method_name, model_row
+from lmforge.eval.scoring import method_name, model_row, split_probabilities
 from lmforge.finetune.build import build_finetune_model
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.data import (
@@ -33,7 +35,8 @@ from lmforge.finetune.ensemble import average_checkpoints, average_weights
 from lmforge.finetune.objective import FinetuneObjective, balanced_class_weights
 from lmforge.model.adalora import RankAllocator
 from lmforge.model.heads import TaskModel
-from lmforge.model.modeldir import check_and_load, load_model_dir, model_dir_config, read_json, save_model_dir
+from lmforge.model.modeldir import (LoadedModel, check_and_load, load_model_dir, model_dir_config, read_json,
+                                   save_model_dir)
 from lmforge.model.peft import merge_lora, trainable_summary
 from lmforge.model.transformer import TransformerConfig
 from lmforge.serve.predictor import Predictor
@@ -68,8 +71,9 @@ def _architecture(config: FinetuneConfig) -> tuple[dict[str, Any], Path]:
 
 def _read(config: FinetuneConfig, split: str, max_length: int) -> tuple[list[str], list[Optional[str]], list[Any]]:
     d = config.data
-    if config.task == "classification":
-        return read_classification(str(d.path), split, d.text_field, d.pair_field, d.label_field)
+    if config.task != "tagging":
+        kind = {"multilabel": "multi", "regression": "value"}.get(config.task, "single")
+        return read_classification(str(d.path), split, d.text_field, d.pair_field, d.label_field, kind)  # type: ignore[arg-type]
     texts, tags, _ = chunk_units(*read_tagging(str(d.path), split), max_length - 2)  # room for [CLS], [SEP]
     return texts, [None] * len(texts), tags
 
@@ -77,9 +81,9 @@ def _read(config: FinetuneConfig, split: str, max_length: int) -> tuple[list[str
 def _augment(config: FinetuneConfig, texts: list[str], pairs: list[Optional[str]], labels: list[Any]) -> tuple:
     if not config.augment.enabled:
         return texts, pairs, labels
-    if config.task != "classification":
+    if config.task == "tagging":
         raise ConfigError("augment.enabled: EDA edits move words, which breaks per-character tags; "
-                          "use it with task=classification")
+                          "use it with a text-level task (classification, multilabel, regression)")
     from lmforge.finetune.augment import augment_examples
 
     rows = [{"text": t, "pair": p, "label": y} for t, p, y in zip(texts, pairs, labels)]
@@ -87,11 +91,44 @@ def _augment(config: FinetuneConfig, texts: list[str], pairs: list[Optional[str]
     return [r["text"] for r in out], [r["pair"] for r in out], [r["label"] for r in out]
 
 
-def _encode(config: FinetuneConfig, tok: Any, split_data: tuple, label_to_id: dict[str, int], max_length: int) -> Encoded:
+def _encode(config: FinetuneConfig, tok: Any, split_data: tuple, label_to_id: dict[str, int], max_length: int,
+            scale: tuple[float, float]) -> Encoded:
     texts, pairs, labels = split_data
-    if config.task == "classification":
-        return encode_classification(tok, texts, pairs, labels, label_to_id, max_length, config.data.truncation)
+    if config.task != "tagging":
+        return encode_classification(tok, texts, pairs, labels, label_to_id, max_length, config.data.truncation,
+                                     config.problem, scale)
     return encode_tagging(tok, texts, labels, label_to_id, max_length)
+
+
+def _label_names(config: FinetuneConfig, train_labels: list[Any]) -> list[str]:
+    """The head's outputs in order: class names, the union of the label sets, the target's name
+    (regression), or tag names; refused when the train split leaves nothing to learn."""
+    where = Path(str(config.data.path)) / "train.jsonl"
+    if config.task == "regression":
+        if len(set(train_labels)) < 2:
+            found = f"every training value is {train_labels[0]!r}" if train_labels else "no training examples"
+            raise ConfigError(f"{where}: {found}; regression needs values that vary "
+                              f"(is data.label_field the right key?)")
+        return [config.data.label_field]
+    if config.task == "classification":
+        labels = sorted(set(train_labels))
+    else:  # a set per example (multilabel) or a tag per character
+        labels = sorted({t for row in train_labels for t in row})
+    if len(labels) < 2:  # the head would have one output: nothing to learn, and heads.py refuses it
+        field = "tags" if config.task == "tagging" else f"label field '{config.data.label_field}'"
+        found = f"every training example has the same {field}: {labels!r}" if labels else "no training examples"
+        raise ConfigError(f"{where}: {found}; {config.task} needs at least "
+                          f"two distinct labels (is data.label_field the right key?)")
+    return labels
+
+
+def _scale(config: FinetuneConfig, train_labels: list[Any]) -> tuple[float, float]:
+    """(mean, std) of the train split's values (regression), so the head learns targets of unit size;
+    the saved head has them folded back in (_fold_scale) and outputs the values themselves."""
+    if config.task != "regression":
+        return 0.0, 1.0
+    values = torch.tensor(train_labels, dtype=torch.float64)
+    return float(values.mean()), float(values.std(correction=0))
 
 
 def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info: DistInfo = DistInfo()
@@ -101,15 +138,8 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info
     max_length = min(config.data.max_length, int(arch["max_positions"]))
     train_split = _augment(config, *_read(config, "train", max_length))
     val_split = _read(config, "validation", max_length)
-    if config.task == "classification":
-        labels = sorted(set(train_split[2]))
-    else:
-        labels = sorted({t for row in train_split[2] for t in row})
-    if len(labels) < 2:  # the head would have one output: nothing to learn, and heads.py refuses it
-        field = f"label field '{config.data.label_field}'" if config.task == "classification" else "tags"
-        found = f"every training example has the same {field}: {labels!r}" if labels else "no training examples"
-        raise ConfigError(f"{Path(str(config.data.path)) / 'train.jsonl'}: {found}; {config.task} needs at least "
-                          f"two distinct labels (is data.label_field the right key?)")
+    labels = _label_names(config, train_split[2])
+    scale = _scale(config, train_split[2])
     label_to_id = {name: i for i, name in enumerate(labels)}
     if config.distill.unlabelled:  # texts without labels: the teacher's soft labels are their targets
         from lmforge.finetune.distill import read_unlabelled
@@ -123,9 +153,9 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info
     pad = pad_id(tok)
     tc = config.train
     shard = {"rank": info.rank, "world_size": info.world_size}
-    train_src = ExampleSource(_encode(config, tok, train_split, label_to_id, max_length), tc.batch_size, pad,
+    train_src = ExampleSource(_encode(config, tok, train_split, label_to_id, max_length, scale), tc.batch_size, pad,
                               seed=tc.seed, **shard)
-    val_src = ExampleSource(_encode(config, tok, val_split, label_to_id, max_length), tc.batch_size, pad,
+    val_src = ExampleSource(_encode(config, tok, val_split, label_to_id, max_length, scale), tc.batch_size, pad,
                             shuffle=False, drop_last=False, **shard)
     return train_src, val_src, labels
 
@@ -205,6 +235,8 @@ def _finetune(config: FinetuneConfig, setup: harness.Run) -> dict[str, Any]:
         harness.reload_best(model, tc, out)
     info_row = {"trainable_params": trainable, "trainable_share": round(trainable / total, 5),
                 "train_s": round(train_s, 1), "steps": result.step, "stopped": result.stopped}
+    if config.task == "regression":
+        _fold_scale(model, train_src.enc.scale)
     _save(config, model, out, tokenizer_file, arch, info_row)
     report = _report(config, out)
     return {"result": result, "report": report, "trainable": (trainable, total)}
@@ -216,14 +248,40 @@ def _save(config: FinetuneConfig, model: TaskModel, out: Path, tokenizer_file: P
     extra: dict[str, Any] = {"max_length": min(config.data.max_length, int(arch["max_positions"])),
                              "data": config.data.model_dump(mode="json"), "report_info": info,
                              "base": str(Path(config.init_from).resolve()) if config.init_from else None}
-    if config.task == "classification" and config.data.truncation != "head":
+    if config.task != "tagging" and config.data.truncation != "head":
         extra["truncation"] = config.data.truncation
     if config.method == "lora" and config.lora.merge:  # a plain model: the LoRA update folded into the weights
         model = copy.deepcopy(model)
         merge_lora(model)
         model.method, model.method_settings = "full", {}
         extra["merged_from"] = "lora"
-    save_model_dir(model, model_dir_config(model, **extra), out, load_tokenizer(tokenizer_file))
+    tokenizer = load_tokenizer(tokenizer_file)
+    dir_config = model_dir_config(model, **extra)
+    if config.task == "multilabel":
+        dir_config["thresholds"] = _tuned_thresholds(model, tokenizer, dir_config, str(config.data.path))
+    save_model_dir(model, dir_config, out, tokenizer)
+
+
+@torch.no_grad()
+def _fold_scale(model: TaskModel, scale: tuple[float, float]) -> None:
+    """The regression head learnt (y - mean) / std; fold the scale into its last Linear (W' = std W,
+    b' = std b + mean), so the model, its HF export and its ONNX graph output y itself."""
+    mean, std = scale
+    layer = model.head.classifier  # type: ignore[union-attr]
+    layer.weight.mul_(std)
+    if layer.bias is not None:
+        layer.bias.mul_(std).add_(mean)
+
+
+def _tuned_thresholds(model: TaskModel, tokenizer: Any, dir_config: dict[str, Any], data: str) -> dict[str, float]:
+    """Per-label decision thresholds that maximise each label's F1 on the validation split, scored
+    through the Predictor as serving will (lmforge.eval.multilabel.tune_thresholds)."""
+    from lmforge.eval.multilabel import indicator, tune_thresholds
+
+    predictor = Predictor(LoadedModel(model, tokenizer, dir_config, list(model.labels)))
+    gold, probs, _ = split_probabilities(predictor, data, "validation")
+    cut = tune_thresholds(indicator(gold, model.labels), probs)
+    return {name: round(float(t), 6) for name, t in zip(model.labels, cut)}
 
 
 def _soup(config: FinetuneConfig, info: DistInfo) -> dict[str, Any]:
@@ -246,7 +304,10 @@ def _soup(config: FinetuneConfig, info: DistInfo) -> dict[str, Any]:
     info = {**infos[0], "train_s": round(sum(i["train_s"] for i in infos), 1),
             "steps": sum(i["steps"] for i in infos), "soup_of": [str(p) for p in parts],
             "parts_accuracy": [_model_row(run)["metrics"].get("accuracy") for run in runs]}
-    save_model_dir(model, {**first.config, "report_info": info}, out, first.tokenizer)
+    soup_config = {**first.config, "report_info": info}
+    if config.task == "multilabel":  # the mean model's own thresholds, not its first part's
+        soup_config["thresholds"] = _tuned_thresholds(model, first.tokenizer, soup_config, str(config.data.path))
+    save_model_dir(model, soup_config, out, first.tokenizer)
     shutil.copyfile(parts[0] / "metrics.jsonl", out / "metrics.jsonl")  # the first run's curves stand for all
     write_config(config, out / "config.yaml")
     report = _report(config, out)
@@ -278,5 +339,7 @@ def _report(config: FinetuneConfig, out: Path) -> dict[str, Any]:
         baselines["max_train_examples"] = config.report.max_train_examples
     eval_cfg = make_evaluate_config({"data": str(config.data.path), "split": "test", "out": str(out / "report"),
                                      "curves": str(out / "metrics.jsonl"), "baselines": baselines,
-                                     "progress": config.train.progress}, source="finetune")
+                                     "progress": config.train.progress,
+                                     **({"task": config.task} if config.task in ("multilabel", "regression") else {})},
+                                    source="finetune")
     return evaluate(eval_cfg, rows=[row])

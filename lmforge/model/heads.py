@@ -172,6 +172,10 @@ class TokenClassificationHead(nn.Module):
 
 TaskName = Literal["classification", "tagging"]
 TASKS: tuple[TaskName, ...] = ("classification", "tagging")
+# What a classification head's K outputs mean (transformers' ``problem_type``): softmax over K
+# classes; K independent sigmoids (a set of labels per text); or one value (K = 1, regression).
+Problem = Literal["single_label", "multi_label", "regression"]
+PROBLEMS: tuple[Problem, ...] = ("single_label", "multi_label", "regression")
 
 
 class TaskModel(LanguageModel):
@@ -180,19 +184,25 @@ class TaskModel(LanguageModel):
     wrapped into it (recorded as ``method`` and ``method_settings`` by lmforge.model.peft.apply_method).
 
     A pretrained model has no task; a fine-tuned one has ``task`` and ``labels`` (label names in logit
-    order, saved in its config.json). ``pooler`` without a task keeps an imported BERT's pretrained
+    order, saved in its config.json), and a classifier its ``problem``: single-label, multi-label, or
+    regression (one output, ``labels`` = [the target's name]). ``pooler`` without a task keeps an imported BERT's pretrained
     tanh pooler (``pooler.*``), which starts a classifier's pooler and exports back to BERT unchanged.
     """
 
     def __init__(self, cfg: TransformerConfig, task: Optional[TaskName] = None, labels: Sequence[str] = (),
                  heads: tuple[HeadName, ...] = (), pooling: Optional[Pooling] = None, dropout: float = 0.1,
-                 pooler: Optional[bool] = None, classifier_bias: Optional[bool] = None) -> None:
+                 pooler: Optional[bool] = None, classifier_bias: Optional[bool] = None,
+                 problem: Problem = "single_label") -> None:
         super().__init__(cfg, heads)
-        if task is not None and (len(labels) < 2 or len(set(labels)) != len(labels)):
-            raise ValueError(f"a task needs at least two distinct labels, got {list(labels)}")
         if task not in (None, *TASKS):
             raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
-        self.task, self.labels = task, list(labels)
+        if problem not in PROBLEMS or (problem != "single_label" and task != "classification"):
+            raise ValueError(f"problem {problem!r}: expected one of {', '.join(PROBLEMS)}, with task classification")
+        if problem == "regression" and task is not None and len(labels) != 1:
+            raise ValueError(f"a regression head has one output: one label (the target's name), got {list(labels)}")
+        if task is not None and problem != "regression" and (len(labels) < 2 or len(set(labels)) != len(labels)):
+            raise ValueError(f"a task needs at least two distinct labels, got {list(labels)}")
+        self.task, self.labels, self.problem = task, list(labels), problem
         self.method: str = "full"
         self.method_settings: dict = {}
         self.head: Optional[nn.Module] = None

@@ -249,6 +249,9 @@ def _dir_config_from_hf(hf: dict[str, Any], where: str) -> tuple[dict[str, Any],
         config: dict[str, Any] = {"heads": list(heads), "model": model, "source": {"hf_architecture": arch}}
         if task:
             config.update(task=task, labels=_labels(hf))
+        problem = {v: k for k, v in _HF_PROBLEM.items()}.get(hf.get("problem_type") or "")
+        if task == "classification" and problem:
+            config["problem"] = problem
         if task == "classification":
             config.update(pooling="first", pooler=True)
         elif pooler:
@@ -266,6 +269,14 @@ def _dir_config_from_hf(hf: dict[str, Any], where: str) -> tuple[dict[str, Any],
                  tie_embeddings=bool(hf.get("tie_word_embeddings", True)), norm_eps=hf.get("layer_norm_epsilon", 1e-5),
                  init_std=hf.get("initializer_range", 0.02))
     return {"heads": list(GPT2_ARCHS[arch]), "model": model, "source": {"hf_architecture": arch}}, arch
+
+
+_HF_PROBLEM = {"multi_label": "multi_label_classification", "regression": "regression"}
+
+
+def _problem_type(model: TaskModel) -> dict[str, str]:
+    """transformers' ``problem_type`` of a multi-label or regression head (its loss and its pipelines)."""
+    return {"problem_type": _HF_PROBLEM[model.problem]} if model.problem in _HF_PROBLEM else {}
 
 
 def _labels(hf: dict[str, Any]) -> list[str]:
@@ -412,6 +423,7 @@ def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[Loade
     if model.task:
         hf["id2label"] = {str(i): name for i, name in enumerate(labels)}
         hf["label2id"] = {name: i for i, name in enumerate(labels)}
+    hf.update(_problem_type(model))
     if c.norm == "pre":
         arch = {"classification": "XLMRobertaXLForSequenceClassification", "tagging": "XLMRobertaXLForTokenClassification"
                 }.get(task or "", "XLMRobertaXLForMaskedLM" if "mlm" in model.heads else "XLMRobertaXLModel")
@@ -484,7 +496,7 @@ def _decoder_checkpoint(model: TaskModel, state: dict[str, Tensor], labels: list
         tensors["score.weight"] = score.contiguous()
         hf.update(architectures=[f"{family}ForSequenceClassification"],
                   id2label={str(i): name for i, name in enumerate(labels)},
-                  label2id={name: i for i, name in enumerate(labels)})
+                  label2id={name: i for i, name in enumerate(labels)}, **_problem_type(model))
     return HFCheckpoint(hf, tensors, False, [])
 
 

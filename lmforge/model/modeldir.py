@@ -5,6 +5,8 @@ writer) and what inference, evaluation, export and serving read (``load_model_di
                             "heads": ["mlm" | "sentence" | "lm", ...], "model": {TransformerConfig},
                             "method": "full" | "lora" | "adalora" | "adapter" | "prefix", "settings": {...},
                             optional task head: "task": "classification" | "tagging", "labels": [str, ...],
+                            "problem": "multi_label" | "regression" (classification; absent: single_label),
+                            "thresholds": {label: float} (multi_label: tuned on validation),
                             "pooling": "first" | "mean" | "last", "pooler": bool (classification),
                             "classifier_bias": bool (classification; absent: true, as before it existed),
                             "pooler": true without a task: an imported BERT's tanh pooler,
@@ -44,7 +46,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lmforge.config import ConfigError
-from lmforge.model.heads import TASKS, TaskModel
+from lmforge.model.heads import PROBLEMS, TASKS, TaskModel
 from lmforge.model.methods import METHODS, apply_method
 from lmforge.model.peft import plain_backbone_names
 from lmforge.model.transformer import TransformerConfig
@@ -83,9 +85,15 @@ def build_model(config: dict[str, Any], where: str = "config.json") -> TaskModel
     if task not in (None, *TASKS):
         raise ConfigError(f"{where}: 'task' is {task!r}; expected 'classification' or 'tagging'")
     labels = config.get("labels") or []
-    if task and (not isinstance(labels, list) or len(set(labels)) < 2 or len(set(labels)) != len(labels)
-                 or not all(isinstance(x, str) for x in labels)):
-        raise ConfigError(f"{where}: 'task': {task!r} needs 'labels', a list of at least two distinct strings")
+    problem = config.get("problem", "single_label")
+    if problem not in PROBLEMS or (problem != "single_label" and task != "classification"):
+        raise ConfigError(f"{where}: 'problem' is {problem!r}; expected one of {', '.join(PROBLEMS)} "
+                          f"(with task classification)")
+    least = 1 if problem == "regression" else 2
+    if task and (not isinstance(labels, list) or len(set(labels)) < least or len(set(labels)) != len(labels)
+                 or not all(isinstance(x, str) for x in labels) or (problem == "regression" and len(labels) != 1)):
+        need = "one string (the target's name)" if problem == "regression" else "at least two distinct strings"
+        raise ConfigError(f"{where}: 'task': {task!r} needs 'labels', a list of {need}")
     pooling = config.get("pooling")
     if pooling not in (None, *_POOLINGS):
         raise ConfigError(f"{where}: 'pooling' is {pooling!r}; expected one of {', '.join(_POOLINGS)}")
@@ -99,7 +107,8 @@ def build_model(config: dict[str, Any], where: str = "config.json") -> TaskModel
     if method not in METHODS:
         raise ConfigError(f"{where}: 'method' is {method!r}; expected one of {', '.join(METHODS)}")
     model = TaskModel(cfg, task, labels, heads, pooling, pooler=pooler,  # type: ignore[arg-type]
-                      classifier_bias=classifier_bias if task == "classification" else None)
+                      classifier_bias=classifier_bias if task == "classification" else None,
+                      problem=problem)
     try:
         apply_method(model, method, config.get("settings") or {})
     except KeyError as exc:
@@ -322,6 +331,8 @@ def model_dir_config(model: TaskModel, **extra: Any) -> dict[str, Any]:
                               "method": model.method, "settings": model.method_settings}
     if model.task:
         config.update(task=model.task, labels=list(model.labels))
+    if model.problem != "single_label":
+        config["problem"] = model.problem
     if model.pooling is not None:
         head = model.head
         config.update(pooling=model.pooling, pooler=head.pooler is not None,  # type: ignore[union-attr]

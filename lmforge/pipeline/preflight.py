@@ -288,10 +288,14 @@ def _plan_finetune(name: str, config: Any, arch: dict[str, Any], device: torch.d
     ids = torch.randint(5, model_cfg.vocab_size, (batch_size, length), generator=gen)
     tagging = config.task == "tagging"
     labels = torch.randint(0, 2, (batch_size, length) if tagging else (batch_size,), generator=gen)
+    names = ["a", "b"]
+    if config.task == "multilabel":  # (B, K) multi-hot
+        labels = labels[:, None].expand(-1, 2).float()
+    elif config.task == "regression":  # (B,) values, one output
+        labels, names = labels.float(), [config.data.label_field]
     batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
                 "labels": labels}]
     per_epoch = val_batches = None
-    names = ["a", "b"]
     data = Path(str(config.data.path)) if config.data.path else None
     if data is not None and (data / "train.jsonl").is_file() and tokenizer_file is not None and tokenizer_file.is_file():
         batches, per_epoch, val_batches, names = _real_batches(config, tokenizer_file, arch)

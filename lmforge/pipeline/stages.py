@@ -231,6 +231,11 @@ def _evaluate_report(out: Path) -> StageReport:
             rows.append((f"{row['name']} ({row['kind']})", f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro']['f1']:.4f}"))
         elif m.get("task") == "tagging":
             rows.append((f"{row['name']} ({row['kind']})", f"span F1 {m['f1']:.4f}"))
+        elif m.get("task") == "multilabel":
+            scores = f"micro-F1 {m['micro']['f1']:.4f}, macro-F1 {m['macro']['f1']:.4f}"
+            rows.append((f"{row['name']} ({row['kind']})", scores))
+        elif m.get("task") == "regression" and m.get("pearson") is not None:
+            rows.append((f"{row['name']} ({row['kind']})", f"Pearson {m['pearson']:.4f}, RMSE {m['rmse']:.4f}"))
     images = [(title, out / file) for title, file in report.get("plots", {}).items()]
     return StageReport(rows=rows, tables=report_tables(report), images=images)
 

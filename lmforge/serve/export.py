@@ -145,7 +145,7 @@ class OnnxModel:
         options.intra_op_num_threads = threads or torch.get_num_threads()  # the same budget as torch
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         shape = build_model(current_config(config), str(path.parent / "config.json"))  # structure: which tasks exist
-        self.config, self.heads, self.task = shape.config, (), shape.task
+        self.config, self.heads, self.task, self.problem = shape.config, (), shape.task, shape.problem
         self.mlm = self.lm = None
         self.output = config["onnx"]["output"]
 

@@ -62,6 +62,10 @@ def _pair_lines(predictor: Predictor, task: str, items: list[str], as_json: bool
 
 
 def _plain(task: str, answer: Any) -> str:
+    if task == "classify" and "value" in answer:  # regression
+        return f"{answer['value']:.6g}"
+    if task == "classify" and "labels" in answer:  # multi-label: the chosen labels, comma-separated
+        return ",".join(answer["labels"]) + "\t" + " ".join(f"{k}={v:.4f}" for k, v in answer["scores"].items())
     if task == "classify":
         return f"{answer['label']}\t{answer['score']:.4f}"
     if task == "tag":

@@ -74,16 +74,46 @@ class Predictor:
             raise InputError(f"this model does not support {task!r}; it supports: {', '.join(self.tasks) or 'nothing'}")
 
     # -------------------------------------------------------------------------------------------- tasks
+    @property
+    def problem(self) -> str:
+        """single_label, multi_label or regression (lmforge.model.heads.Problem)."""
+        return getattr(self.model, "problem", "single_label")
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Multi-label: each label's decision threshold (tuned on validation when fine-tuned; else 0.5)."""
+        tuned = self.config.get("thresholds") or {}
+        return {name: float(tuned.get(name, 0.5)) for name in self.labels}
+
     def classify(self, texts: str | Sequence[str], pairs: Optional[str | Sequence[str]] = None) -> Any:
-        """Each text (or text pair) -> {"label", "score", "scores": {label: probability}}."""
+        """Each text (or text pair) -> {"label", "score", "scores": {label: probability}}; multi-label:
+        {"labels": [each label whose probability reaches its threshold], "scores": {label: probability}};
+        regression: {"value": the predicted number}."""
         probs = self.class_probabilities([texts] if isinstance(texts, str) else texts,
                                          None if pairs is None else [pairs] if isinstance(pairs, str) else pairs)
-        answers = [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
-                    "scores": {lab: float(x) for lab, x in zip(self.labels, p)}} for p in probs]
+        answers = [self._answer(p) for p in probs]
         return answers[0] if isinstance(texts, str) else answers
 
+    def _answer(self, p: Tensor) -> dict[str, Any]:
+        """(L,) outputs of one text -> its classify answer."""
+        if self.problem == "regression":
+            return {"value": float(p[0])}
+        scores = {lab: float(x) for lab, x in zip(self.labels, p)}
+        if self.problem == "multi_label":
+            cut = self.thresholds
+            return {"labels": [lab for lab in self.labels if scores[lab] >= cut[lab]], "scores": scores}
+        return {"label": self.labels[int(p.argmax())], "score": float(p.max()), "scores": scores}
+
+    def outputs(self, logits: Tensor) -> Tensor:
+        """(B, L) logits -> softmax probabilities, per-label sigmoid probabilities, or values."""
+        logits = logits.float()
+        if self.problem == "multi_label":
+            return logits.sigmoid()
+        return logits if self.problem == "regression" else logits.softmax(-1)
+
     def class_probabilities(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> Tensor:
-        """(N, L) class probabilities in input order: what ``classify`` answers and evaluation scores.
+        """(N, L) in input order, what ``classify`` answers and evaluation scores: class probabilities
+        (multi-label: each label's own; regression: L = 1, the predicted value).
         Pairs are cut longest-first by the tokenizer and carry segment ids, as fine-tuning encodes them."""
         self._require("classify")
         if pairs is not None:
@@ -100,9 +130,9 @@ class Predictor:
         def run(encs: list[Encoding]) -> list[Tensor]:
             ids, attn = self._pad(encs)
             if pairs is None:
-                return list(self.model.classify(ids, attn).float().softmax(-1))  # (B, L)
+                return list(self.outputs(self.model.classify(ids, attn)))  # (B, L)
             types = self._pad_ids([e.type_ids for e in encs], pad=0)[0]
-            return list(self.model.classify(ids, attn, types).float().softmax(-1))
+            return list(self.outputs(self.model.classify(ids, attn, types)))
 
         rows = self._map(items, run, encode, check=[t for t in texts])
         return torch.stack(rows) if rows else torch.zeros(0, len(self.labels))
