@@ -143,8 +143,18 @@ def _serve(args: argparse.Namespace) -> int:
     from lmforge.serve.config import ServeConfig
     from lmforge.serve.server import serve
 
-    options = {k: getattr(args, k) for k in ("model", "host", "port") if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in ("model", "host", "port", "index") if getattr(args, k) is not None}
     serve(build_config(ServeConfig, *_config_layers(args, options), source=args.config or "command line"))
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from lmforge.serve.index import VectorIndex, build_index
+
+    out = build_index(args.model, args.corpus, args.out, args.text_field, args.batch_size)
+    meta = VectorIndex.load(out).meta
+    skipped = f", {meta['skipped_empty']} empty passages skipped" if meta.get("skipped_empty") else ""
+    print(f"indexed {meta['count']:,} passages of {args.corpus} ({meta['dim']} dimensions) -> {out}{skipped}")
     return 0
 
 
@@ -381,9 +391,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="DIR")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--index", metavar="INDEX", help="a vector index built with this model (`lmforge index`): "
+                                                  "/v1/search")
     p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config; options and key=value override it")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(handler=_serve)
+
+    p = verbs.add_parser("index", help="embed a corpus with a model into a vector index for /v1/search")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--corpus", required=True, metavar="FILE", help=".jsonl (text field, optional id) or one "
+                                                                  "passage per line")
+    p.add_argument("--out", required=True, metavar="INDEX")
+    p.add_argument("--text-field", dest="text_field", default="text")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    p.set_defaults(handler=_index)
 
     for verb, about in (("finetune", "adapt a pretrained model to a labelled task (full, LoRA, AdaLoRA, ...)"),
                         ("distill", "fine-tune a student (--init-from, or model=...) on a fine-tuned teacher's "

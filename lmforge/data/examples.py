@@ -15,7 +15,7 @@ from lmforge.config import ConfigError
 from lmforge.data.prepared import iter_numbered, iter_split, split_file
 from lmforge.data.tagged import detect_tag_task, read_tagged
 
-__all__ = ["LabelKind", "read_classification", "read_tagging"]
+__all__ = ["LabelKind", "read_classification", "read_pairs", "read_tagging"]
 
 
 LabelKind = Literal["single", "multi", "value"]
@@ -56,6 +56,25 @@ def _label(value: Any, kind: LabelKind, where: str) -> Any:
     if not math.isfinite(number):
         raise ConfigError(f"{where} is {value!r}; a regression task needs a finite number")
     return number
+
+
+def read_pairs(data: str, split: str, text_field: str, pair_field: Optional[str],
+               negative_field: Optional[str] = None) -> tuple[list[str], list[str], list[Optional[str]]]:
+    """(queries, positive passages, hard negatives or None) of a prepared text-pair split."""
+    if not pair_field:
+        raise ConfigError(f"{data}: task=retrieval needs text pairs (query, passage): prepare the data with "
+                          f"--pair-field, or set data.pair_field")
+    path = split_file(data, split)
+    queries, passages, negatives = [], [], []
+    for number, row in iter_numbered(path, text_field):
+        if row.get(text_field) is None or row.get(pair_field) is None:
+            raise ConfigError(f"{path}:{number}: needs fields {text_field!r} and {pair_field!r} for retrieval")
+        if negative_field is not None and row.get(negative_field) is None:
+            raise ConfigError(f"{path}:{number}: no {negative_field!r} (data.negative_field)")
+        queries.append(str(row[text_field]))
+        passages.append(str(row[pair_field]))
+        negatives.append(str(row[negative_field]) if negative_field else None)
+    return queries, passages, negatives
 
 
 def read_tagging(data: str, split: str) -> tuple[list[str], list[list[str]]]:

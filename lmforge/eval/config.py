@@ -53,9 +53,10 @@ class EvaluateConfig(Section):
     ece_bins: int = Field(
         15, ge=1, description="Equal-width confidence bins of the expected calibration error."
     )
-    task: Optional[Literal["classification", "multilabel", "regression"]] = Field(
+    task: Optional[Literal["classification", "multilabel", "regression", "retrieval"]] = Field(
         None, description="What the labels are, for the baselines: one class, a set of classes (a JSON list), or "
-        "a number. None: that of the first model given; else multilabel when the train labels are lists, "
+        "a number; retrieval: each query of a text-pair split searches the split's passages (recall@k, MRR, BM25). "
+        "None: that of the first model given; else multilabel when the train labels are lists, "
         "classification otherwise (a number is a class name unless task=regression).")
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     progress: bool = Field(True, description="Print the summary on the terminal.")

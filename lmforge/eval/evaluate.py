@@ -34,10 +34,14 @@ def evaluate(config: EvaluateConfig, rows: Sequence[dict[str, Any]] = ()) -> dic
     curves = read_metrics(config.curves)[0] if config.curves else None  # checked before the slow part
     out = Path(config.out) if config.out else data / "evaluation"
     all_rows = list(rows)
-    if config.models:
-        all_rows += model_rows(config.models, str(data), config.split)
-    if config.baselines.enabled:
-        all_rows += _baseline_rows(data, config)
+    task = config.task or _model_task(config)
+    if task == "retrieval":
+        all_rows += _retrieval_rows(data, config)
+    else:
+        if config.models:
+            all_rows += model_rows(config.models, str(data), config.split)
+        if config.baselines.enabled:
+            all_rows += _baseline_rows(data, config, task)
     report = write_report(all_rows, out, data=str(data), split=config.split, curves=curves)
     write_config(config, out / "config.yaml")
     if config.progress:
@@ -45,7 +49,21 @@ def evaluate(config: EvaluateConfig, rows: Sequence[dict[str, Any]] = ()) -> dic
     return report
 
 
-def _baseline_rows(data: Path, config: EvaluateConfig) -> list[dict[str, Any]]:
+def _retrieval_rows(data: Path, config: EvaluateConfig) -> list[dict[str, Any]]:
+    """Each model (a bi-encoder, or any encoder: it embeds) and, with baselines, BM25 on the split's pairs."""
+    from lmforge.data.prepared import pair_field
+    from lmforge.eval.retrieval import bm25_row, model_retrieval_row, retrieval_split
+    from lmforge.serve.predictor import load
+
+    pair = pair_field(data)
+    if pair is None:
+        raise ConfigError(f"{data}: task=retrieval needs a text-pair directory (data prepare --pair-field)")
+    split = retrieval_split(str(data), config.split, "text", pair)
+    rows = [model_retrieval_row(load(m), split, f"{Path(m).name}", info={"model": m}) for m in config.models]
+    return rows + ([bm25_row(split)] if config.baselines.enabled else [])
+
+
+def _baseline_rows(data: Path, config: EvaluateConfig, task: str | None) -> list[dict[str, Any]]:
     """Classification baselines for labelled data, tagging baselines for BMES or part-of-speech rows."""
     from lmforge.data.prepared import iter_split
     from lmforge.data.tagged import detect_tag_task
@@ -54,12 +72,12 @@ def _baseline_rows(data: Path, config: EvaluateConfig) -> list[dict[str, Any]]:
     first = next(iter(iter_split(data, "train")), None)
     if first is None:
         raise ConfigError(f"{data}: the train split is empty")
-    task = detect_tag_task(first)
-    if task is not None:
-        return run_tagging_baselines(str(data), config.split, task)
+    tagging = detect_tag_task(first)
+    if tagging is not None:
+        return run_tagging_baselines(str(data), config.split, tagging)
     from lmforge.eval.baselines import run_baselines
 
-    return run_baselines(str(data), config.split, config.baselines, config.ece_bins, config.task or _model_task(config))
+    return run_baselines(str(data), config.split, config.baselines, config.ece_bins, task)
 
 
 def _model_task(config: EvaluateConfig) -> str | None:
@@ -68,8 +86,10 @@ def _model_task(config: EvaluateConfig) -> str | None:
         return None
     from lmforge.model.modeldir import read_json
 
-    problem = read_json(Path(config.models[0]) / "config.json").get("problem")
-    return {"multi_label": "multilabel", "regression": "regression"}.get(problem or "")
+    model = read_json(Path(config.models[0]) / "config.json")
+    if "retrieval" in model:
+        return "retrieval"
+    return {"multi_label": "multilabel", "regression": "regression"}.get(model.get("problem") or "")
 
 
 def _print_summary(report: dict[str, Any], out: Path) -> None:
@@ -89,6 +109,9 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
             r = "–" if m["pearson"] is None else f"{m['pearson']:.4f}"
             rho = "–" if m["spearman"] is None else f"{m['spearman']:.4f}"
             console.print(f"{row['name']:>16s}: Pearson {r}, Spearman {rho}, RMSE {m['rmse']:.4f}")
+        elif m.get("task") == "retrieval":
+            console.print(f"{row['name']:>16s}: " + ", ".join(f"{k} {m[k]:.4f}" for k in ("recall@1", "recall@5",
+                                                                                          "recall@10", "mrr@10")))
         elif m.get("task") == "tagging":
             console.print(
                 f"{row['name']:>16s}: span P {m['precision']:.4f}, R {m['recall']:.4f}, F1 {m['f1']:.4f}"

@@ -51,6 +51,12 @@ SUMMARY_COLUMNS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("RMSE", ("rmse",)),
         ("MAE", ("mae",)),
     ],
+    "retrieval": [
+        ("recall@1", ("recall@1",)),
+        ("recall@5", ("recall@5",)),
+        ("recall@10", ("recall@10",)),
+        ("MRR@10", ("mrr@10",)),
+    ],
     "tagging": [
         ("span P", ("precision",)),
         ("span R", ("recall",)),

@@ -101,12 +101,19 @@ class FinetuneDataConfig(Section):
     path: Optional[str] = Field(None, description="A `lmforge data prepare` output directory.")
     text_field: str = "text"
     pair_field: Optional[str] = Field(None, description="Second text of a text-pair task.")
+    negative_field: Optional[str] = Field(None, description="task=retrieval: a field with a hard negative passage "
+                                          "per pair, added to every query's candidates.")
     label_field: str = "label"
     max_length: int = Field(128, gt=2, description="Tokens per example, special tokens included.")
     truncation: Literal["head", "head+tail"] = Field(
         "head", description="Classification of single texts longer than max_length: keep the first tokens, or "
                             "the first quarter and the last three quarters (the verdict of a review is often at "
                             "its end). Stored with the model; the predictor truncates the same way.")
+
+
+class RetrievalConfig(Section):
+    temperature: float = Field(0.05, gt=0, description="task=retrieval: cosine similarities are divided by this "
+                               "before the softmax over the batch's passages (0.05 = sentence-transformers' scale 20).")
 
 
 class ReportConfig(Section):
@@ -166,10 +173,12 @@ class FinetuneConfig(Section):
     tokenizer: Optional[str] = Field(None, description="tokenizer.json when there is no init_from.")
     model: Optional[dict] = Field(None, description="TransformerConfig fields when there is no init_from.")
     resume: Optional[str] = Field(None, description="'auto' (newest complete checkpoint) or a checkpoint dir.")
-    task: Literal["classification", "multilabel", "regression", "tagging"] = Field(
+    task: Literal["classification", "multilabel", "regression", "tagging", "retrieval"] = Field(
         "classification", description="classification: one label per text (softmax); multilabel: a set of labels "
         "per text, a JSON list (sigmoid + binary cross-entropy, per-label thresholds tuned on validation); "
-        "regression: a number per text (mean squared error on standardised targets); tagging: a tag per character.")
+        "regression: a number per text (mean squared error on standardised targets); tagging: a tag per character; "
+        "retrieval: (query, passage) pairs train a bi-encoder with in-batch negatives (no head: the model embeds).")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     method: Literal["full", "lora", "adalora", "adapter", "prefix"] = "full"
     epochs: int = Field(3, gt=0)
     head_dropout: float = Field(0.1, ge=0, lt=1)
@@ -213,12 +222,27 @@ class FinetuneConfig(Section):
         return {"multilabel": "multi_label", "regression": "regression"}.get(self.task, "single_label")  # type: ignore[return-value]
 
     @property
-    def model_task(self) -> TaskName:
-        """The TaskModel task: multi-label and regression are classification heads."""
-        return "tagging" if self.task == "tagging" else "classification"
+    def model_task(self) -> Optional[TaskName]:
+        """The TaskModel task: multi-label and regression are classification heads; retrieval has no head."""
+        return {"tagging": "tagging", "retrieval": None}.get(self.task, "classification")  # type: ignore[return-value]
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneConfig":
+        if self.task == "retrieval":
+            other = {"distill.teacher": bool(self.distill.teacher), "augment.enabled": self.augment.enabled,
+                     "loss.class_weights": self.loss.class_weights != "none", "loss.focal_gamma": self.loss.focal_gamma > 0,
+                     "robust.label_smoothing": self.robust.label_smoothing > 0, "robust.rdrop_alpha": self.robust.rdrop_alpha > 0,
+                     "robust.adversarial": self.robust.adversarial != "none", "pooling": self.pooling not in (None, "mean"),
+                     "data.truncation": self.data.truncation != "head"}
+            used = [key for key, on in other.items() if on]
+            if used:
+                raise ValueError(f"{used[0]}: does not apply to task=retrieval (a mean-pooled bi-encoder trained on "
+                                 f"in-batch negatives)")
+        elif self.data.negative_field:
+            raise ValueError("data.negative_field: hard negatives apply to task=retrieval")
+        if self.task in ("regression", "retrieval") and "metric" not in self.train.early_stopping.model_fields_set:
+            # accuracy means nothing for a number, and in-batch top-1 saturates early: stop on val_loss
+            self.train.early_stopping.metric, self.train.early_stopping.mode = "val_loss", "min"
         if self.task in ("multilabel", "regression"):
             softmax_only = {"distill.teacher": bool(self.distill.teacher),
                             "loss.class_weights": self.loss.class_weights != "none",
@@ -229,9 +253,6 @@ class FinetuneConfig(Section):
             if used:
                 raise ValueError(f"{used[0]}: works on one softmax over classes (task=classification or tagging), "
                                  f"not task={self.task}")
-            if self.task == "regression" and "metric" not in self.train.early_stopping.model_fields_set:
-                # accuracy means nothing for a number: a regression run stops on its validation error
-                self.train.early_stopping.metric, self.train.early_stopping.mode = "val_loss", "min"
         if self.method != "full" and (self.freeze.embeddings or self.freeze.layers):
             raise ValueError(f"freeze.* applies to method=full; method={self.method} freezes the backbone anyway")
         if self.soup > 1 and self.method != "full":

@@ -22,7 +22,7 @@ from lmforge.tokenize.tokenizer import load_tokenizer, special_token_ids
 from lmforge.tokenize.truncate import Truncation, head_and_tail_ids
 from lmforge.train.objectives import IGNORE
 
-__all__ = ["Encoded", "ExampleSource", "chunk_units", "encode_classification", "encode_tagging", "encoding_tokenizer",
+__all__ = ["Encoded", "ExampleSource", "chunk_units", "collate", "encode_classification", "encode_tagging", "encoding_tokenizer",
            "pad_id"]
 
 
@@ -186,8 +186,11 @@ class ExampleSource(BatchOrder):
             self.position += 1
             mine = self.strided_share(index)  # this rank's share of the global batch
             if mine:  # (only a last, partial validation batch can leave a rank without one)
-                yield collate(self.enc, list(mine), self.pad_id)
+                yield self.collate(list(mine))
         self.finish(epoch)
+
+    def collate(self, index: list[int]) -> dict[str, Tensor]:
+        return collate(self.enc, index, self.pad_id)
 
     def state_dict(self) -> dict[str, Any]:
         return self.state("examples", n_examples=len(self.enc.input_ids))

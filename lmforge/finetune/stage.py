@@ -17,7 +17,7 @@ import torch
 
 
 from lmforge.config import ConfigError, build_config, write_config
-from lmforge.data.examples import read_classification, read_tagging
+from lmforge.data.examples import read_classification, read_pairs, read_tagging
 from lmforge.data.prepared import check_prepared, pair_field
 from lmforge.eval.scoring import method_name, model_row, split_probabilities
 from lmforge.finetune.build import build_finetune_model
@@ -33,6 +33,7 @@ from lmforge.finetune.data import (
 )
 from lmforge.finetune.ensemble import average_checkpoints, average_weights
 from lmforge.finetune.objective import FinetuneObjective, balanced_class_weights
+from lmforge.finetune.retrieval import PairSource, RetrievalObjective, encode_pairs
 from lmforge.model.adalora import RankAllocator
 from lmforge.model.heads import TaskModel
 from lmforge.model.modeldir import (LoadedModel, check_and_load, load_model_dir, model_dir_config, read_json,
@@ -136,6 +137,8 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info
     """(train batches, validation batches, label names) of the prepared data, encoded as training sees them
     (the pre-flight times real batches of them); under torchrun, this rank's share of every batch."""
     max_length = min(config.data.max_length, int(arch["max_positions"]))
+    if config.task == "retrieval":
+        return (*_pair_sources(config, tok, max_length, info), [])
     train_split = _augment(config, *_read(config, "train", max_length))
     val_split = _read(config, "validation", max_length)
     labels = _label_names(config, train_split[2])
@@ -158,6 +161,20 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info
     val_src = ExampleSource(_encode(config, tok, val_split, label_to_id, max_length, scale), tc.batch_size, pad,
                             shuffle=False, drop_last=False, **shard)
     return train_src, val_src, labels
+
+
+def _pair_sources(config: FinetuneConfig, tok: Any, max_length: int, info: DistInfo) -> tuple[PairSource, PairSource]:
+    """task=retrieval: (query, passage[, hard negative]) batches of the train and validation splits."""
+    d, tc = config.data, config.train
+    shard = {"rank": info.rank, "world_size": info.world_size}
+    sources = []
+    for split in ("train", "validation"):
+        encoded = encode_pairs(tok, *read_pairs(str(d.path), split, d.text_field, d.pair_field, d.negative_field),
+                               max_length)
+        train = split == "train"
+        sources.append(PairSource(*encoded, tc.batch_size, pad_id(tok), seed=tc.seed, shuffle=train,
+                                  drop_last=train, **shard))
+    return sources[0], sources[1]
 
 
 def finetune(config: FinetuneConfig) -> dict[str, Any]:
@@ -212,9 +229,9 @@ def _finetune(config: FinetuneConfig, setup: harness.Run) -> dict[str, Any]:
 
         teacher = load_teacher(config.distill, config.task, labels, tokenizer_file,
                                min(config.data.max_length, int(arch["max_positions"])))
-    objective = FinetuneObjective(model, config.robust,
-                                  config.adalora.orthogonal_weight if config.method == "adalora" else 0.0,
-                                  weights, config.loss.focal_gamma, teacher)
+    objective = RetrievalObjective(config.retrieval.temperature) if config.task == "retrieval" else \
+        FinetuneObjective(model, config.robust, config.adalora.orthogonal_weight if config.method == "adalora" else 0.0,
+                          weights, config.loss.focal_gamma, teacher)
     out = Path(config.out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -250,6 +267,8 @@ def _save(config: FinetuneConfig, model: TaskModel, out: Path, tokenizer_file: P
                              "base": str(Path(config.init_from).resolve()) if config.init_from else None}
     if config.task != "tagging" and config.data.truncation != "head":
         extra["truncation"] = config.data.truncation
+    if config.task == "retrieval":  # no head: what the model was trained for, and how it embeds
+        extra["retrieval"] = {"pooling": "mean", "normalize": True, "temperature": config.retrieval.temperature}
     if config.method == "lora" and config.lora.merge:  # a plain model: the LoRA update folded into the weights
         model = copy.deepcopy(model)
         merge_lora(model)
@@ -333,13 +352,31 @@ def _report(config: FinetuneConfig, out: Path) -> dict[str, Any]:
 
     predictor = Predictor(load_model_dir(out))
     name = f"lmforge {method_name(predictor.config)}" + (f" (soup of {config.soup})" if config.soup > 1 else "")
-    row = model_row(predictor, str(config.data.path), "test", name, predictor.config["report_info"])
+    if config.task == "retrieval":
+        rows = _retrieval_rows(config, predictor, name)
+    else:
+        rows = [model_row(predictor, str(config.data.path), "test", name, predictor.config["report_info"])]
     baselines: dict[str, Any] = {"enabled": config.report.baselines}
     if config.report.max_train_examples:
         baselines["max_train_examples"] = config.report.max_train_examples
     eval_cfg = make_evaluate_config({"data": str(config.data.path), "split": "test", "out": str(out / "report"),
                                      "curves": str(out / "metrics.jsonl"), "baselines": baselines,
                                      "progress": config.train.progress,
-                                     **({"task": config.task} if config.task in ("multilabel", "regression") else {})},
+                                     **({"task": config.task} if config.task != "tagging" else {})},
                                     source="finetune")
-    return evaluate(eval_cfg, rows=[row])
+    return evaluate(eval_cfg, rows=rows)
+
+
+def _retrieval_rows(config: FinetuneConfig, predictor: Predictor, name: str) -> list[dict[str, Any]]:
+    """The fine-tuned bi-encoder's test row, and (with report.baselines) the model it started from, embedding
+    the same way: what fine-tuning added."""
+    from lmforge.eval.retrieval import model_retrieval_row, retrieval_split
+
+    d = config.data
+    split = retrieval_split(str(d.path), "test", d.text_field, str(d.pair_field))
+    rows = [model_retrieval_row(predictor, split, name, info=predictor.config["report_info"])]
+    if config.report.baselines and config.init_from:
+        base = Predictor(load_model_dir(config.init_from))
+        rows.append(model_retrieval_row(base, split, "init_from (not fine-tuned)", kind="baseline",
+                                        info={"model": config.init_from}))
+    return rows

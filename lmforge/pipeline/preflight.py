@@ -277,6 +277,7 @@ def _plan_finetune(name: str, config: Any, arch: dict[str, Any], device: torch.d
                    tokenizer_file: Optional[Path]) -> StagePlan:
     from lmforge.finetune.build import build_finetune_model
     from lmforge.finetune.objective import FinetuneObjective
+    from lmforge.finetune.retrieval import RetrievalObjective
     from lmforge.model.transformer import TransformerConfig
 
     precision = resolve_precision(config.train.precision, device)
@@ -295,6 +296,9 @@ def _plan_finetune(name: str, config: Any, arch: dict[str, Any], device: torch.d
         labels, names = labels.float(), [config.data.label_field]
     batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
                 "labels": labels}]
+    if config.task == "retrieval":  # queries and passages of the same length
+        batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "passage_input_ids": ids,
+                    "passage_attention_mask": torch.ones_like(ids)}]
     per_epoch = val_batches = None
     data = Path(str(config.data.path)) if config.data.path else None
     if data is not None and (data / "train.jsonl").is_file() and tokenizer_file is not None and tokenizer_file.is_file():
@@ -303,7 +307,8 @@ def _plan_finetune(name: str, config: Any, arch: dict[str, Any], device: torch.d
         torch.manual_seed(0)
         # the stage's own model (method and frozen parts included), without reading the base weights
         model = build_finetune_model(config, model_cfg.model_dump(mode="json"), names, load_weights=False)
-    objective = FinetuneObjective(model, config.robust)
+    objective = RetrievalObjective(config.retrieval.temperature) if config.task == "retrieval" else \
+        FinetuneObjective(model, config.robust)
     step_s, memory = measure_step(model, objective, batches, config.train, device, precision, threads)
     tokens_per_step = round(sum(b["input_ids"].numel() for b in batches) / len(batches))
     needed = config.epochs * per_epoch if per_epoch else None

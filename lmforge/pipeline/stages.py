@@ -234,6 +234,8 @@ def _evaluate_report(out: Path) -> StageReport:
         elif m.get("task") == "multilabel":
             scores = f"micro-F1 {m['micro']['f1']:.4f}, macro-F1 {m['macro']['f1']:.4f}"
             rows.append((f"{row['name']} ({row['kind']})", scores))
+        elif m.get("task") == "retrieval":
+            rows.append((f"{row['name']} ({row['kind']})", f"recall@1 {m['recall@1']:.4f}, MRR@10 {m['mrr@10']:.4f}"))
         elif m.get("task") == "regression" and m.get("pearson") is not None:
             rows.append((f"{row['name']} ({row['kind']})", f"Pearson {m['pearson']:.4f}, RMSE {m['rmse']:.4f}"))
     images = [(title, out / file) for title, file in report.get("plots", {}).items()]

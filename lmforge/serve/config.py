@@ -26,5 +26,6 @@ class ServeConfig(Section):
     port: int = Field(8000, ge=0, lt=65536)
     batch_size: int = Field(32, gt=0, description="Predictor batch size.")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default.")
+    index: str = Field("", description="A vector index (`lmforge index`) built with this model: enables /v1/search.")
     limits: LimitsConfig = LimitsConfig()
     micro_batch: MicroBatchConfig = MicroBatchConfig()

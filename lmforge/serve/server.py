@@ -1,6 +1,7 @@
 """`lmforge serve`: a FastAPI app over one Predictor, on uvicorn.
 
-Concurrent /v1/classify, /v1/tag and /v1/embed requests are grouped into micro-batches: an asyncio
+/v1/search answers from a vector index (`lmforge index`, --index) with the model's embeddings.
+Concurrent /v1/classify, /v1/tag and /v1/embed (and /v1/search) requests are grouped into micro-batches: an asyncio
 queue per task; a worker takes every request that queued while the previous forward pass ran (up to
 `max_size` texts; a request that finds the model idle waits up to `max_wait_ms` for company), runs one
 forward pass in the single model thread and hands each request its rows; should that pass fail, each
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Optional, Sequence
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -27,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lmforge.config import ConfigError
 from lmforge.serve.config import ServeConfig
+from lmforge.serve.index import VectorIndex
 from lmforge.serve.predictor import InputError, Predictor
 from lmforge.text import text_problem
 
@@ -47,6 +51,10 @@ class ClassifyRequest(TextsRequest):
 
 class EmbedRequest(TextsRequest):
     normalize: StrictBool = False
+
+
+class SearchRequest(TextsRequest):
+    k: StrictInt = Field(10, ge=1, le=1000, description="Passages per query.")
 
 
 class FillMaskRequest(_Body):
@@ -193,7 +201,12 @@ class MeasureAndLimit:
             self.metrics.record(scope["path"], status, (time.perf_counter() - start) * 1000)
 
 
-def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
+def create_app(predictor: Predictor, config: ServeConfig, index: Optional[VectorIndex] = None) -> FastAPI:
+    """The app; ``index`` (or ServeConfig.index, loaded here) answers /v1/search with this model's embeddings."""
+    if index is None and config.index:
+        index = VectorIndex.load(config.index)
+    if index is not None and "embed" not in predictor.tasks:
+        raise ConfigError(f"--index: this model cannot embed queries (it supports {', '.join(predictor.tasks)})")
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmforge-model")  # one forward pass at a time
     metrics = Metrics()
     limits, mb = config.limits, config.micro_batch
@@ -290,6 +303,18 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
             vectors = [[x / max(sum(y * y for y in v) ** 0.5, 1e-12) for x in v] for v in vectors]
         return {"results": vectors}
 
+    @app.post("/v1/search", summary="The index's nearest passages of each query (cosine)")
+    async def search(body: SearchRequest) -> dict[str, Any]:
+        if index is None:
+            raise RequestError(404, "no index: start the server with --index INDEX (built by `lmforge index`)")
+        vectors = await run("embed", body.texts)  # micro-batched with /v1/embed; normalised below
+        q = np.asarray(vectors, dtype=np.float32)  # (Q, C)
+        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        scores, positions = index.search(q, body.k)
+        return {"results": [[{"id": index.ids[p], "text": index.texts[p], "score": float(s), "rank": r + 1}
+                             for r, (s, p) in enumerate(zip(row_s, row_p)) if p >= 0]
+                            for row_s, row_p in zip(scores, positions)]}
+
     async def single(task: str, field: str, text: str, call: Callable[[], Any]) -> Any:
         check(task, [text], field)
         try:
@@ -311,7 +336,7 @@ def create_app(predictor: Predictor, config: ServeConfig) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": config.model, "tasks": list(predictor.tasks),
-                "micro_batching": mb.enabled}
+                "micro_batching": mb.enabled, "index": len(index) if index is not None else None}
 
     @app.get("/metrics")
     async def metrics_view() -> dict[str, Any]:
@@ -344,7 +369,6 @@ def serve(config: ServeConfig) -> None:
     import torch
     import uvicorn
 
-    from lmforge.config import ConfigError
     from lmforge.serve.predictor import load
 
     if not config.model:
