@@ -235,16 +235,12 @@ def _explain(args: argparse.Namespace) -> int:
 def _deletion_curve(args: argparse.Namespace, predictor: Any) -> int:
     """explain --deletion-curve DATA: accuracy as each method's top tokens are removed, against random."""
     from lmforge.data.examples import read_classification
-    from lmforge.eval.faithfulness import deletion_curve
+    from lmforge.eval.faithfulness import deletion_curve, sample_examples
     from lmforge.progress import print_summary
 
     d = predictor.config.get("data") or {}
     texts, _, gold = read_classification(args.deletion_curve, args.split, "text", None, d.get("label_field", "label"))
-    if args.limit < len(texts):  # a seeded sample: a split's file order often follows its sources (all positive first)
-        import random
-
-        keep = sorted(random.Random(0).sample(range(len(texts)), args.limit))
-        texts, gold = [texts[i] for i in keep], [gold[i] for i in keep]
+    texts, gold = sample_examples(texts, gold, args.limit)
     rows = []
     for method in args.methods or [args.method]:
         curve = deletion_curve(predictor, texts, gold, method, steps=args.steps, samples=args.samples)

@@ -40,6 +40,16 @@ def _predicted(predictor: Predictor, ids: torch.Tensor) -> int:
     return int(predictor.model.classify(ids, torch.ones_like(ids)).argmax(-1)[0])
 
 
+def sample_examples(texts: Sequence[str], gold: Sequence[str], limit: int, seed: int = 0
+                    ) -> tuple[list[str], list[str]]:
+    """A seeded random ``limit`` of the examples, in file order: a split's order often follows its sources
+    (the review corpus lists every positive review first), so its first N may hold one label only."""
+    if limit >= len(texts):
+        return list(texts), list(gold)
+    keep = sorted(random.Random(seed).sample(range(len(texts)), limit))
+    return [texts[i] for i in keep], [gold[i] for i in keep]
+
+
 def deletion_curve(predictor: Predictor, texts: Sequence[str], gold: Sequence[str], method: str = "ig",
                    fractions: Sequence[float] = FRACTIONS, seed: int = 0, **explain_args: Any) -> DeletionCurve:
     """Accuracy as the top-attributed tokens (or as many random ones) are removed."""

@@ -77,6 +77,17 @@ def test_attention_maps_equal_the_attention_the_model_computes(classifier):
     torch.testing.assert_close(attn.proj(mixed), captured["out"], rtol=1e-4, atol=1e-5)
 
 
+def test_the_deletion_curve_samples_across_a_split_ordered_by_label():
+    from lmforge.eval.faithfulness import sample_examples
+
+    gold = ["positive"] * 500 + ["negative"] * 500  # as the review corpus's files are ordered
+    texts = [f"t{i}" for i in range(1000)]
+    picked, labels = sample_examples(texts, gold, 50)
+    assert len(picked) == 50 and 10 < labels.count("positive") < 40
+    assert picked == sorted(picked, key=lambda t: int(t[1:]))  # file order kept
+    assert sample_examples(texts, gold, 50) == (picked, labels)  # seeded
+
+
 def test_deletion_curve_and_the_cli_that_compares_methods(classifier, reviews_small, tmp_path, capsys):
     import json
 
