@@ -39,7 +39,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -69,21 +69,29 @@ def minilm_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
-def wordnet_glosses(per_class: int, seed: int) -> list[dict[str, str]]:
-    """``per_class`` random glosses of each part of speech; the definition only (the quoted usage
+def wordnet_synsets() -> Iterator[tuple[str, list[str], str]]:
+    """(part of speech, words, definition) of every WordNet synset; the definition only (the quoted usage
     examples after it would often name the word itself)."""
     if not all((WORDNET / f).is_file() for f in FILES):
         raise SystemExit(f"WordNet glosses not found in {WORDNET}: apt-get install wordnet-base")
-    by_pos: dict[str, list[str]] = {}
     for name in FILES:
         with open(WORDNET / name, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith("  ") or " | " not in line:  # the licence header
                     continue
                 fields, gloss = line.split(" | ", 1)
+                parts = fields.split()
+                words = [parts[4 + 2 * i].replace("_", " ").split("(")[0] for i in range(int(parts[3], 16))]
                 definition = gloss.split('; "')[0].strip().rstrip(";").strip()
                 if definition:
-                    by_pos.setdefault(POS[fields.split()[2]], []).append(definition)
+                    yield POS[parts[2]], words, definition
+
+
+def wordnet_glosses(per_class: int, seed: int) -> list[dict[str, str]]:
+    """``per_class`` random glosses of each part of speech."""
+    by_pos: dict[str, list[str]] = {}
+    for pos, _, definition in wordnet_synsets():
+        by_pos.setdefault(pos, []).append(definition)
     rng = random.Random(seed)
     rows = []
     for label, texts in sorted(by_pos.items()):

@@ -23,25 +23,12 @@ from lmforge.finetune.stage import finetune, make_finetune_config
 from lmforge.model.hf import import_hf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_vs_hf import FILES, WORDNET, minilm_dir
+from finetune_vs_hf import minilm_dir, wordnet_synsets
 
 
 def synset_pairs(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """``n`` random synsets as {"words": "w1, w2, ...", "gloss": definition} (quoted examples left out)."""
-    rows = []
-    for name in FILES:
-        with open(WORDNET / name, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("  ") or " | " not in line:  # the licence header
-                    continue
-                fields, gloss = line.split(" | ", 1)
-                parts = fields.split()
-                count = int(parts[3], 16)
-                words = [parts[4 + 2 * i].replace("_", " ") for i in range(count)]
-                words = [w.split("(")[0] for w in words]  # adjective markers such as "(a)"
-                definition = gloss.split('; "')[0].strip().rstrip(";").strip()
-                if definition:
-                    rows.append({"words": ", ".join(words), "gloss": definition})
+    """``n`` random synsets as {"words": "w1, w2, ...", "gloss": definition}."""
+    rows = [{"words": ", ".join(words), "gloss": d} for _, words, d in wordnet_synsets()]
     random.Random(seed).shuffle(rows)
     return rows[:n]
 

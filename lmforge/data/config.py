@@ -187,7 +187,7 @@ class PrepareConfig(Section):
 
     input: InputConfig = Field(default_factory=InputConfig)
     out: Optional[str] = Field(None, description="Output directory (required).")
-    preset: Optional[PresetName] = Field(None, description="Default: labelled with a label field, else clean.")
+    preset: Optional[PresetName] = Field(None, description="Default: labelled with a label or pair field (task data), else clean.")
     workers: int = Field(1, ge=1, le=256, description="Processes for reading, cleaning and hashing; output is identical for any count.")
     chunk_size: int = Field(1000, ge=1, description="Records per work unit sent to a worker.")
     clean: CleanConfig = Field(default_factory=CleanConfig)
@@ -243,12 +243,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def resolve_preset(layers: list[dict[str, Any]]) -> str:
-    """The preset the user asked for, or the default for their data (labelled if a label field is set)."""
+    """The preset the user asked for, or the default for their data: labelled if a label or a pair field
+    is set (task data: a retrieval query of one word is a query, not a fragment to filter out)."""
     preset: Optional[str] = None
-    label_field: Optional[str] = None
+    task_field: Optional[str] = None
     for layer in layers:
         preset = layer.get("preset", preset)
-        label_field = (layer.get("input") or {}).get("label_field", label_field)
+        given = layer.get("input") or {}
+        task_field = given.get("label_field") or given.get("pair_field") or task_field
     if preset is None:
-        preset = "labelled" if label_field else "clean"
+        preset = "labelled" if task_field else "clean"
     return preset

@@ -74,11 +74,20 @@ def load_base(model: TaskModel, base_dir: str | Path) -> None:
             raise ConfigError(f"init_from: {base_dir}: tensor {v} has shape {tuple(state[v].shape)}, "
                               f"this model expects {tuple(mine[k].shape)}")
     model.load_state_dict({k: state[v] for k, v in wanted.items()}, strict=False)
-    if model.head is not None and base.head is not None and (
-            (base.task, base.problem, base.labels) == (model.task, model.problem, model.labels)):
+    if model.head is not None and base.head is not None and (base.task, base.problem) == (model.task, model.problem) \
+            and set(base.labels) <= set(model.labels):
         theirs, ours = base.head.state_dict(), model.head.state_dict()
-        if {k: v.shape for k, v in theirs.items()} == {k: v.shape for k, v in ours.items()}:
-            model.head.load_state_dict(theirs)  # continuing a classifier (recovery after pruning): keep its head
+        if {k: v.shape[1:] if k.startswith("classifier.") else v.shape for k, v in theirs.items()} == \
+                {k: v.shape[1:] if k.startswith("classifier.") else v.shape for k, v in ours.items()}:
+            # continuing a classifier: recovery after pruning (the same labels), or a new task whose labels
+            # extend its own (continual learning): its pooler, and its classifier rows for its labels
+            rows = [model.labels.index(name) for name in base.labels]
+            for key, value in theirs.items():
+                if key.startswith("classifier."):
+                    ours[key][rows] = value
+                else:
+                    ours[key] = value
+            model.head.load_state_dict(ours)
             return
     pooler = model.head.pooler if model.task == "classification" and model.head is not None else None
     found = base.pooler if base.pooler is not None else (

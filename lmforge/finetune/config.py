@@ -144,6 +144,21 @@ class DistillConfig(Section):
                                       "validation or test text are left out and counted.")
 
 
+class ContinualConfig(Section):
+    """Learning a new task without forgetting an earlier one (class-incremental: the head covers the labels
+    of both). `lmforge/finetune/continual.py`."""
+
+    rehearsal: Optional[str] = Field(None, description="A prepared directory of the earlier task (classification); "
+                                     "its labels join the head, and a seeded sample of its train split is mixed "
+                                     "into every epoch (its validation split into validation).")
+    rehearsal_size: int = Field(1000, ge=0, description="Earlier-task train examples kept and replayed; 0: none "
+                                "(EWC alone).")
+    ewc: float = Field(0.0, ge=0, description="Elastic weight consolidation (Kirkpatrick et al. 2017): weight of "
+                       "sum F_i (theta_i - theta*_i)^2 / 2, with F the Fisher information of the starting weights "
+                       "on the earlier task's data; 0 = off.")
+    fisher_examples: int = Field(512, gt=0, description="Earlier-task examples the Fisher information is estimated on.")
+
+
 class FinetuneScheduleConfig(ScheduleConfig):
     warmup: float = Field(0.1, ge=0, lt=1, description="Warmup as a fraction of training (steps or budget).")
 
@@ -202,6 +217,7 @@ class FinetuneConfig(Section):
     robust: RobustConfig = Field(default_factory=RobustConfig)
     loss: LossConfig = Field(default_factory=LossConfig, description="Imbalanced labels: class weights, focal loss.")
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    continual: ContinualConfig = Field(default_factory=ContinualConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
@@ -228,6 +244,11 @@ class FinetuneConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneConfig":
+        if (self.continual.rehearsal or self.continual.ewc) and self.task != "classification":
+            raise ValueError(f"continual.*: rehearsal and EWC apply to task=classification, not task={self.task}")
+        if self.continual.ewc and not self.continual.rehearsal:
+            raise ValueError("continual.ewc: the Fisher information is estimated on the earlier task's data; "
+                             "give continual.rehearsal (rehearsal_size=0 replays none of it)")
         if self.task == "retrieval":
             other = {"distill.teacher": bool(self.distill.teacher), "augment.enabled": self.augment.enabled,
                      "loss.class_weights": self.loss.class_weights != "none", "loss.focal_gamma": self.loss.focal_gamma > 0,

@@ -11,7 +11,7 @@ During evaluation (no grad) only the clean loss is computed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,8 @@ def balanced_class_weights(labels: Sequence[Any], n_classes: int) -> Tensor:
 class FinetuneObjective:
     def __init__(self, model: TaskModel, robust: RobustConfig, orthogonal_weight: float = 0.0,
                  class_weights: Optional[Tensor] = None, focal_gamma: float = 0.0,
-                 teacher: Optional["Teacher"] = None) -> None:
+                 teacher: Optional["Teacher"] = None, penalty: Optional[Callable[[], Tensor]] = None) -> None:
+        self.penalty = penalty  # a weight-space term (continual learning's EWC), per unit like the loss
         self.class_weights, self.focal_gamma = class_weights, focal_gamma
         self.teacher = teacher  # distillation: its soft labels join the training loss
         self.robust = robust
@@ -119,6 +120,8 @@ class FinetuneObjective:
             loss_sum = self.teacher.mix(loss_sum, logits, batch)
             if logits.dim() == 2:  # every example has soft labels, unlabelled ones too: the mean is over all
                 units = torch.tensor(logits.shape[0], device=loss_sum.device)
+        if training and self.penalty is not None:
+            loss_sum = loss_sum + self.penalty().to(loss_sum.device) * units
         if training and self.orthogonal_weight > 0:
             loss_sum = loss_sum + self.orthogonal_weight * orthogonal_penalty(self.model) * units
         # examples (classification) or labelled tokens (tagging) predicted right: val_acc

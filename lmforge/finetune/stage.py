@@ -141,6 +141,16 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info
         return (*_pair_sources(config, tok, max_length, info), [])
     train_split = _augment(config, *_read(config, "train", max_length))
     val_split = _read(config, "validation", max_length)
+    if config.continual.rehearsal:  # the earlier task's labels join the head; a sample of it joins the epochs
+        from lmforge.finetune.continual import rehearsal_examples
+
+        d = config.data
+
+        def joined(split: tuple, name: str) -> tuple:
+            earlier = rehearsal_examples(config.continual, name, d.text_field, d.label_field)
+            return tuple(a + b for a, b in zip(split, earlier))
+
+        train_split, val_split = joined(train_split, "train"), joined(val_split, "validation")
     labels = _label_names(config, train_split[2])
     scale = _scale(config, train_split[2])
     label_to_id = {name: i for i, name in enumerate(labels)}
@@ -229,9 +239,10 @@ def _finetune(config: FinetuneConfig, setup: harness.Run) -> dict[str, Any]:
 
         teacher = load_teacher(config.distill, config.task, labels, tokenizer_file,
                                min(config.data.max_length, int(arch["max_positions"])))
+    penalty = _ewc(config, model, tok, labels, arch) if config.continual.ewc else None
     objective = RetrievalObjective(config.retrieval.temperature) if config.task == "retrieval" else \
         FinetuneObjective(model, config.robust, config.adalora.orthogonal_weight if config.method == "adalora" else 0.0,
-                          weights, config.loss.focal_gamma, teacher)
+                          weights, config.loss.focal_gamma, teacher, penalty)
     out = Path(config.out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -257,6 +268,19 @@ def _finetune(config: FinetuneConfig, setup: harness.Run) -> dict[str, Any]:
     _save(config, model, out, tokenizer_file, arch, info_row)
     report = _report(config, out)
     return {"result": result, "report": report, "trainable": (trainable, total)}
+
+
+def _ewc(config: FinetuneConfig, model: TaskModel, tok: Any, labels: list[str], arch: dict[str, Any]) -> Any:
+    """The EWC penalty of the starting weights, its Fisher estimated on the earlier task's train examples."""
+    from lmforge.finetune.continual import EWCPenalty, rehearsal_examples
+
+    c, d = config.continual, config.data
+    sample = rehearsal_examples(c.model_copy(update={"rehearsal_size": c.fisher_examples}), "train",
+                                d.text_field, d.label_field)
+    enc = _encode(config, tok, sample, {name: i for i, name in enumerate(labels)},
+                  min(d.max_length, int(arch["max_positions"])), (0.0, 1.0))
+    return EWCPenalty(model, ExampleSource(enc, config.train.batch_size, pad_id(tok), shuffle=False,
+                                           drop_last=False), c.ewc)
 
 
 def _save(config: FinetuneConfig, model: TaskModel, out: Path, tokenizer_file: Path, arch: dict[str, Any],

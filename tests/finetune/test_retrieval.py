@@ -34,12 +34,19 @@ def halves(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("halves")
     reviews = [r.text for r in get_corpus("reviews").records() if r.text and 30 <= len(r.text) <= 100][:300]
     rows = [{"question": t[: len(t) // 2], "answer": t[len(t) // 2:]} for t in reviews]
+    rows[0]["question"] = rows[0]["question"][:2]  # a two-character query is a query: kept (labelled preset)
     (root / "halves.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                        encoding="utf-8")
     prepare(make_prepare_config({"input": {"paths": [str(root / "halves.jsonl")], "text_field": "question",
                                            "pair_field": "answer"},
                                  "out": str(root / "prepared"), "progress": False, "workers": 1}, source="t"))
     return root / "prepared"
+
+
+def test_a_pair_file_without_labels_is_task_data(halves):
+    report = json.loads((halves / "report.json").read_text())
+    assert report["preset"] == "labelled" and "too_short" not in report["rejected_by_reason"]
+    assert report["counts"]["accounted"]
 
 
 def test_metrics_agree_with_scikit_learn_and_brute_force():
