@@ -27,15 +27,16 @@ __all__ = ["EWCPenalty", "rehearsal_examples"]
 
 
 def rehearsal_examples(config: ContinualConfig, split: str, text_field: str, label_field: str
-                       ) -> tuple[list[str], list[Optional[str]], list[str]]:
-    """A seeded sample of the earlier task's ``split`` (train: ``rehearsal_size``; validation: a quarter of
-    it, at least one): its texts, no pairs, labels."""
+                       ) -> tuple[tuple[list[str], list[Optional[str]], list[str]], set[str]]:
+    """(a seeded sample of the earlier task's ``split`` as texts, no pairs, labels; every label of that
+    split). The sample: ``rehearsal_size`` of train, a quarter of that (at least one, unless 0) of
+    validation. The labels join the head whatever the sample's size."""
     assert config.rehearsal is not None
     check_prepared(config.rehearsal)
     texts, _, labels = read_classification(config.rehearsal, split, text_field, None, label_field)
-    n = config.rehearsal_size if split == "train" else max(1, config.rehearsal_size // 4)
-    keep = sorted(random.Random(0).sample(range(len(texts)), min(n, len(texts)))) if n else []
-    return [texts[i] for i in keep], [None] * len(keep), [labels[i] for i in keep]
+    n = config.rehearsal_size if split == "train" else -(-config.rehearsal_size // 4)
+    keep = sorted(random.Random(0).sample(range(len(texts)), min(n, len(texts))))
+    return ([texts[i] for i in keep], [None] * len(keep), [labels[i] for i in keep]), set(labels)
 
 
 class EWCPenalty:

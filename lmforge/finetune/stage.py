@@ -147,11 +147,15 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info
         d = config.data
 
         def joined(split: tuple, name: str) -> tuple:
-            earlier = rehearsal_examples(config.continual, name, d.text_field, d.label_field)
-            return tuple(a + b for a, b in zip(split, earlier))
+            sample, names = rehearsal_examples(config.continual, name, d.text_field, d.label_field)
+            earlier_labels.update(names)
+            return tuple(a + b for a, b in zip(split, sample))
 
+        earlier_labels: set[str] = set()
         train_split, val_split = joined(train_split, "train"), joined(val_split, "validation")
-    labels = _label_names(config, train_split[2])
+        labels = sorted(set(_label_names(config, train_split[2])) | earlier_labels)
+    else:
+        labels = _label_names(config, train_split[2])
     scale = _scale(config, train_split[2])
     label_to_id = {name: i for i, name in enumerate(labels)}
     if config.distill.unlabelled:  # texts without labels: the teacher's soft labels are their targets
@@ -275,8 +279,8 @@ def _ewc(config: FinetuneConfig, model: TaskModel, tok: Any, labels: list[str], 
     from lmforge.finetune.continual import EWCPenalty, rehearsal_examples
 
     c, d = config.continual, config.data
-    sample = rehearsal_examples(c.model_copy(update={"rehearsal_size": c.fisher_examples}), "train",
-                                d.text_field, d.label_field)
+    sample, _ = rehearsal_examples(c.model_copy(update={"rehearsal_size": c.fisher_examples}), "train",
+                                   d.text_field, d.label_field)
     enc = _encode(config, tok, sample, {name: i for i, name in enumerate(labels)},
                   min(d.max_length, int(arch["max_positions"])), (0.0, 1.0))
     return EWCPenalty(model, ExampleSource(enc, config.train.batch_size, pad_id(tok), shuffle=False,

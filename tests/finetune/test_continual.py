@@ -60,6 +60,19 @@ def test_the_new_head_keeps_the_earlier_rows_and_both_tasks_are_answered(sentime
     assert first_task["examples"] == 48 and 0 <= first_task["accuracy"] <= 1
 
 
+def test_the_earlier_labels_join_the_head_even_when_nothing_is_replayed(sentiment, persons, reviews_small, tmp_path):
+    from lmforge.finetune.stage import example_sources
+
+    arch = read_json(sentiment / "config.json")["model"]
+    tok = encoding_tokenizer(sentiment)
+    for size, extra in ((0, 0), (40, 40)):
+        config = make_finetune_config(*ft_layers(tmp_path, sentiment, persons, continual={
+            "rehearsal": str(reviews_small), "rehearsal_size": size}), source="t")
+        train, val, labels = example_sources(config, tok, arch)
+        assert labels == ["negative", "no_person", "person", "positive"]
+        assert len(train.enc.input_ids) == 200 - 80 + extra and len(val.enc.input_ids) == 40 + extra // 4
+
+
 def test_ewc_is_zero_at_the_start_and_pulls_back(sentiment, reviews_small):
     loaded = load_model_dir(sentiment)
     model = loaded.model.train()
