@@ -159,6 +159,18 @@ class ContinualConfig(Section):
     fisher_examples: int = Field(512, gt=0, description="Earlier-task examples the Fisher information is estimated on.")
 
 
+class SelfTrainingConfig(Section):
+    """Self-training with few labels (pseudo-labelling; Yarowsky 1995, Lee 2013): fine-tune, label the
+    unlabelled texts the model is sure of, fine-tune again from the same start on both, repeat."""
+
+    unlabelled: Optional[str] = Field(None, description="A prepared directory whose train split's texts (labels "
+                                      "ignored) are pseudo-labelled; texts equal to a validation or test text of "
+                                      "data.path are left out. None: off.")
+    threshold: float = Field(0.9, ge=0.5, lt=1, description="Keep a pseudo-label when the model's probability "
+                             "of it is at least this.")
+    rounds: int = Field(1, ge=1, description="Rounds of pseudo-labelling, each by the previous round's model.")
+
+
 class FinetuneScheduleConfig(ScheduleConfig):
     warmup: float = Field(0.1, ge=0, lt=1, description="Warmup as a fraction of training (steps or budget).")
 
@@ -218,6 +230,7 @@ class FinetuneConfig(Section):
     loss: LossConfig = Field(default_factory=LossConfig, description="Imbalanced labels: class weights, focal loss.")
     distill: DistillConfig = Field(default_factory=DistillConfig)
     continual: ContinualConfig = Field(default_factory=ContinualConfig)
+    self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
@@ -244,6 +257,9 @@ class FinetuneConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneConfig":
+        if self.self_training.unlabelled and (self.task != "classification" or self.soup > 1):
+            raise ValueError("self_training.unlabelled: pseudo-labels are classes (task=classification), and each "
+                             "round is one model (soup=1)")
         if (self.continual.rehearsal or self.continual.ewc) and self.task != "classification":
             raise ValueError(f"continual.*: rehearsal and EWC apply to task=classification, not task={self.task}")
         if self.continual.ewc and not self.continual.rehearsal:

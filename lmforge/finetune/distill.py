@@ -78,7 +78,7 @@ def load_teacher(config: DistillConfig, task: str, labels: list[str], tokenizer_
     return Teacher(model, config.temperature, config.alpha)
 
 
-def read_unlabelled(path: str, data: str, text_field: str, pair_field: str | None
+def read_unlabelled(path: str, data: str, text_field: str, pair_field: str | None, key: str = "distill.unlabelled"
                     ) -> tuple[list[str], list[str | None], int]:
     """(texts, pairs, left out) of the train split of the prepared directory ``path``, labels ignored,
     without the texts that are also a validation or test text of ``data`` (learning the teacher's
@@ -91,7 +91,7 @@ def read_unlabelled(path: str, data: str, text_field: str, pair_field: str | Non
     for number, row in iter_numbered(where, text_field):
         if row.get(text_field) is None or (pair_field is not None and row.get(pair_field) is None):
             need = text_field if pair_field is None else f"{text_field} and {pair_field}"
-            raise ConfigError(f"{where}:{number}: distill.unlabelled needs the field(s) {need}")
+            raise ConfigError(f"{where}:{number}: {key} needs the field(s) {need}")
         key = _key(row, text_field, pair_field)
         if key in held_out:
             left_out += 1

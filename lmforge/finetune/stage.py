@@ -11,7 +11,7 @@ import copy
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -21,7 +21,8 @@ from lmforge.data.examples import read_classification, read_pairs, read_tagging
 from lmforge.data.prepared import check_prepared, pair_field
 from lmforge.eval.scoring import method_name, model_row, split_probabilities
 from lmforge.finetune.build import build_finetune_model
-from lmforge.finetune.config import FinetuneConfig
+from lmforge.finetune.config import FinetuneConfig, SelfTrainingConfig
+from lmforge.finetune.distill import read_unlabelled
 from lmforge.finetune.data import (
     Encoded,
     ExampleSource,
@@ -132,14 +133,18 @@ def _scale(config: FinetuneConfig, train_labels: list[Any]) -> tuple[float, floa
     return float(values.mean()), float(values.std(correction=0))
 
 
-def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info: DistInfo = DistInfo()
+def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info: DistInfo = DistInfo(),
+                    pseudo: Sequence[tuple[str, Optional[str], str]] = ()
                     ) -> tuple[ExampleSource, ExampleSource, list[str]]:
     """(train batches, validation batches, label names) of the prepared data, encoded as training sees them
-    (the pre-flight times real batches of them); under torchrun, this rank's share of every batch."""
+    (the pre-flight times real batches of them); under torchrun, this rank's share of every batch.
+    ``pseudo``: (text, pair, label) examples labelled by an earlier model (self-training) join train."""
     max_length = min(config.data.max_length, int(arch["max_positions"]))
     if config.task == "retrieval":
         return (*_pair_sources(config, tok, max_length, info), [])
     train_split = _augment(config, *_read(config, "train", max_length))
+    if pseudo:
+        train_split = tuple(a + list(b) for a, b in zip(train_split, zip(*pseudo)))
     val_split = _read(config, "validation", max_length)
     if config.continual.rehearsal:  # the earlier task's labels join the head; a sample of it joins the epochs
         from lmforge.finetune.continual import rehearsal_examples
@@ -206,18 +211,61 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
             raise ConfigError(f"data.truncation={config.data.truncation}: {config.data.path} holds text pairs, "
                               f"which are cut longest-first; head+tail applies to single texts")
         config = config.model_copy(update={"data": config.data.model_copy(update={"pair_field": found})})
+    return _run(config)
+
+
+def _run(config: FinetuneConfig, pseudo: Sequence[tuple[str, Optional[str], str]] = ()) -> dict[str, Any]:
     with harness.run(config.train, Path(config.out), config.resume) as setup:
-        return _soup(config, setup.info) if config.soup > 1 else _finetune(config, setup)
+        if config.self_training.unlabelled:
+            return _self_train(config, setup.info)
+        return _soup(config, setup.info) if config.soup > 1 else _finetune(config, setup, pseudo)
 
 
-def _finetune(config: FinetuneConfig, setup: harness.Run) -> dict[str, Any]:
+def _self_train(config: FinetuneConfig, info: DistInfo) -> dict[str, Any]:
+    """Rounds under OUT/self-training/round-N, each fine-tuned from the same start on the labelled train split
+    plus the texts the previous round's model labels with probability >= self_training.threshold; the
+    last round's model is OUT's, with the counts in its report info."""
+    st, d, out = config.self_training, config.data, Path(config.out)
+    texts, pairs, left_out = read_unlabelled(str(st.unlabelled), str(d.path), d.text_field, d.pair_field,
+                                             key="self_training.unlabelled")
+    plain = config.model_copy(update={"self_training": SelfTrainingConfig(),
+                                      "report": config.report.model_copy(update={"baselines": False})})
+    pseudo: list[tuple[str, Optional[str], str]] = []
+    counts: list[int] = []
+    accuracy: list[float] = []
+    for r in range(st.rounds + 1):
+        part = out / "self-training" / f"round-{r}"
+        run = _run(plain.model_copy(update={"out": str(part)}), pseudo)
+        if not info.is_main:
+            return {"result": run["result"], "report": None, "trainable": run["trainable"]}
+        accuracy.append(_model_row(run)["metrics"]["accuracy"])  # each round's test accuracy, for the record
+        if r == st.rounds:
+            break
+        predictor = Predictor(load_model_dir(part))
+        probs = predictor.class_probabilities(texts, pairs if d.pair_field else None)  # (N, K)
+        confidence, index = probs.max(-1)
+        pseudo = [(t, p, predictor.labels[int(k)]) for t, p, c, k in zip(texts, pairs, confidence, index)
+                  if float(c) >= st.threshold]
+        counts.append(len(pseudo))
+    last = load_model_dir(part)
+    info_row = {**last.config["report_info"], "self_training": {
+        "rounds": st.rounds, "threshold": st.threshold, "unlabelled": len(texts), "left_out": left_out,
+        "pseudo_labelled": counts, "rounds_accuracy": accuracy}}
+    save_model_dir(last.model, {**last.config, "report_info": info_row}, out, last.tokenizer)
+    shutil.copyfile(part / "metrics.jsonl", out / "metrics.jsonl")
+    write_config(config, out / "config.yaml")
+    return {"result": run["result"], "report": _report(config, out), "trainable": run["trainable"]}
+
+
+def _finetune(config: FinetuneConfig, setup: harness.Run, pseudo: Sequence[tuple[str, Optional[str], str]] = ()
+              ) -> dict[str, Any]:
     info = setup.info
     arch, tokenizer_file = _architecture(config)
     tok = encoding_tokenizer(tokenizer_file)
     if tok.get_vocab_size() > int(arch["vocab_size"]):
         raise ConfigError(f"model.vocab_size={arch['vocab_size']} is smaller than the tokenizer's "
                           f"{tok.get_vocab_size()} tokens ({tokenizer_file})")
-    train_src, val_src, labels = example_sources(config, tok, arch, info)
+    train_src, val_src, labels = example_sources(config, tok, arch, info, pseudo)
     tc = config.train
     steps = config.epochs * len(train_src)
     update: dict[str, Any] = {"steps": steps, "eval_every": len(train_src)}
