@@ -164,19 +164,31 @@ class ChunkProcessor:
 
 def pair_jaccard_job(job: tuple[str, dict[int, int], np.ndarray, int, int]) -> np.ndarray:
     """Exact Jaccard of candidate pairs (P, 2) -> (P,), their texts read from the spool at the given
-    byte offsets. Runs in a worker process: the corpus never needs to be in memory."""
+    byte offsets. Runs in a worker process: the corpus never needs to be in memory.
+
+    Text pairs are near duplicates only when both sides are: the smaller of the two sides' Jaccards
+    (LSH found the candidates on both sides hashed as one, where a long shared passage makes two
+    different short questions look alike, and their two labels a false conflict)."""
     spool_path, offsets, pairs, word_ngram, char_ngram = job
-    texts: dict[int, str] = {}
+    sides: dict[int, tuple[str, Optional[str]]] = {}
     with open(spool_path, "rb") as handle:
         for index, offset in offsets.items():
             handle.seek(offset)
             row = json.loads(parse_spool_line(handle.readline())[2])
-            texts[index] = dedup_text(row["text"], row.get("pair"))
-    ids = list(texts)
-    hashes, counts = MinHasher(1, word_ngram, char_ngram).shingles([texts[i] for i in ids])  # shingles only
-    bounds = np.concatenate(([0], np.cumsum(counts)))
-    sets = {i: np.unique(hashes[bounds[k] : bounds[k + 1]]) for k, i in enumerate(ids)}
-    return exact_jaccard_pairs(pairs, sets)
+            sides[index] = (row["text"], row.get("pair"))
+    ids = list(sides)
+    paired = all(sides[i][1] is not None for i in ids)
+    columns = ([[sides[i][0] for i in ids], [str(sides[i][1]) for i in ids]] if paired
+               else [[dedup_text(*sides[i]) for i in ids]])
+    similarity = None
+    for texts in columns:  # each side on its own, or the whole text
+        hashes, counts = MinHasher(1, word_ngram, char_ngram).shingles(texts)  # shingles only
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        sets = {i: np.unique(hashes[bounds[k] : bounds[k + 1]]) for k, i in enumerate(ids)}
+        part = exact_jaccard_pairs(pairs, sets)
+        similarity = part if similarity is None else np.minimum(similarity, part)
+    assert similarity is not None
+    return similarity
 
 
 _PROCESSOR: Optional[ChunkProcessor] = None

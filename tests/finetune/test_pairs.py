@@ -119,3 +119,25 @@ def test_pairs_fine_tune_evaluate_predict_and_serve(pairs_dir, tmp_path, base_di
     for got, want in zip(reply.json()["results"], answers):
         assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=1e-6)
     assert short.status_code == 422 and "one second text per text" in short.json()["error"]
+
+
+def test_two_questions_sharing_a_long_candidate_are_two_examples(tmp_path):
+    """Near duplicates of pairs need both sides alike: a long review shared by two short, different
+    questions (one match, one not) is no label conflict; the same pair twice with two labels still is."""
+    long_reviews = [r.text for r in get_corpus("reviews").records() if r.text and len(r.text) >= 150][:3]
+    short = [r.text for r in get_corpus("reviews").records() if r.text and 6 <= len(r.text) <= 12][:4]
+    rows = [{"question": short[0], "candidate": long_reviews[0], "label": "match"},
+            {"question": short[1], "candidate": long_reviews[0], "label": "other"},
+            {"question": short[2], "candidate": long_reviews[1], "label": "match"},
+            {"question": short[2], "candidate": long_reviews[1], "label": "other"},  # a real conflict
+            {"question": short[3], "candidate": long_reviews[2], "label": "match"},
+            {"question": short[3], "candidate": long_reviews[2] + "。", "label": "match"}]  # a near duplicate
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    prepare(make_prepare_config({"input": {"paths": [str(tmp_path / "p.jsonl")], "text_field": "question",
+                                           "label_field": "label", "pair_field": "candidate"},
+                                 "dedup": {"exact": False},  # the near-duplicate rule alone decides
+                                 "out": str(tmp_path / "out"), "progress": False, "workers": 1}, source="t"))
+    rejected = {(r["text"], r["reason"]) for r in map(json.loads, open(tmp_path / "out" / "rejected.jsonl", encoding="utf-8"))}
+    assert (short[0], "label_conflict") not in rejected and (short[1], "label_conflict") not in rejected
+    assert (short[2], "label_conflict") in rejected
+    assert (short[3], "near_duplicate") in rejected
