@@ -20,12 +20,13 @@ from lmforge.data.prepare import make_prepare_config, prepare
 from lmforge.eval.scoring import model_rows
 from lmforge.finetune.stage import finetune, make_finetune_config
 
-VARIANTS = {  # name -> continual.* settings
-    "plain fine-tuning": {"rehearsal_size": 0},  # the head covers all four labels; nothing replayed
-    "rehearsal 1000": {"rehearsal_size": 1000},
-    "EWC (lambda 1e4), no replay": {"rehearsal_size": 0, "ewc": 1e4},
-    "rehearsal 1000 + EWC": {"rehearsal_size": 1000, "ewc": 1e4},
-}
+def variants(sizes: list[int], ewc: float) -> dict[str, dict]:
+    """name -> continual.* settings: the head covers all four labels in every one."""
+    out: dict[str, dict] = {"plain fine-tuning": {"rehearsal_size": 0}}  # nothing replayed
+    out.update({f"rehearsal {n}": {"rehearsal_size": n} for n in sizes})
+    out[f"EWC (lambda {ewc:g}), no replay"] = {"rehearsal_size": 0, "ewc": ewc}
+    out[f"rehearsal {sizes[0]} + EWC"] = {"rehearsal_size": sizes[0], "ewc": ewc}
+    return out
 
 
 def person_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -46,18 +47,24 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--sentences", type=int, default=5000)
     ap.add_argument("--budget", default="90s")
+    ap.add_argument("--rehearsal-sizes", dest="sizes", type=int, nargs="+", default=[1000, 4000])
+    ap.add_argument("--ewc", type=float, default=1e4)
+    ap.add_argument("--only", nargs="*", help="run only these variants (names as printed)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}")
     raw = args.work / "persons.jsonl"
-    raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in person_rows(args.sentences)),
-                   encoding="utf-8")
     task2 = args.work / "persons"
-    prepare(make_prepare_config({"input": {"paths": [str(raw)], "label_field": "label"}, "out": str(task2),
-                                 "progress": False}, source="bench"))
+    if not (task2 / "DONE").is_file():
+        raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in person_rows(args.sentences)),
+                       encoding="utf-8")
+        prepare(make_prepare_config({"input": {"paths": [str(raw)], "label_field": "label"}, "out": str(task2),
+                                     "progress": False}, source="bench"))
     before = accuracy(args.model, args.data)
     print(f"{'before (task 1 model)':<32} task 1 {before:.4f}")
-    for name, settings in VARIANTS.items():
+    for name, settings in variants(args.sizes, args.ewc).items():
+        if args.only and name not in args.only:
+            continue
         out = args.work / name.replace(" ", "-").replace("(", "").replace(")", "").replace(",", "")
         continual = {"rehearsal": str(args.data), **settings}
         finetune(make_finetune_config({

@@ -28,13 +28,16 @@ from retrieval_wordnet import synset_pairs
 
 
 def matching_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
-    synsets = synset_pairs(n, seed)
-    rng = random.Random(seed)
+    """``n`` synsets' words with their own gloss ("match") and with two glosses of other synsets ("other"),
+    each of those used once and never as a match: no gloss is in two rows, so no split sees another's
+    glosses (a gloss that is one query's match and another's non-match would teach its identity)."""
+    synsets = synset_pairs(3 * n, seed)
+    queries, pool = synsets[:n], [s["gloss"] for s in synsets[n:]]
     rows = []
-    for i, s in enumerate(synsets):
+    for i, s in enumerate(queries):
         rows.append({"words": s["words"], "gloss": s["gloss"], "label": "match"})
-        for j in rng.sample([k for k in range(len(synsets)) if k != i], 2):
-            rows.append({"words": s["words"], "gloss": synsets[j]["gloss"], "label": "other"})
+        rows += [{"words": s["words"], "gloss": g, "label": "other"} for g in pool[2 * i:2 * i + 2]]
+    random.Random(seed).shuffle(rows)
     return rows
 
 
