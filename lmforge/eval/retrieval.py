@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from itertools import pairwise
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -64,7 +65,7 @@ def search_tokens(text: str) -> list[str]:
     lower-cased words."""
     if is_cjk(text):
         chars = [c for c in text if not c.isspace()]
-        return chars + [a + b for a, b in zip(chars, chars[1:])]
+        return chars + [a + b for a, b in pairwise(chars)]
     return re.findall(r"\w+", text.lower())
 
 
