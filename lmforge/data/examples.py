@@ -15,10 +15,20 @@ from lmforge.config import ConfigError
 from lmforge.data.prepared import iter_numbered, iter_split, split_file
 from lmforge.data.tagged import detect_tag_task, read_tagged
 
-__all__ = ["LabelKind", "read_classification", "read_pairs", "read_tagging"]
+__all__ = ["LabelKind", "read_classification", "read_pairs", "read_tagging", "subset_indices"]
 
 
 LabelKind = Literal["single", "multi", "value"]
+
+
+def subset_indices(n: int, k: Optional[int], seed: int) -> list[int]:
+    """A seeded random ``k`` of ``n`` examples in file order (all when k is None or >= n): the same subset
+    for fine-tuning (data.max_train_examples) and its baselines (report.max_train_examples)."""
+    if k is None or k >= n:
+        return list(range(n))
+    import numpy as np
+
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k]).tolist()
 
 
 def read_classification(data: str, split: str, text_field: str, pair_field: Optional[str],

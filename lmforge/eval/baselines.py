@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lmforge.data.examples import read_classification
+from lmforge.data.examples import read_classification, subset_indices
 from lmforge.data.prepared import pair_field
 from lmforge.data.text import is_cjk
 from lmforge.eval.config import BaselinesConfig, TfidfConfig
@@ -173,9 +173,7 @@ def run_baselines(
     train_texts, train_pairs, train_labels = read_classification(data_dir, "train", "text", pair, kind=kind)  # type: ignore[arg-type]
     test_texts, test_pairs, test_labels = read_classification(data_dir, split, "text", pair, kind=kind)  # type: ignore[arg-type]
     if config.max_train_examples is not None and config.max_train_examples < len(train_texts):
-        keep = np.sort(
-            np.random.default_rng(config.seed).permutation(len(train_texts))[: config.max_train_examples]
-        )
+        keep = subset_indices(len(train_texts), config.max_train_examples, config.seed)
         train_texts = [train_texts[i] for i in keep]
         train_pairs = [train_pairs[i] for i in keep]
         train_labels = [train_labels[i] for i in keep]

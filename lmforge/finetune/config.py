@@ -104,6 +104,10 @@ class FinetuneDataConfig(Section):
     negative_field: Optional[str] = Field(None, description="task=retrieval: a field with a hard negative passage "
                                           "per pair, added to every query's candidates.")
     label_field: str = "label"
+    max_train_examples: Optional[int] = Field(None, gt=0, description="Train on a seeded random subset of this "
+                                              "many labelled examples (few-label experiments); the report's "
+                                              "baselines train on the same subset.")
+    subset_seed: int = Field(0, description="Seed of that subset.")
     max_length: int = Field(128, gt=2, description="Tokens per example, special tokens included.")
     truncation: Literal["head", "head+tail"] = Field(
         "head", description="Classification of single texts longer than max_length: keep the first tokens, or "

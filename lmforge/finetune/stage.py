@@ -17,7 +17,7 @@ import torch
 
 
 from lmforge.config import ConfigError, build_config, write_config
-from lmforge.data.examples import read_classification, read_pairs, read_tagging
+from lmforge.data.examples import read_classification, read_pairs, read_tagging, subset_indices
 from lmforge.data.prepared import check_prepared, pair_field
 from lmforge.eval.scoring import method_name, model_row, split_probabilities
 from lmforge.finetune.build import build_finetune_model
@@ -142,7 +142,11 @@ def example_sources(config: FinetuneConfig, tok: Any, arch: dict[str, Any], info
     max_length = min(config.data.max_length, int(arch["max_positions"]))
     if config.task == "retrieval":
         return (*_pair_sources(config, tok, max_length, info), [])
-    train_split = _augment(config, *_read(config, "train", max_length))
+    train_split = _read(config, "train", max_length)
+    if config.data.max_train_examples:  # a few labels: the same subset the report's baselines see
+        keep = subset_indices(len(train_split[0]), config.data.max_train_examples, config.data.subset_seed)
+        train_split = tuple([column[i] for i in keep] for column in train_split)
+    train_split = _augment(config, *train_split)
     if pseudo:
         train_split = tuple(a + list(b) for a, b in zip(train_split, zip(*pseudo)))
     val_split = _read(config, "validation", max_length)
@@ -433,7 +437,9 @@ def _report(config: FinetuneConfig, out: Path) -> dict[str, Any]:
     else:
         rows = [model_row(predictor, str(config.data.path), "test", name, predictor.config["report_info"])]
     baselines: dict[str, Any] = {"enabled": config.report.baselines}
-    if config.report.max_train_examples:
+    if config.data.max_train_examples:  # the baselines learn from what the model learnt from
+        baselines.update(max_train_examples=config.data.max_train_examples, seed=config.data.subset_seed)
+    elif config.report.max_train_examples:
         baselines["max_train_examples"] = config.report.max_train_examples
     eval_cfg = make_evaluate_config({"data": str(config.data.path), "split": "test", "out": str(out / "report"),
                                      "curves": str(out / "metrics.jsonl"), "baselines": baselines,

@@ -52,3 +52,17 @@ def test_self_training_is_for_classification(reviews_small, unlabelled, base_dir
     with pytest.raises(ConfigError, match="self_training.unlabelled"):
         make_finetune_config(*ft_layers(tmp_path, base_dir, reviews_small, task="multilabel",
                                         self_training={"unlabelled": str(unlabelled)}), source="t")
+
+
+def test_a_few_labels_train_the_model_and_its_baselines_on_one_subset(reviews_small, base_dir, tmp_path):
+    from lmforge.data.examples import read_classification, subset_indices
+
+    layers = ft_layers(tmp_path / "few", base_dir, reviews_small, epochs=2, report={"baselines": True})
+    layers.append({"data": {"max_train_examples": 32, "subset_seed": 3}})
+    run = finetune(make_finetune_config(*layers, source="t"))
+    rows = {r["name"]: r for r in run["report"]["rows"]}
+    assert rows["tfidf-logreg"]["info"]["train_examples"] == 32
+    assert json.loads((tmp_path / "few" / "config.json").read_text())["report_info"]["steps"] == 2 * (32 // 16)
+    texts, _, _ = read_classification(str(reviews_small), "train", "text", None)
+    keep = subset_indices(len(texts), 32, 3)
+    assert len(keep) == 32 and keep == sorted(keep) and keep != subset_indices(len(texts), 32, 4)
