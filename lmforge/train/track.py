@@ -64,7 +64,12 @@ class _WandbWriter:
         self.run.log(scalars, step=step)
 
     def close(self) -> None:
+        import wandb
+
         self.run.finish()
+        # finish() can return before wandb's service process has written the run file; teardown waits for
+        # it, so an offline run is complete on disk when training returns (seen missing under load)
+        wandb.teardown()
 
 
 class Tracker:
