@@ -58,9 +58,9 @@ class PairSource(ExampleSource):
 
 
 def embed_batch(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
-    """(B, T) ids -> (B, C) L2-normalised mean-pooled final hidden states."""
-    backbone = model.backbone if hasattr(model, "backbone") else model.module.backbone  # DDP wraps the model
-    return F.normalize(mean_pool(backbone(ids, mask), mask).float(), dim=-1)
+    """(B, T) ids -> (B, C) L2-normalised mean-pooled final hidden states. Through the model's own forward
+    (a head-less TaskModel returns its hidden states), so a DDP wrapper sees the call and syncs gradients."""
+    return F.normalize(mean_pool(model(ids, mask)["hidden"], mask).float(), dim=-1)
 
 
 class RetrievalObjective:

@@ -67,7 +67,8 @@ class LMHead(nn.Module):
 
 
 class LanguageModel(nn.Module):
-    """Backbone plus the heads a pretraining objective needs; returns a dict of logits."""
+    """Backbone plus the heads a pretraining objective needs; returns a dict of logits and the final
+    hidden states."""
 
     def __init__(self, cfg: TransformerConfig, heads: tuple[HeadName, ...] = ("mlm",)) -> None:
         super().__init__()
@@ -96,7 +97,7 @@ class LanguageModel(nn.Module):
         masked_positions: Optional[Tensor] = None,
     ) -> dict[str, Tensor]:
         hidden = self.backbone(input_ids, attention_mask, token_type_ids)  # (B, T, C)
-        out: dict[str, Tensor] = {}
+        out: dict[str, Tensor] = {"hidden": hidden}  # what a bi-encoder pools (lmforge/finetune/retrieval.py)
         if self.mlm is not None and masked_positions is not None:
             out["mlm_logits"] = self.mlm(hidden, masked_positions)  # (M, V)
         if self.sentence is not None:

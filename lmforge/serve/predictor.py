@@ -91,16 +91,16 @@ class Predictor:
         regression: {"value": the predicted number}."""
         probs = self.class_probabilities([texts] if isinstance(texts, str) else texts,
                                          None if pairs is None else [pairs] if isinstance(pairs, str) else pairs)
-        answers = [self._answer(p) for p in probs]
+        cut = self.thresholds if self.problem == "multi_label" else {}
+        answers = [self._answer(p, cut) for p in probs]
         return answers[0] if isinstance(texts, str) else answers
 
-    def _answer(self, p: Tensor) -> dict[str, Any]:
-        """(L,) outputs of one text -> its classify answer."""
+    def _answer(self, p: Tensor, cut: dict[str, float]) -> dict[str, Any]:
+        """(L,) outputs of one text -> its classify answer (``cut``: multi-label thresholds)."""
         if self.problem == "regression":
             return {"value": float(p[0])}
         scores = {lab: float(x) for lab, x in zip(self.labels, p)}
         if self.problem == "multi_label":
-            cut = self.thresholds
             return {"labels": [lab for lab in self.labels if scores[lab] >= cut[lab]], "scores": scores}
         return {"label": self.labels[int(p.argmax())], "score": float(p.max()), "scores": scores}
 
