@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lmforge.model.heads import VerbalizerHead
 from lmforge.model.transformer import apply_rotary, prefix_mask
 from lmforge.serve.predictor import Predictor
 
@@ -57,8 +58,12 @@ def attention_maps(predictor: Predictor, ids: Tensor, mask: Tensor) -> Tensor:
 
 def attention_received(predictor: Predictor, ids: Tensor, mask: Tensor) -> Tensor:
     """(T,) attention each token receives in the last block, mean over heads, from the position(s)
-    the classifier pools: the first token, the last real one, or (mean pooling) every real one."""
+    the classifier reads: the first token, the last real one, (mean pooling) every real one, or the
+    template's [MASK] (a prompt-based classifier)."""
     last = attention_maps(predictor, ids, mask)[-1].mean(0)  # (T, T): query -> key
+    head = getattr(predictor.model, "head", None)
+    if isinstance(head, VerbalizerHead):
+        return last[int((ids[0] == head.mask_token_id).int().argmax())]
     pooling = predictor.model.pooling
     if pooling == "first":
         return last[0]

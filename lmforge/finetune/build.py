@@ -4,7 +4,7 @@ method's tensors (lmforge.model.peft.apply_method) and the choice of what trains
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -15,8 +15,25 @@ from lmforge.model.modeldir import load_model_dir
 from lmforge.model.methods import apply_method
 from lmforge.model.peft import freeze_for_peft, merge_lora, plain_backbone_names
 from lmforge.model.transformer import TransformerConfig
+from lmforge.tokenize.prompt import verbalizer_ids
+from lmforge.tokenize.tokenizer import special_token_ids
 
-__all__ = ["build_finetune_model", "load_base", "method_settings"]
+__all__ = ["build_finetune_model", "load_base", "method_settings", "prompt_token_ids"]
+
+Verbalizer = tuple[list[int], int]  # (the label words' token ids in label order, the mask token's id)
+
+
+def prompt_token_ids(config: FinetuneConfig, tok: Any, labels: list[str]) -> Optional[Verbalizer]:
+    """A prompt-based run's verbalizer in token ids (None without ``prompt.template``)."""
+    if config.prompt.template is None:
+        return None
+    mask = special_token_ids(tok)["mask"]
+    if mask is None:
+        raise ConfigError("prompt.template: the tokenizer has no mask token for the template's [MASK]")
+    try:
+        return verbalizer_ids(tok, config.prompt.verbalizer, labels), int(mask)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def method_settings(config: FinetuneConfig) -> dict[str, Any]:
@@ -33,11 +50,14 @@ def method_settings(config: FinetuneConfig) -> dict[str, Any]:
 
 
 def build_finetune_model(config: FinetuneConfig, arch: dict[str, Any], labels: list[str],
-                         load_weights: bool = True) -> TaskModel:
+                         load_weights: bool = True, verbalizer: Optional[Verbalizer] = None) -> TaskModel:
     """TaskModel(arch) + the base weights of ``init_from`` (unless ``load_weights`` is off: the
-    pre-flight times steps only) + the method, with only what the method and ``freeze`` allow trainable."""
-    model = TaskModel(TransformerConfig(**arch), config.model_task, labels, pooling=config.pooling,
-                      dropout=config.head_dropout, problem=config.problem)
+    pre-flight times steps only) + the method, with only what the method and ``freeze`` allow trainable.
+    ``verbalizer`` (prompt_token_ids) makes it prompt-based: the base's MLM head is its head."""
+    words, mask = verbalizer if verbalizer is not None else (None, None)
+    model = TaskModel(TransformerConfig(**arch), config.model_task, labels, heads=("mlm",) if words else (),
+                      pooling=config.pooling, dropout=config.head_dropout, problem=config.problem,
+                      verbalizer=words, mask_token_id=mask)
     if config.init_from and load_weights:
         load_base(model, config.init_from)
     apply_method(model, config.method, method_settings(config))
@@ -74,6 +94,11 @@ def load_base(model: TaskModel, base_dir: str | Path) -> None:
             raise ConfigError(f"init_from: {base_dir}: tensor {v} has shape {tuple(state[v].shape)}, "
                               f"this model expects {tuple(mine[k].shape)}")
     model.load_state_dict({k: state[v] for k, v in wanted.items()}, strict=False)
+    if model.mlm is not None:  # prompt-based: the label words are read by the pretrained MLM head
+        if base.mlm is None:
+            raise ConfigError(f"init_from: {base_dir} has no MLM head (heads: {list(base.heads)}); prompt-based "
+                              f"fine-tuning reads the label words with it: start from an MLM-pretrained encoder")
+        model.mlm.load_state_dict(base.mlm.state_dict())
     if model.head is not None and base.head is not None and (base.task, base.problem) == (model.task, model.problem) \
             and set(base.labels) <= set(model.labels):
         theirs, ours = base.head.state_dict(), model.head.state_dict()
@@ -89,8 +114,7 @@ def load_base(model: TaskModel, base_dir: str | Path) -> None:
                     ours[key] = value
             model.head.load_state_dict(ours)
             return
-    pooler = model.head.pooler if model.task == "classification" and model.head is not None else None
-    found = base.pooler if base.pooler is not None else (
-        base.head.pooler if base.task == "classification" and base.head is not None else None)
+    pooler = getattr(model.head, "pooler", None)
+    found = base.pooler if base.pooler is not None else getattr(base.head, "pooler", None)
     if pooler is not None and found is not None and found.weight.shape == pooler.weight.shape:
         pooler.load_state_dict(found.state_dict())

@@ -163,6 +163,24 @@ class ContinualConfig(Section):
     fisher_examples: int = Field(512, gt=0, description="Earlier-task examples the Fisher information is estimated on.")
 
 
+class PromptConfig(Section):
+    """Prompt-based fine-tuning through the MLM head (PET, Schick & Schuetze 2021; LM-BFF, Gao et al. 2021):
+    each text is read inside ``template`` and the class is the label word the MLM head likes best at its
+    [MASK]. Needs an MLM-pretrained init_from; task=classification."""
+
+    template: Optional[str] = Field(None, description="The input as the model reads it: {text} once, {pair} once for "
+                                    "text pairs, [MASK] once (the tokenizer's mask token), e.g. '{text}总之很[MASK]。' or "
+                                    "'{text} It was [MASK].'; only the texts are cut to data.max_length. None: off.")
+    verbalizer: dict[str, str] = Field(default_factory=dict, description="Label -> its word, one token of the "
+                                       "tokenizer each, e.g. {positive: 好, negative: 差}; every label needs one.")
+
+    @field_validator("verbalizer", mode="before")
+    @classmethod
+    def _label_names_are_strings(cls, value: Any) -> Any:
+        # labels are read as strings (a 0/1 label is "0"/"1"), so YAML's {0: bad, 1: good} means them
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+
 class SelfTrainingConfig(Section):
     """Self-training with few labels (pseudo-labelling; Yarowsky 1995, Lee 2013): fine-tune, label the
     unlabelled texts the model is sure of, fine-tune again from the same start on both, repeat."""
@@ -235,6 +253,8 @@ class FinetuneConfig(Section):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     continual: ContinualConfig = Field(default_factory=ContinualConfig)
     self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Few labels: classify through the MLM "
+                                 "head with a template and label words.")
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
@@ -261,6 +281,7 @@ class FinetuneConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneConfig":
+        self._check_prompt()
         if self.self_training.unlabelled and (self.task != "classification" or self.soup > 1):
             raise ValueError("self_training.unlabelled: pseudo-labels are classes (task=classification), and each "
                              "round is one model (soup=1)")
@@ -314,3 +335,27 @@ class FinetuneConfig(Section):
             raise ValueError("data.truncation=head+tail applies to single-text classification (pairs are cut "
                              "longest-first; tagging covers long texts in windows)")
         return self
+
+    def _check_prompt(self) -> None:
+        p = self.prompt
+        if p.template is None:
+            if p.verbalizer:
+                raise ValueError("prompt.verbalizer: label words need prompt.template (the text around the [MASK])")
+            return
+        from lmforge.tokenize.prompt import PromptTemplate
+
+        PromptTemplate(p.template)  # its own one-line error
+        if self.task != "classification":
+            raise ValueError(f"prompt.template: prompt-based fine-tuning picks one label word per text "
+                             f"(task=classification), not task={self.task}")
+        if not p.verbalizer:
+            raise ValueError("prompt.verbalizer: give each label its word, e.g. {positive: good, negative: bad}")
+        if self.init_from is None:
+            raise ValueError("prompt.template: the label words are read by a pretrained MLM head; give init_from "
+                             "(an MLM-pretrained encoder)")
+        if self.lora.embedding_rank:
+            raise ValueError("lora.embedding_rank: the MLM head reads the label words from the token embedding "
+                             "table, which that LoRA update would change under it; use it without prompt.template")
+        if self.pooling is not None:
+            raise ValueError(f"pooling={self.pooling}: a prompt-based classifier reads the MLM head at the [MASK], "
+                             f"it pools nothing")

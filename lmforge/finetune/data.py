@@ -18,6 +18,7 @@ from torch import Tensor
 from lmforge.batch_order import BatchOrder
 from lmforge.config import ConfigError
 from lmforge.model.heads import Problem
+from lmforge.tokenize.prompt import PromptTemplate
 from lmforge.tokenize.tokenizer import load_tokenizer, special_token_ids
 from lmforge.tokenize.truncate import Truncation, head_and_tail_ids
 from lmforge.train.objectives import IGNORE
@@ -54,13 +55,23 @@ def chunk_units(texts: Sequence[str], tags: Sequence[Sequence[str]], size: int) 
 def encode_classification(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[Optional[str]],
                           labels: Sequence[Any], label_to_id: dict[str, int], max_length: int,
                           truncation: Truncation = "head", problem: Problem = "single_label",
-                          standardise: tuple[float, float] = (0.0, 1.0)) -> Encoded:
+                          standardise: tuple[float, float] = (0.0, 1.0),
+                          prompt: Optional[PromptTemplate] = None) -> Encoded:
     """Text pairs are always cut longest-first (the tokenizer's rule); ``head+tail`` applies to single texts.
+    With a ``prompt`` (prompt-based classification) each example is read inside its template, as the
+    predictor reads it.
     Targets by ``problem``: a class id (a label None, unlabelled text learnt from a teacher only, becomes
     IGNORE); a multi-hot list over ``label_to_id`` (label sets); a value, (y - mean) / std with
     ``standardise`` = (mean, std) of the train split (regression)."""
     targets, kind = _targets(labels, label_to_id, problem, standardise)
     paired = any(p is not None for p in pairs)
+    if prompt is not None:
+        tok.no_truncation()  # the template cuts the texts itself
+        try:
+            encs = prompt.encode(tok, texts, pairs if paired else None, max_length, truncation)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return Encoded([e.ids for e in encs], [[0] * len(e.ids) for e in encs], targets, [], kind, standardise)
     if truncation == "head+tail" and not paired:
         tok.no_truncation()
         ids = head_and_tail_ids(tok.encode_batch(list(texts)), max_length)

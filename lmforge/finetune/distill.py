@@ -54,7 +54,7 @@ class Teacher:
 
 
 def load_teacher(config: DistillConfig, task: str, labels: list[str], tokenizer_file: Path,
-                 max_length: int) -> Teacher:
+                 max_length: int, template: str | None = None) -> Teacher:
     """The teacher of ``config.teacher``, checked against the student's task, labels, tokenizer and
     sequence length before any training starts (each mismatch is one line naming both sides)."""
     where = f"distill.teacher={config.teacher}"
@@ -72,6 +72,10 @@ def load_teacher(config: DistillConfig, task: str, labels: list[str], tokenizer_
     if ours != theirs:
         raise ConfigError(f"{where}: its tokenizer differs from the student's ({tokenizer_file}: {len(ours)} vs "
                           f"{len(theirs)} tokens); distillation feeds both the same token ids")
+    theirs_template = (loaded.config.get("prompt") or {}).get("template")
+    if theirs_template != template:  # both read the same encoded batch: the same template, or none
+        raise ConfigError(f"{where}: the teacher reads its inputs with prompt template {theirs_template!r}, the "
+                          f"student with {template!r}; distillation feeds both the same token ids")
     if model.config.max_positions < max_length:
         raise ConfigError(f"{where}: the teacher reads at most {model.config.max_positions} positions; the "
                           f"student's batches are up to {max_length} long (lower data.max_length)")

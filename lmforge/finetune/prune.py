@@ -32,6 +32,7 @@ from lmforge.model.heads import TaskModel
 from lmforge.model.modeldir import build_model, check_and_load, load_model_dir, save_model_dir
 from lmforge.model.peft import merge_lora
 from lmforge.model.transformer import TransformerConfig
+from lmforge.tokenize.prompt import PromptTemplate
 from lmforge.train.objectives import IGNORE
 
 __all__ = ["Importance", "importance", "prune_units"]
@@ -51,8 +52,9 @@ def _batches(model: TaskModel, config: dict[str, Any], tokenizer: Any, data: str
                  "value": lambda y: True}[kind]
         keep = [i for i, y in enumerate(labels) if known(y)][:limit]
         enc = encode_classification(tok, [texts[i] for i in keep], [pairs[i] for i in keep],
-                                    [labels[i] for i in keep], label_to_id, max_length, d.get("truncation", "head"),
-                                    model.problem)
+                                    [labels[i] for i in keep], label_to_id, max_length, config.get("truncation", "head"),
+                                    model.problem, prompt=PromptTemplate(config["prompt"]["template"])
+                                    if config.get("prompt") else None)
     else:
         units, tags, _ = chunk_units(*read_tagging(data, "train"), max_length - 2)
         enc = encode_tagging(tok, units[:limit], tags[:limit], label_to_id, max_length)

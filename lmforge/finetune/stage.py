@@ -20,7 +20,7 @@ from lmforge.config import ConfigError, build_config, write_config
 from lmforge.data.examples import read_classification, read_pairs, read_tagging, subset_indices
 from lmforge.data.prepared import check_prepared, pair_field
 from lmforge.eval.scoring import method_name, model_row, split_probabilities
-from lmforge.finetune.build import build_finetune_model
+from lmforge.finetune.build import build_finetune_model, prompt_token_ids
 from lmforge.finetune.config import FinetuneConfig, SelfTrainingConfig
 from lmforge.finetune.distill import read_unlabelled
 from lmforge.finetune.data import (
@@ -42,6 +42,7 @@ from lmforge.model.modeldir import (LoadedModel, check_and_load, load_model_dir,
 from lmforge.model.peft import merge_lora, trainable_summary
 from lmforge.model.transformer import TransformerConfig
 from lmforge.serve.predictor import Predictor
+from lmforge.tokenize.prompt import PromptTemplate
 from lmforge.tokenize.tokenizer import load_tokenizer
 from lmforge.train import harness
 from lmforge.train.distributed import DistInfo
@@ -97,8 +98,9 @@ def _encode(config: FinetuneConfig, tok: Any, split_data: tuple, label_to_id: di
             scale: tuple[float, float]) -> Encoded:
     texts, pairs, labels = split_data
     if config.task != "tagging":
+        prompt = PromptTemplate(config.prompt.template) if config.prompt.template else None
         return encode_classification(tok, texts, pairs, labels, label_to_id, max_length, config.data.truncation,
-                                     config.problem, scale)
+                                     config.problem, scale, prompt)
     return encode_tagging(tok, texts, labels, label_to_id, max_length)
 
 
@@ -215,6 +217,15 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
             raise ConfigError(f"data.truncation={config.data.truncation}: {config.data.path} holds text pairs, "
                               f"which are cut longest-first; head+tail applies to single texts")
         config = config.model_copy(update={"data": config.data.model_copy(update={"pair_field": found})})
+    base_prompt = read_json(Path(config.init_from) / "config.json").get("prompt") if config.init_from else None
+    if base_prompt and config.prompt.template is None and config.task == "classification" and config.pooling is None:
+        # continuing a prompt-based classifier (more training, distilling into its pruned copy): as it reads
+        # (new labels need their words: prompt.verbalizer; a classification head instead: pooling=first|mean)
+        inherited = {"template": base_prompt["template"], "verbalizer": base_prompt["verbalizer"]}
+        config = build_config(FinetuneConfig, config.model_dump(mode="json", exclude_unset=False),
+                              {"prompt": inherited}, source=f"prompt of init_from {config.init_from}")
+        if config.train.progress:
+            print(f"prompt: as init_from {config.init_from} reads: {inherited['template']!r}, {inherited['verbalizer']}")
     return _run(config)
 
 
@@ -278,7 +289,7 @@ def _finetune(config: FinetuneConfig, setup: harness.Run, pseudo: Sequence[tuple
     train_cfg = tc.model_copy(update=update)
 
     harness.seed_model(tc)
-    model = build_finetune_model(config, arch, labels)
+    model = build_finetune_model(config, arch, labels, verbalizer=prompt_token_ids(config, tok, labels))
     trainable, total = trainable_summary(model)
     _print_trainable(config.method, trainable, total, config.train.progress and info.is_main)
 
@@ -294,7 +305,7 @@ def _finetune(config: FinetuneConfig, setup: harness.Run, pseudo: Sequence[tuple
         from lmforge.finetune.distill import load_teacher
 
         teacher = load_teacher(config.distill, config.task, labels, tokenizer_file,
-                               min(config.data.max_length, int(arch["max_positions"])))
+                               min(config.data.max_length, int(arch["max_positions"])), config.prompt.template)
     penalty = _ewc(config, model, tok, labels, arch) if config.continual.ewc else None
     objective = RetrievalObjective(config.retrieval.temperature) if config.task == "retrieval" else \
         FinetuneObjective(model, config.robust, config.adalora.orthogonal_weight if config.method == "adalora" else 0.0,
@@ -347,6 +358,8 @@ def _save(config: FinetuneConfig, model: TaskModel, out: Path, tokenizer_file: P
                              "base": str(Path(config.init_from).resolve()) if config.init_from else None}
     if config.task != "tagging" and config.data.truncation != "head":
         extra["truncation"] = config.data.truncation
+    if config.prompt.template:  # the predictor reads every text inside the template
+        extra["prompt"] = {"template": config.prompt.template, "verbalizer": dict(config.prompt.verbalizer)}
     if config.task == "retrieval":  # no head: what the model was trained for, and how it embeds
         extra["retrieval"] = {"pooling": "mean", "normalize": True, "temperature": config.retrieval.temperature}
     if config.method == "lora" and config.lora.merge:  # a plain model: the LoRA update folded into the weights

@@ -171,6 +171,26 @@ class TokenClassificationHead(nn.Module):
         return self.classifier(self.drop(hidden))  # (B, T, K)
 
 
+class VerbalizerHead(nn.Module):
+    """Prompt-based classification (PET / LM-BFF): the MLM head's logits of one label word per class at
+    the input's [MASK] (the prompt template's, lmforge/tokenize/prompt.py). No new weights: the head
+    starts from what pretraining learnt about the label words, which is what few labels need."""
+
+    def __init__(self, label_token_ids: Sequence[int], mask_token_id: int) -> None:
+        super().__init__()
+        # rebuilt from config.json's "prompt", so not in the state dict
+        self.register_buffer("label_token_ids", torch.tensor(list(label_token_ids), dtype=torch.long), persistent=False)
+        self.mask_token_id = int(mask_token_id)
+
+    def forward(self, hidden: Tensor, input_ids: Tensor, mlm: MLMHead) -> Tensor:
+        # hidden (B, T, C); input_ids (B, T) with one mask per row (texts' own masks were made [UNK])
+        at = (input_ids == self.mask_token_id).int().argmax(1)  # (B,)
+        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), at]  # (B, C)
+        h = mlm.norm(F.gelu(mlm.transform(h)))
+        words = self.label_token_ids
+        return h @ mlm.decoder.weight[words].T + mlm.bias[words]  # (B, K): only the K label words' rows
+
+
 TaskName = Literal["classification", "tagging"]
 TASKS: tuple[TaskName, ...] = ("classification", "tagging")
 # What a classification head's K outputs mean (transformers' ``problem_type``): softmax over K
@@ -188,12 +208,15 @@ class TaskModel(LanguageModel):
     order, saved in its config.json), and a classifier its ``problem``: single-label, multi-label, or
     regression (one output, ``labels`` = [the target's name]). ``pooler`` without a task keeps an imported BERT's pretrained
     tanh pooler (``pooler.*``), which starts a classifier's pooler and exports back to BERT unchanged.
+    ``verbalizer`` (a token id per label) and ``mask_token_id`` make a prompt-based classifier: its head is
+    the MLM head read at the [MASK] (VerbalizerHead), so ``heads`` must include "mlm".
     """
 
     def __init__(self, cfg: TransformerConfig, task: Optional[TaskName] = None, labels: Sequence[str] = (),
                  heads: tuple[HeadName, ...] = (), pooling: Optional[Pooling] = None, dropout: float = 0.1,
                  pooler: Optional[bool] = None, classifier_bias: Optional[bool] = None,
-                 problem: Problem = "single_label") -> None:
+                 problem: Problem = "single_label", verbalizer: Optional[Sequence[int]] = None,
+                 mask_token_id: Optional[int] = None) -> None:
         super().__init__(cfg, heads)
         if task not in (None, *TASKS):
             raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
@@ -208,12 +231,19 @@ class TaskModel(LanguageModel):
         self.method_settings: dict = {}
         self.head: Optional[nn.Module] = None
         self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if task is None and pooler else None
-        if task == "classification":
+        if verbalizer is not None:
+            if task != "classification" or problem != "single_label" or "mlm" not in self.heads or mask_token_id is None:
+                raise ValueError("a verbalizer (prompt-based classification) needs task classification with one label "
+                                 "per text, the mlm head and a mask token id")
+            if len(verbalizer) != len(labels):
+                raise ValueError(f"a verbalizer needs one token per label: {len(verbalizer)} for {len(labels)} labels")
+            self.head = VerbalizerHead(verbalizer, mask_token_id)
+        elif task == "classification":
             self.head = SequenceClassificationHead(cfg, len(labels), pooling or ("last" if cfg.causal else "first"),
                                                    dropout, pooler, classifier_bias)
         elif task == "tagging":
             self.head = TokenClassificationHead(cfg, len(labels), dropout)
-        if self.head is not None:
+        if self.head is not None and not isinstance(self.head, VerbalizerHead):
             init_weights(self.head, cfg)
         if self.pooler is not None:
             init_weights(self.pooler, cfg)
@@ -230,6 +260,9 @@ class TaskModel(LanguageModel):
                     token_type_ids: Optional[Tensor] = None) -> Tensor:
         """(B, K) for classification, (B, T, K) for tagging."""
         assert self.head is not None, "this model has no task head"
+        if isinstance(self.head, VerbalizerHead):
+            assert self.mlm is not None
+            return self.head(self.backbone(input_ids, attention_mask, token_type_ids), input_ids, self.mlm)
         # a first-token classifier reads one position: the last block computes only that one
         first = self.pooling == "first"
         hidden = self.backbone(input_ids, attention_mask, token_type_ids, n_queries=1 if first else None)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from lmforge.config import ConfigError
-from lmforge.model.heads import TaskModel
+from lmforge.model.heads import TaskModel, VerbalizerHead
 from lmforge.model.hf_decoders import gpt_neox_checkpoint, stablelm_checkpoint
 from lmforge.model.hf_fill import restore_pruned_heads, zero_biases
 from lmforge.model.hf_xlmr import MODEL_TYPE as XLMR_MODEL_TYPE
@@ -379,6 +379,8 @@ def hf_checkpoint(model: TaskModel, labels: list[str], tokenizer: Optional[Loade
     _refuse(model.method in ("adapter", "prefix"), f"method={model.method} adds layers that no transformers "
                                                    f"architecture has; export --to onnx serves it, or fine-tune "
                                                    f"with method=lora")
+    _refuse(isinstance(model.head, VerbalizerHead), "a prompt-based classifier (prompt.template) reads its class "
+            "from the MLM head at its template's [MASK], which no transformers class does; export --to onnx serves it")
     if model.method in ("lora", "adalora"):
         import copy
 

@@ -11,6 +11,9 @@ writer) and what inference, evaluation, export and serving read (``load_model_di
                             "classifier_bias": bool (classification; absent: true, as before it existed),
                             "pooler": true without a task: an imported BERT's tanh pooler,
                             "max_length", "truncation": how the predictor cuts inputs (as trained),
+                            "prompt": {"template": str, "verbalizer": {label: word}, "label_token_ids": [int],
+                                       "mask_token_id": int}: a prompt-based classifier (its head is the
+                                       MLM head at the template's [MASK]; lmforge/tokenize/prompt.py),
                             any other keys (objective, tokenizer meta, fine-tuning data, ...) are kept}
     DIR/model.safetensors  every tensor of the TaskModel as built by config.json (method included):
                              backbone.*, mlm.*, sentence.*, lm.*   LanguageModel names
@@ -46,7 +49,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lmforge.config import ConfigError
-from lmforge.model.heads import PROBLEMS, TASKS, TaskModel
+from lmforge.model.heads import PROBLEMS, TASKS, TaskModel, VerbalizerHead
 from lmforge.model.methods import METHODS, apply_method
 from lmforge.model.peft import plain_backbone_names
 from lmforge.model.transformer import TransformerConfig
@@ -106,9 +109,13 @@ def build_model(config: dict[str, Any], where: str = "config.json") -> TaskModel
     method = config.get("method", "full")
     if method not in METHODS:
         raise ConfigError(f"{where}: 'method' is {method!r}; expected one of {', '.join(METHODS)}")
-    model = TaskModel(cfg, task, labels, heads, pooling, pooler=pooler,  # type: ignore[arg-type]
-                      classifier_bias=classifier_bias if task == "classification" else None,
-                      problem=problem)
+    verbalizer, mask_id = _prompt_ids(config.get("prompt"), labels, where)
+    try:
+        model = TaskModel(cfg, task, labels, heads, pooling, pooler=pooler,  # type: ignore[arg-type]
+                          classifier_bias=classifier_bias if task == "classification" else None,
+                          problem=problem, verbalizer=verbalizer, mask_token_id=mask_id)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     try:
         apply_method(model, method, config.get("settings") or {})
     except KeyError as exc:
@@ -116,6 +123,24 @@ def build_model(config: dict[str, Any], where: str = "config.json") -> TaskModel
     except ValueError as exc:
         raise ConfigError(f"{where}: method {method!r}: {exc}") from None
     return model
+
+
+def _prompt_ids(prompt: Any, labels: list[str], where: str) -> tuple[Optional[list[int]], Optional[int]]:
+    """(verbalizer token ids, mask token id) of a prompt-based classifier's "prompt", else (None, None)."""
+    if prompt is None:
+        return None, None
+    from lmforge.tokenize.prompt import PromptTemplate
+
+    ids, mask = (prompt.get("label_token_ids"), prompt.get("mask_token_id")) if isinstance(prompt, dict) else (None, None)
+    if not (isinstance(ids, list) and all(isinstance(i, int) for i in ids) and len(ids) == len(labels)
+            and isinstance(mask, int) and isinstance(prompt.get("template"), str)):
+        raise ConfigError(f"{where}: 'prompt' needs 'template' (a string), 'label_token_ids' (one int per label) "
+                          f"and 'mask_token_id' (an int)")
+    try:
+        PromptTemplate(prompt["template"])
+    except ValueError as exc:
+        raise ConfigError(f"{where}: 'prompt': {exc}") from None
+    return ids, mask
 
 
 def aliases(model: nn.Module) -> dict[str, str]:
@@ -339,5 +364,8 @@ def model_dir_config(model: TaskModel, **extra: Any) -> dict[str, Any]:
                       classifier_bias=head.classifier.bias is not None)  # type: ignore[union-attr]
     elif model.pooler is not None:
         config["pooler"] = True
+    if isinstance(model.head, VerbalizerHead):  # the template and label words come with ``extra["prompt"]``
+        config["prompt"] = {**extra.pop("prompt", {}), "label_token_ids": model.head.label_token_ids.tolist(),
+                            "mask_token_id": model.head.mask_token_id}
     config.update(extra)
     return config

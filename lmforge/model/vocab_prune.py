@@ -6,7 +6,8 @@ the vocabulary is unchanged; the tokenizer's WordPiece or Unigram vocabulary, it
 ids its post-processor inserts ([CLS], [SEP]) are rewritten to those ids; every tensor with a row per
 token (the embedding table and its LoRA update, the MLM head's decoder and bias, the LM head) keeps
 the kept rows. On text of the corpus the pruned model computes what the full one does (a test holds
-it to 1e-6); a token outside it becomes [UNK]. Byte-level BPE is refused: its merges build tokens
+it to 1e-6); a token outside it becomes [UNK]. A prompt-based classifier keeps the tokens of the corpus
+read inside its template, and its label words' tokens, and has their ids remapped. Byte-level BPE is refused: its merges build tokens
 from other tokens, which pruning would break.
 """
 
@@ -43,16 +44,34 @@ def prune_vocabulary(model_dir: str | Path, texts: Iterable[str], out: str | Pat
                           f"(byte-level BPE builds tokens from other tokens through its merges)")
     tok = loaded.tokenizer.tokenizer
     vocab = tok.get_vocab_size()
-    seen = set()
+    prompt = loaded.config.get("prompt")
+    template = None
+    if prompt:  # a prompt-based classifier reads each text inside its template: keep what that tokenizes to
+        from lmforge.tokenize.prompt import PromptTemplate
+
+        template = PromptTemplate(prompt["template"])
+        max_length = min(int(loaded.config.get("max_length") or loaded.model.config.max_positions),
+                         loaded.model.config.max_positions)
+
+    def used(batch: list[str]) -> set[int]:
+        found = {i for enc in tok.encode_batch(batch) for i in enc.ids}
+        if template is not None and batch:  # a pair template: each text in both slots
+            found.update(i for p in template.encode(tok, batch, batch if template.paired else None, max_length,
+                                                    loaded.config.get("truncation", "head")) for i in p.ids)
+        return found
+
+    seen: set[int] = set()
     batch: list[str] = []
     for text in texts:
         batch.append(text)
         if len(batch) == 1024:
-            seen.update(i for enc in tok.encode_batch(batch) for i in enc.ids)
+            seen |= used(batch)
             batch = []
-    seen.update(i for enc in tok.encode_batch(batch) for i in enc.ids)
+    seen |= used(batch)
     special = {t["id"] for t in spec.get("added_tokens", [])} | {v for v in loaded.tokenizer.special_tokens.values()
                                                                   if v is not None}
+    if prompt:  # and the label words, which the head reads whether or not a text holds them
+        seen.update(prompt["label_token_ids"])
     keep = sorted(seen | special | set(keep_ids))  # old ids, in their order
     new_id = {old: new for new, old in enumerate(keep)}
 
@@ -64,6 +83,9 @@ def prune_vocabulary(model_dir: str | Path, texts: Iterable[str], out: str | Pat
     config = dict(loaded.config)
     config["model"] = {**config["model"], "vocab_size": len(keep)}
     config["vocabulary_pruned"] = {"from": str(model_dir), "kept": len(keep), "of": vocab}
+    if prompt:
+        config["prompt"] = {**prompt, "label_token_ids": [new_id[i] for i in prompt["label_token_ids"]],
+                            "mask_token_id": new_id[prompt["mask_token_id"]]}
     model = build_model(config, f"{out}/config.json")
     check_and_load(model, state, f"{model_dir} (pruned)")
     tokenizer = tokenizer_from_json(json.dumps(_remap_tokenizer(spec, new_id, kind), ensure_ascii=False))

@@ -275,7 +275,8 @@ def _real_batches(config: Any, tokenizer_file: Path, arch: dict[str, Any], k: in
 
 def _plan_finetune(name: str, config: Any, arch: dict[str, Any], device: torch.device, threads: int,
                    tokenizer_file: Optional[Path]) -> StagePlan:
-    from lmforge.finetune.build import build_finetune_model
+    from lmforge.finetune.build import build_finetune_model, prompt_token_ids
+    from lmforge.finetune.data import encoding_tokenizer
     from lmforge.finetune.objective import FinetuneObjective
     from lmforge.finetune.retrieval import RetrievalObjective
     from lmforge.model.transformer import TransformerConfig
@@ -303,10 +304,14 @@ def _plan_finetune(name: str, config: Any, arch: dict[str, Any], device: torch.d
     data = Path(str(config.data.path)) if config.data.path else None
     if data is not None and (data / "train.jsonl").is_file() and tokenizer_file is not None and tokenizer_file.is_file():
         batches, per_epoch, val_batches, names = _real_batches(config, tokenizer_file, arch)
+        verbalizer = prompt_token_ids(config, encoding_tokenizer(tokenizer_file), names)
+    else:  # a prompt-based head costs the same whichever words it reads
+        verbalizer = (list(range(len(names))), 0) if config.prompt.template else None
     with torch.random.fork_rng():
         torch.manual_seed(0)
         # the stage's own model (method and frozen parts included), without reading the base weights
-        model = build_finetune_model(config, model_cfg.model_dump(mode="json"), names, load_weights=False)
+        model = build_finetune_model(config, model_cfg.model_dump(mode="json"), names, load_weights=False,
+                                     verbalizer=verbalizer)
     objective = RetrievalObjective(config.retrieval.temperature) if config.task == "retrieval" else \
         FinetuneObjective(model, config.robust)
     step_s, memory = measure_step(model, objective, batches, config.train, device, precision, threads)

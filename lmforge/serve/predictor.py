@@ -20,6 +20,7 @@ from lmforge.config import ConfigError
 from lmforge.model.heads import TaskModel, mean_pool
 from lmforge.model.modeldir import LoadedModel
 from lmforge.model.transformer import KVCache
+from lmforge.tokenize.prompt import PromptTemplate
 from lmforge.tokenize.truncate import head_and_tail_ids, head_and_tail_positions
 from lmforge.text import text_problem
 
@@ -59,6 +60,8 @@ class Predictor:
         self.special = loaded.tokenizer.special_tokens
         self.pad_id = self.special.get("pad") or 0
         self.truncation = loaded.config.get("truncation", "head")  # classify: as the model was fine-tuned
+        prompt = loaded.config.get("prompt")  # a prompt-based classifier reads each text inside its template
+        self.prompt = PromptTemplate(prompt["template"]) if prompt else None
 
     # ------------------------------------------------------------------------------------- capabilities
     @property
@@ -119,23 +122,36 @@ class Predictor:
         if pairs is not None:
             if len(pairs) != len(texts):
                 raise InputError(f"classify: {len(texts)} texts but {len(pairs)} pairs")
-            if not isinstance(self.model, TaskModel):
+            if not isinstance(self.model, TaskModel) and self.prompt is None:
                 raise InputError("classify: text pairs need token types, which this ONNX graph does not take; "
                                  "serve the model directory it was exported from")
             for t in pairs:
                 self._check_text(t)
         items: list[Any] = list(zip(texts, pairs)) if pairs is not None else list(texts)
         encode = self._head_and_tail if self.truncation == "head+tail" and pairs is None else None
+        if self.prompt is not None:
+            encode = self._prompted
 
-        def run(encs: list[Encoding]) -> list[Tensor]:
+        def run(encs: list[Any]) -> list[Tensor]:
             ids, attn = self._pad(encs)
-            if pairs is None:
+            if pairs is None or self.prompt is not None:  # a template holds both texts in one segment
                 return list(self.outputs(self.model.classify(ids, attn)))  # (B, L)
             types = self._pad_ids([e.type_ids for e in encs], pad=0)[0]
             return list(self.outputs(self.model.classify(ids, attn, types)))
 
         rows = self._map(items, run, encode, check=[t for t in texts])
         return torch.stack(rows) if rows else torch.zeros(0, len(self.labels))
+
+    def _prompted(self, items: list[Any]) -> list[Any]:
+        """Texts or (text, pair) tuples -> their encodings inside the prompt template (lmforge/tokenize/prompt.py)."""
+        assert self.prompt is not None
+        paired = bool(items) and isinstance(items[0], tuple)
+        texts = [x[0] for x in items] if paired else items
+        try:
+            return self.prompt.encode(self._untruncated, texts, [x[1] for x in items] if paired else None,
+                                      self.max_length, self.truncation)
+        except ValueError as exc:
+            raise InputError(f"classify: {exc}") from None
 
     def _head_and_tail(self, items: list[str]) -> list[Any]:
         return [_Ids(ids) for ids in head_and_tail_ids(self._untruncated.encode_batch(items), self.max_length)]
@@ -144,6 +160,9 @@ class Predictor:
         """(ids, tokens, special-token mask) of ``text`` exactly as ``classify`` feeds it to the model
         (truncated to max_length, head+tail when the model was fine-tuned so): for explanations."""
         self._check_text(text)
+        if self.prompt is not None:  # the template's tokens are never explained nor removed, as special tokens
+            (p,) = self._prompted([text])
+            return p.ids, p.tokens, p.template_mask
         if self.truncation != "head+tail":
             enc = self.tokenizer.encode(text)
             return enc.ids, enc.tokens, enc.special_tokens_mask

@@ -32,6 +32,10 @@ CASES = {  # name -> (base fixture, fine-tuning overrides, exports to Hugging Fa
     "adapter": ("base_dir", {"method": "adapter"}, False),
     "prefix": ("base_dir", {"method": "prefix", "prefix": {"length": 4}}, False),
     "decoder": ("decoder_base_dir", {}, True),  # GPT2ForSequenceClassification
+    # prompt-based: the MLM head at the template's [MASK] (no transformers class reads a class that way)
+    "prompt": ("base_dir", {"prompt": {"template": "{text}总之很[MASK]。", "verbalizer": {"positive": "好", "negative": "差"}}}, False),
+    "prompt-lora": ("base_dir", {"method": "lora", "prompt": {"template": "[MASK]评:{text}",
+                                                              "verbalizer": {"positive": "好", "negative": "差"}}}, False),
 }
 
 
@@ -48,7 +52,7 @@ def test_every_method_loads_predicts_serves_explains_and_exports(case, request, 
                                                       epochs=1), overrides, source="t"))
     predictor = lmforge.load(out)
     assert predictor.tasks[0] == "classify"
-    if case not in ("full", "lora-merged", "decoder"):  # the method's own layers are rebuilt, not merged away
+    if case not in ("full", "lora-merged", "decoder", "prompt"):  # the method's own layers are rebuilt, not merged away
         assert predictor.model.method == overrides["method"]
 
     texts, gold = _test_split(reviews_small)
