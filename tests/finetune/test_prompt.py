@@ -266,3 +266,17 @@ def test_text_pairs_through_a_prompt_train_predict_and_serve(base_dir, reviews_s
         assert got["label"] == via_onnx["label"] == want["label"]
         assert got["score"] == pytest.approx(want["score"], abs=1e-5)
         assert via_onnx["score"] == pytest.approx(want["score"], abs=1e-4)
+
+
+def test_the_preflight_plans_a_prompt_based_run_on_its_real_batches(base_dir, reviews_small, tmp_path, capsys):
+    import yaml
+
+    from lmforge.cli import main
+
+    spec = {"init_from": str(base_dir), "data": {"path": str(reviews_small), "max_length": 32}, **PROMPT,
+            "train": {"batch_size": 8, "budget": "1m", "device": "cpu", "threads": 1}}
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+    assert main(["plan", str(path), "--json"]) == 0
+    (stage,) = json.loads(capsys.readouterr().out)["stages"]
+    assert stage["kind"] == "finetune" and stage["step_s"] > 0 and stage["batches_per_epoch"] == 144 // 8
