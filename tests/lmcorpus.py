@@ -62,6 +62,9 @@ def build_corpus(n_sentences: int = 3000, vocab_size: int = 800) -> tuple[TinyCo
             vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=700, show_progress=False
         ),
     )
+    from lmforge.tokenize.tokenizer import canonical_wordpiece_ids
+
+    tok = canonical_wordpiece_ids(tok)  # reproducible ids
     sep = tok.token_to_id("[SEP]")
     ids: list[int] = []
     for enc in tok.encode_batch(texts):

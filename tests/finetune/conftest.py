@@ -17,7 +17,7 @@ from lmforge.model.heads import LanguageModel
 from lmforge.model.modeldir import save_model_dir
 from lmforge.model.transformer import TransformerConfig
 from lmforge.tokenize.config import TokenizerTrainConfig
-from lmforge.tokenize.tokenizer import _add_pair_template, build_tokenizer, load_tokenizer
+from lmforge.tokenize.tokenizer import _add_pair_template, build_tokenizer, canonical_wordpiece_ids, load_tokenizer
 
 
 def write_prepared(out: Path, rows: list[dict], n_val: int, n_test: int) -> Path:
@@ -61,6 +61,7 @@ def tokenizer_file(tmp_path_factory) -> Path:
                                               "progress": False}, source="test")
     tok, trainer = build_tokenizer(cfg)
     tok.train_from_iterator(texts, trainer)
+    tok = canonical_wordpiece_ids(tok)  # the same ids every session (the trainer's tail order is random)
     _add_pair_template(tok)
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     tok.save(str(path))

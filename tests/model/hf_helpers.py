@@ -17,13 +17,13 @@ def train_wordpiece(n_sentences: int = 400, vocab_size: int = 300):
     import itertools
 
     from lmforge.corpora import get_corpus
-    from lmforge.tokenize.tokenizer import build_tokenizer, make_tokenizer_config
+    from lmforge.tokenize.tokenizer import build_tokenizer, canonical_wordpiece_ids, make_tokenizer_config
 
     texts = [r.text for r in itertools.islice(get_corpus("peoples-daily").records(), n_sentences) if r.text]
     tok, trainer = build_tokenizer(make_tokenizer_config({"kind": "wordpiece", "vocab_size": vocab_size,
                                                           "progress": False}))
     tok.train_from_iterator(texts, trainer)
-    return tok
+    return canonical_wordpiece_ids(tok)  # reproducible ids
 
 
 def write_tokenizer(tok, out: Path) -> None:

@@ -12,7 +12,7 @@ from lmforge.corpora import get_corpus
 from lmforge.model.heads import TaskModel
 from lmforge.model.modeldir import model_dir_config, save_model_dir
 from lmforge.model.transformer import TransformerConfig
-from lmforge.tokenize.tokenizer import build_tokenizer, load_tokenizer, make_tokenizer_config
+from lmforge.tokenize.tokenizer import build_tokenizer, canonical_wordpiece_ids, load_tokenizer, make_tokenizer_config
 
 TAGS = ["B-PER", "I-PER", "O"]
 
@@ -24,6 +24,7 @@ def review_texts(n: int) -> list[str]:
 def _tokenizer(kind: str, out: Path):
     tok, trainer = build_tokenizer(make_tokenizer_config({"kind": kind, "vocab_size": 400, "progress": False}))
     tok.train_from_iterator(review_texts(400), trainer)
+    tok = canonical_wordpiece_ids(tok)  # reproducible ids (WordPiece; other kinds unchanged)
     path = out / f"{kind}.json"
     tok.save(str(path))
     return load_tokenizer(path)

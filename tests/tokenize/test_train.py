@@ -198,3 +198,16 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     (tmp_path / "bad.json").write_text("{}")
     assert main(["tokenizer", "train", "--from", str(tmp_path / "bad.json"), "--out", str(tmp_path / "t")]) == 2
     assert "bad.json" in capsys.readouterr().err
+
+
+def test_one_corpus_and_config_train_one_wordpiece(small_train_file, tmp_path):
+    """The Rust trainer appends the '##x' forms in hash-set order, different in every run; train_tokenizer
+    reassigns them in character order, so two trainings give the same ids (and the same hash)."""
+    files = []
+    for k in range(3):
+        out = tmp_path / f"wp{k}"
+        train_tokenizer(make_tokenizer_config({"data": str(small_train_file), "kind": "wordpiece",
+                                               "vocab_size": SMALL["wordpiece"], "out": str(out), "progress": False}))
+        files.append(load_tokenizer(out / "tokenizer.json"))
+    assert files[0].tokenizer.get_vocab() == files[1].tokenizer.get_vocab() == files[2].tokenizer.get_vocab()
+    assert files[0].hash == files[1].hash == files[2].hash
