@@ -55,11 +55,6 @@ class PromptTemplate:
     def __repr__(self) -> str:
         return f"PromptTemplate({self.template!r})"
 
-    @property
-    def words(self) -> list[str]:
-        """The template's own text, without the slots and the mask."""
-        return [p for p in self.parts if p not in ("{text}", "{pair}", MASK)]
-
     def fill(self, text: str, pair: Optional[str], mask_token: str) -> tuple[str, list[tuple[int, int]]]:
         """The template with its slots filled, and the character spans of its own parts (words and mask)."""
         out: list[str] = []
