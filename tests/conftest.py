@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,6 +29,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--lmforge-device", default="cpu",
                      help="device for the tests that take the `device` fixture (cpu, cuda, cuda:1); "
                           "bench/gpu_check.py runs `pytest -m device --lmforge-device cuda`")
+
+
+def machine_line() -> str:
+    """The machine beside every run's results: kernels (int8 saturation, bf16 emulation) differ by CPU."""
+    from lmforge.train.hardware import device_key
+
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        flags = set()
+    isa = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16") if f in flags)
+    return f"lmforge tests ran on: {device_key(torch.device('cpu'))}; cpu flags: {isa or 'unknown'}; {os.cpu_count()} cpus"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    terminalreporter.write_line(machine_line())  # at the end, so it shows under -q and in a log's tail
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,6 +1,7 @@
 """Tiny causal-LM runs under torchrun (2 processes, gloo):
 torchrun ... -m tests.train.ddp_run OUT CORPUS."""
 
+import faulthandler
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from tests.lmcorpus import TinyCorpus
 from tests.train.helpers import ListSource, padded_batches, run, tiny_model, train_cfg
 
 if __name__ == "__main__":
+    faulthandler.enable(all_threads=True)  # an abort (gloo teardown) prints where each thread was
     out, corpus = Path(sys.argv[1]), TinyCorpus.load(sys.argv[2])
     info = init_distributed(torch.device("cpu"))
     cfg = train_cfg(
