@@ -160,11 +160,22 @@ def load_checkpoint(
     load_model(model, str(path / "model.safetensors"))
     tensors = load_file(str(path / "optimizer.safetensors"))
     if optimizer is not None:
-        opt = {k: v for k, v in tensors.items() if not k.startswith(("rng.", "extra."))}
-        optimizer.load_state_dict(_unflatten_optimizer(opt, meta["optimizer"]))
+        optimizer.load_state_dict(_optimizer_state(tensors, meta))
     if restore_rng:
         set_rng_state(tensors, meta["rng"])
     return meta["state"], {k: v for k, v in tensors.items() if k.startswith("extra.")}
+
+
+def _optimizer_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    opt = {k: v for k, v in tensors.items() if not k.startswith(("rng.", "extra."))}
+    return _unflatten_optimizer(opt, meta["optimizer"])
+
+
+def load_optimizer_state(path: Path) -> dict[str, Any]:
+    """The optimizer state_dict saved in checkpoint ``path`` (parameters numbered as one process numbers
+    them), for an optimizer built after the weights were loaded (FSDP shards it)."""
+    meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    return _optimizer_state(load_file(str(path / "optimizer.safetensors")), meta)
 
 
 def mark_best(root: Path, step: int, metric: str, value: float) -> None:

@@ -97,6 +97,10 @@ class TrainConfig(Section):
     compile: Union[bool, Literal["inductor", "aot_eager", "eager"]] = Field(
         False, description="torch.compile the model: true (inductor, generated kernels) or a backend name.")
     activation_checkpointing: bool = False
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="Under torchrun: ddp (every rank holds the whole model and optimizer) or fsdp "
+                           "(FSDP2: parameters, gradients and optimizer state sharded over the ranks; "
+                           "checkpoints in the one-process format). Ignored in one process.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     seed: int = 0
     max_bad_steps: int = Field(

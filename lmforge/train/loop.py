@@ -25,10 +25,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from lmforge.config import ConfigError
 from lmforge.errors import TrainingError  # defined apart so the CLI can catch it without importing torch
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import DistInfo, all_gather_tensor, all_reduce_sum, barrier, wrap_model
+from lmforge.train.fsdp import ShardedTraining, local_shards
 from lmforge.train.hardware import (PrecisionChoice, autocast_context, choice_record, choose_threads,
                                     measure_peak_flops, resolve_precision)
 from lmforge.train.objectives import Objective
@@ -67,13 +69,19 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
         block.forward = lambda *a, _f=block.forward, **k: checkpoint(_f, *a, use_reentrant=False, **k)
 
 
-def scale_and_clip_(grads: list[Tensor], factor: float, clip_norm: Optional[float]) -> float:
+def scale_and_clip_(grads: list[Tensor], factor: float, clip_norm: Optional[float],
+                    shards_of: Optional[DistInfo] = None) -> float:
     """Multiply ``grads`` by ``factor`` and clip their total norm to ``clip_norm``, in one pass over
     them (scaling, then clip_grad_norm_, reads and writes every gradient twice: the embedding table
-    alone is 47 MB in a BERT-sized model). Returns the norm after scaling, before clipping."""
-    if not grads:
+    alone is 47 MB in a BERT-sized model). Returns the norm after scaling, before clipping.
+    ``shards_of``: the grads are this rank's shards (FSDP); the squared norms are summed over ranks."""
+    if shards_of is not None:
+        squares = torch.stack(torch._foreach_norm(grads)).square().sum() if grads else torch.zeros(())
+        norm = math.sqrt(float(all_reduce_sum(squares.double(), shards_of))) * factor
+    elif not grads:
         return 0.0
-    norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) * factor
+    else:
+        norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) * factor
     coef = factor * (min(1.0, clip_norm / (norm + 1e-6)) if clip_norm else 1.0)  # clip_grad_norm_'s rule
     torch._foreach_mul_(grads, coef)
     return norm
@@ -172,22 +180,30 @@ class CheckpointKeeper:
 
     def __init__(self, root: Optional[Path], cfg: TrainConfig, info: DistInfo, writer: bool, base: nn.Module,
                  optimizer: torch.optim.Optimizer, scaler: Any, train_data: BatchSource, state: dict[str, Any],
-                 resumed: bool) -> None:
+                 resumed: bool, sharding: Optional[ShardedTraining] = None) -> None:
         self.root, self.cfg, self.info, self.writer = root, cfg, info, writer
         self.base, self.optimizer, self.scaler, self.train_data, self.state = base, optimizer, scaler, train_data, state
+        self.sharding = sharding  # FSDP: the full state is gathered (all ranks) for rank 0 to write
         self.saved_at: list[int] = [state["step"]] if resumed else []
+
+    def _full_state(self) -> contextlib.AbstractContextManager[tuple[nn.Module, Any]]:
+        if self.sharding is not None:
+            return self.sharding.full_state(self.optimizer)
+        return contextlib.nullcontext((self.base, self.optimizer))
 
     def save(self, step: int, best: Optional[tuple[str, float]] = None) -> None:
         rng = all_gather_tensor(torch.get_rng_state(), self.info) if self.info.enabled else []  # every rank's stream
+        if self.root is not None and self.saved_at[-1:] != [step]:
+            with self._full_state() as (model, optimizer):
+                if self.writer:
+                    full = {
+                        **self.state,
+                        "data": self.train_data.state_dict(),
+                        "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                    }
+                    extra = {f"extra.rng.rank{r}": t for r, t in enumerate(rng) if r}
+                    ckpt.save_checkpoint(self.root, step, model, optimizer, full, extra_tensors=extra)
         if self.writer and self.root is not None:
-            if self.saved_at[-1:] != [step]:
-                full = {
-                    **self.state,
-                    "data": self.train_data.state_dict(),
-                    "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                }
-                extra = {f"extra.rng.rank{r}": t for r, t in enumerate(rng) if r}
-                ckpt.save_checkpoint(self.root, step, self.base, self.optimizer, full, extra_tensors=extra)
             if best is not None:
                 ckpt.mark_best(self.root, step, *best)
             ckpt.prune(self.root, self.cfg.keep_last)
@@ -246,13 +262,14 @@ class TrainStep:
     per-token mean of the gradients (all micro-batches, all processes), clipping, the fp16 loss scale,
     and the update, or no update when the loss or the gradients are not finite."""
 
-    def __init__(self, model: nn.Module, ddp: nn.Module, base: nn.Module, objective: Objective,
+    def __init__(self, model: nn.Module, no_sync: Callable[[], Any], trained: nn.Module, objective: Objective,
                  optimizer: torch.optim.Optimizer, scaler: Any, cfg: TrainConfig, device: torch.device,
-                 info: DistInfo) -> None:
-        # model: what is called (compiled or not); ddp: what no_sync() is asked of; base: whose gradients
-        self.model, self.ddp, self.objective, self.optimizer, self.scaler = model, ddp, objective, optimizer, scaler
-        self.cfg, self.device, self.info = cfg, device, info
-        self.params = [p for p in base.parameters() if p.requires_grad]
+                 info: DistInfo, sharded: bool = False) -> None:
+        # model: what is called (compiled or not); no_sync: the DDP/FSDP context that keeps a micro-batch's
+        # gradients local; trained: whose gradients (sharded ones under FSDP: ``sharded``)
+        self.model, self.no_sync, self.objective, self.optimizer, self.scaler = model, no_sync, objective, optimizer, scaler
+        self.cfg, self.device, self.info, self.sharded = cfg, device, info, sharded
+        self.params = [p for p in trained.parameters() if p.requires_grad]
         self.overflows = 0  # consecutive fp16 overflow retries
 
     def __call__(self, batches: Iterator[dict[str, Tensor]]) -> StepOutcome:
@@ -263,7 +280,7 @@ class TrainStep:
         for micro in range(cfg.grad_accum):
             batch = _to_device(next(batches), device)
             sync = micro == cfg.grad_accum - 1 or not info.enabled
-            with contextlib.nullcontext() if sync else self.ddp.no_sync():  # type: ignore[operator]
+            with contextlib.nullcontext() if sync else self.no_sync():
                 with autocast_context(cfg.precision, device):
                     out = self.objective(self.model, batch)
                 (scaler.scale(out.loss_sum) if scaler is not None else out.loss_sum).backward()
@@ -276,8 +293,9 @@ class TrainStep:
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         # DDP averaged the per-process gradient sums over world_size; make it a per-token mean
-        grad_norm = scale_and_clip_([p.grad for p in self.params if p.grad is not None],
-                                    info.world_size / n_global, cfg.clip_norm)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        grad_norm = scale_and_clip_(local_shards(grads) if self.sharded else grads, info.world_size / n_global,
+                                    cfg.clip_norm, shards_of=info if self.sharded else None)
         tokens = float(totals[2])
         if (scaler is not None and math.isfinite(step_loss) and not math.isfinite(grad_norm)
                 and self.overflows < _MAX_OVERFLOWS):
@@ -323,8 +341,6 @@ def _train(
     model.to(device)
     base = model
     n_layers = getattr(getattr(base, "config", None), "n_layers", 0)
-    optimizer = build_optimizer(base, cfg.optim, n_layers, device)
-    schedule = Schedule(optimizer, cfg.schedule, cfg.optim.lr, cfg.steps, cfg.budget)
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
 
     state: dict[str, Any] = {
@@ -337,8 +353,26 @@ def _train(
         "evals_since_best": 0,
         "precision": cfg.precision,
     }
+    extra: dict[str, Tensor] = {}
+    sharding = None
+    if cfg.parallel == "fsdp" and info.enabled:
+        if after_step is not None:
+            raise ConfigError("train.parallel=fsdp: not with a method that edits the model between steps "
+                              "(AdaLoRA's rank reallocation); use train.parallel=ddp")
+        if cfg.compile:
+            raise ConfigError("train.parallel=fsdp: not with train.compile; use one or the other")
+        if resume is not None:  # the weights before sharding copies them; the optimizer's state once it is built
+            state, extra = ckpt.load_checkpoint(resume, base)
+        sharding = ShardedTraining(base, info, cfg.precision,
+                                   apply_activation_checkpointing if cfg.activation_checkpointing else None)
+    trained = sharding.module if sharding is not None else base  # whose parameters the optimizer steps
+    optimizer = build_optimizer(trained, cfg.optim, n_layers, device)
+    schedule = Schedule(optimizer, cfg.schedule, cfg.optim.lr, cfg.steps, cfg.budget)
     if resume is not None:
-        state, extra = ckpt.load_checkpoint(resume, base, optimizer)
+        if sharding is None:
+            state, extra = ckpt.load_checkpoint(resume, base, optimizer)
+        else:
+            sharding.load_optimizer_state(optimizer, ckpt.load_optimizer_state(resume))
         train_data.load_state_dict(state["data"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -351,9 +385,13 @@ def _train(
     else:
         train_data.set_epoch(0)
     _set_threads(cfg, device, info, state)
-    if cfg.activation_checkpointing:
-        apply_activation_checkpointing(base)
-    model = ddp = wrap_model(base, info, device)
+    if sharding is not None:
+        model, no_sync = sharding.module, sharding.no_sync
+    else:
+        if cfg.activation_checkpointing:
+            apply_activation_checkpointing(base)
+        model = wrap_model(base, info, device)
+        no_sync = getattr(model, "no_sync", contextlib.nullcontext)
     if cfg.compile:
         model = torch.compile(model, backend="inductor" if cfg.compile is True else cfg.compile)
     peak = cfg.peak_flops
@@ -365,9 +403,10 @@ def _train(
         result.best = tuple(state["best"])  # type: ignore[assignment]
     batches = _batch_stream(train_data, state)
     start_time = time.perf_counter() - state["elapsed"]
-    train_step = TrainStep(model, ddp, base, objective, optimizer, scaler, cfg, device, info)
+    train_step = TrainStep(model, no_sync, trained, objective, optimizer, scaler, cfg, device, info,
+                           sharded=sharding is not None)
     keeper = CheckpointKeeper(out_dir / "checkpoints" if out_dir is not None else None, cfg, info, writer, base,
-                              optimizer, scaler, train_data, state, resumed=resume is not None)
+                              optimizer, scaler, train_data, state, resumed=resume is not None, sharding=sharding)
     tracker = Tracker(out_dir, writer, cfg.steps, trackers=cfg.trackers, progress=cfg.progress, wandb=cfg.wandb,
                       budget=cfg.budget, label=label)
     meter = ThroughputMeter(cfg, MFUMeter(flops_per_token, peak, info.world_size), tracker)
@@ -381,7 +420,9 @@ def _train(
     with tracker:
         tracker.message(f"{label}: {choice.line()}; {torch.get_num_threads()} threads" if device.type == "cpu"
                         else f"{label}: {choice.line()}")
-        tracker.event(state["step"], {**choice_record(choice), "threads": torch.get_num_threads()})
+        parallel = ({"parallel": "fsdp", "param_share": round(sharding.local_share(), 4)} if sharding is not None
+                    else {"parallel": "ddp"} if info.enabled else {})
+        tracker.event(state["step"], {**choice_record(choice), "threads": torch.get_num_threads(), **parallel})
         tracker.advance(state["step"], state["elapsed"])
         while True:
             step = state["step"]
@@ -434,6 +475,8 @@ def _train(
             # LR decayed to zero there the last weights are often the best ones
             evaluate_now()
         keeper.at_end(state["step"])
+    if sharding is not None:
+        sharding.finish()  # the caller's module holds the trained weights again, on every rank
     return result
 
 

@@ -15,6 +15,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+import lmforge
+
 from lmforge.finetune.stage import finetune, make_finetune_config
 from tests.finetune.conftest import ft_layers
 
@@ -36,16 +38,17 @@ def _losses(out: Path) -> dict[int, tuple[float, int]]:
     return {r["step"]: (r["train_loss"], r["tokens"]) for r in rows if "train_loss" in r}
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_two_processes_fine_tune_like_one_with_the_same_global_batch(method, tmp_path, base_dir, reviews_small):
+@pytest.mark.parametrize("method, parallel", [("full", "ddp"), ("lora", "ddp"), ("full", "fsdp")])
+def test_two_processes_fine_tune_like_one_with_the_same_global_batch(method, parallel, tmp_path, base_dir,
+                                                                     reviews_small):
     layers = ft_layers(tmp_path / "two", base_dir, reviews_small, method=method)
-    two = _merge(_merge(layers[0], layers[1]), _merge(EXACT, {"train": {"batch_size": 8}}))
+    two = _merge(_merge(layers[0], layers[1]), _merge(EXACT, {"train": {"batch_size": 8, "parallel": parallel}}))
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(two))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "lmforge", "finetune", "--config", str(tmp_path / "two.yaml")]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-12000:]
 
     one = finetune(make_finetune_config(*ft_layers(tmp_path / "one", base_dir, reviews_small, method=method),
                                         _merge(EXACT, {"train": {"batch_size": 16}}), source="t"))
@@ -61,3 +64,9 @@ def test_two_processes_fine_tune_like_one_with_the_same_global_batch(method, tmp
     reports = [json.loads((tmp_path / run / "report" / "report.json").read_text()) for run in ("two", "one")]
     scores = [next(r for r in rep["rows"] if r["kind"] == "model")["metrics"]["accuracy"] for rep in reports]
     assert scores[0] == scores[1]
+    # what the processes wrote serves in one process (FSDP: gathered from the shards into the usual files)
+    texts = [json.loads(line)["text"] for line in (Path(reviews_small) / "test.jsonl").read_text().splitlines()][:16]
+    two_pred, one_pred = lmforge.load(tmp_path / "two").classify(texts), lmforge.load(tmp_path / "one").classify(texts)
+    assert [r["label"] for r in two_pred] == [r["label"] for r in one_pred]
+    metrics = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert next(r for r in metrics if "parallel" in r)["parallel"] == parallel
