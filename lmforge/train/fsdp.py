@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -23,6 +24,19 @@ from lmforge.train.distributed import DistInfo
 
 # the dtype FSDP2 all-gathers parameters in and computes with; gradients are reduced in fp32 always
 _PARAM_DTYPES = {"bf16": torch.bfloat16, "fp32": None}
+
+
+def _give_freed_memory_back() -> None:
+    """Fix glibc's mmap threshold (128 KiB), so every large block freed goes back to the system. By
+    default glibc raises the threshold to the size of each large block freed, keeping later ones in a
+    heap it seldom shrinks; FSDP frees and gathers every block's parameters again each step, and on CPU
+    the sharding then saved almost nothing: peak RSS per rank 0.95x of DDP's, against 0.64x with the
+    threshold fixed (bench/fsdp_memory.py, AVX512 CPU, 2026-12-04). Large tensors then page-fault on first
+    touch, which costs time; bench/fsdp_memory.py prints it beside the memory."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: its allocator has its own policy
+        pass
 
 
 class FrozenOptimizerState:
@@ -52,6 +66,8 @@ class ShardedTraining:
         if blocks is None:
             raise ConfigError("train.parallel=fsdp needs a model with transformer blocks (blocks or backbone.blocks)")
         self.base, self.info = base, info
+        if next(base.parameters()).device.type == "cpu":
+            _give_freed_memory_back()
         module = copy.deepcopy(base)
         if prepare is not None:
             prepare(module)  # activation checkpointing: on the copy, whose blocks are the ones called
@@ -75,35 +91,29 @@ class ShardedTraining:
         for p in self.base.parameters():
             p.data = torch.empty(0, dtype=p.dtype, device=p.device)
 
-    def _fill_base(self, full: dict[str, Tensor]) -> None:
+    def _gather_into_base(self, everywhere: bool) -> None:
+        """Each full parameter into ``base`` (on rank 0 only unless ``everywhere``), one at a time, so
+        at most one parameter is held twice."""
+        sharded = dict(self.module.named_parameters())
         for name, p in self.base.named_parameters():
-            t = full[name].to(device=p.device, dtype=p.dtype)
-            # a gathered tensor can be a view into a bigger buffer: safetensors refuses to save such a one
-            p.data = t if t.untyped_storage().nbytes() == t.nbytes and t.is_contiguous() else t.clone()
-
-    def _full_weights(self, everywhere: bool) -> dict[str, Tensor]:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        # cpu_offload: the full tensors on rank 0 only (an empty dict elsewhere); without it, on every rank
-        options = StateDictOptions(full_state_dict=True, cpu_offload=not everywhere)
-        return get_model_state_dict(self.module, options=options)
+            full = sharded[name].full_tensor()  # type: ignore[attr-defined]  # an all-gather: every rank, in order
+            if everywhere or self.info.is_main:
+                p.data = full
+            del full
 
     @contextlib.contextmanager
     def full_state(self, optimizer: torch.optim.Optimizer) -> Iterator[tuple[nn.Module, FrozenOptimizerState]]:
         """``base`` with the current weights and the optimizer's full state, on rank 0 (for a checkpoint);
         ``base`` gives the storage up again afterwards."""
-        full = self._full_weights(everywhere=False)
-        state = self.optimizer_state(optimizer)
-        if self.info.is_main:
-            self._fill_base(full)
+        self._gather_into_base(everywhere=False)
         try:
-            yield self.base, FrozenOptimizerState(state)
+            yield self.base, FrozenOptimizerState(self.optimizer_state(optimizer))
         finally:
             self._release()
 
     def finish(self) -> nn.Module:
         """The trained weights into ``base`` on every rank; the sharded copy is not used after this."""
-        self._fill_base(self._full_weights(everywhere=True))
+        self._gather_into_base(everywhere=True)
         return self.base
 
     # ------------------------------------------------------------ optimizer state
