@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmforge.model.transformer import Transformer, TransformerConfig, init_weights
+from lmforge.model.transformer import Transformer, TransformerConfig, init_weights, query_index
 
 HeadName = Literal["mlm", "sentence", "lm"]
 
@@ -96,8 +96,20 @@ class LanguageModel(nn.Module):
         token_type_ids: Optional[Tensor] = None,
         masked_positions: Optional[Tensor] = None,
     ) -> dict[str, Tensor]:
+        if masked_positions is not None and self.mlm is not None and self.lm is None and not self.config.causal:
+            # MLM pretraining reads the last block's output at the masked positions (and the first, for a
+            # sentence head) alone: that block computes those only, 10/12 less of its work at 15% masking
+            keep = masked_positions.clone()
+            if self.sentence is not None:
+                keep[:, 0] = True
+            index, valid = query_index(keep)  # (B, K) each; index[:, 0] == 0 with a sentence head
+            hidden = self.backbone(input_ids, attention_mask, token_type_ids, query_index=index)  # (B, K, C)
+            out: dict[str, Tensor] = {"mlm_logits": self.mlm(hidden, masked_positions.gather(1, index) & valid)}
+            if self.sentence is not None:
+                out["sentence_logits"] = self.sentence(hidden)  # (B, 2)
+            return out
         hidden = self.backbone(input_ids, attention_mask, token_type_ids)  # (B, T, C)
-        out: dict[str, Tensor] = {"hidden": hidden}  # what a bi-encoder pools (lmforge/finetune/retrieval.py)
+        out = {"hidden": hidden}  # what a bi-encoder pools (lmforge/finetune/retrieval.py)
         if self.mlm is not None and masked_positions is not None:
             out["mlm_logits"] = self.mlm(hidden, masked_positions)  # (M, V)
         if self.sentence is not None:

@@ -22,6 +22,8 @@ normalises before each sub-layer and once at the end. That is the only differenc
 
 from __future__ import annotations
 
+import functools
+
 from typing import Literal, Optional
 
 import torch
@@ -126,8 +128,13 @@ class Attention(nn.Module):
         self.prefix: Optional[nn.Module] = None
 
     def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]],
-                cache: Optional[KVCache] = None, layer: int = 0, n_queries: Optional[int] = None) -> Tensor:
-        """``n_queries``: outputs for the first n positions only (keys and values still from all T)."""
+                cache: Optional[KVCache] = None, layer: int = 0, n_queries: Optional[int] = None,
+                query_index: Optional[Tensor] = None) -> Tensor:
+        """``n_queries``: outputs for the first n positions only (keys and values still from all T).
+        ``query_index`` (B, K): outputs for those positions of each row only, (B, K, C); not with a
+        cache, a prefix or a causal mask."""
+        if query_index is not None:
+            return self._at(x, mask, rotary, query_index)
         B, T, _ = x.shape
         W = self.width
         q, k, v = self.qkv(x).split(W, dim=2)  # (B, T, W) each
@@ -151,6 +158,33 @@ class Attention(nn.Module):
             T = q.shape[2]
         y = attention(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, W))  # (B, T, W) -> (B, T, C)
+
+    def _at(self, x: Tensor, mask: Optional[Tensor], rotary: Optional[tuple[Tensor, Tensor]], index: Tensor) -> Tensor:
+        """Queries at ``index`` (B, K) only: keys and values from all T positions, the query projection
+        and the output projection for K positions alone."""
+        if self.prefix is not None:
+            raise ValueError("query_index: not with a prefix")
+        B, T, C = x.shape
+        K, W, nh = index.shape[1], self.width, self.n_heads
+        if type(self.qkv) is nn.Linear:
+            weight, bias = self.qkv.weight, self.qkv.bias  # (3W, C), (3W,): q rows first
+            kv = F.linear(x, weight[W:], None if bias is None else bias[W:])  # (B, T, 2W)
+            xq = x.gather(1, index[..., None].expand(B, K, C))  # (B, K, C)
+            q = F.linear(xq, weight[:W], None if bias is None else bias[:W])  # (B, K, W)
+        else:  # a wrapped projection (LoRA): called whole, its queries picked after
+            q, kv = self.qkv(x).split([W, 2 * W], dim=2)  # (B, T, W), (B, T, 2W)
+            q = q.gather(1, index[..., None].expand(B, K, W))  # (B, K, W)
+        q = q.view(B, K, nh, W // nh).transpose(1, 2)  # (B, nh, K, hs)
+        k, v = (t.view(B, T, nh, W // nh).transpose(1, 2) for t in kv.split(W, dim=2))  # (B, nh, T, hs)
+        if rotary is not None:
+            cos, sin = rotary  # (T, hs/2): each query keeps its own position's rotation
+            q = apply_rotary(q, cos[index][:, None], sin[index][:, None])
+            k = apply_rotary(k, cos, sin)
+        if mask is not None and mask.shape[-2] > 1:  # (B|1, 1, T, T): the rows of the chosen queries
+            rows = mask.expand(B, *mask.shape[1:])
+            mask = rows.gather(2, index[:, None, :, None].expand(B, rows.shape[1], K, T))  # (B, 1, K, T)
+        y = attention(q, k, v, mask, False, self.dropout if self.training else 0.0)  # (B, nh, K, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, K, W))  # (B, K, C)
 
 
 # Longest key length for which explicit attention beats SDPA's bf16 kernel on CPU (bench/attention_cpu.py).
@@ -218,13 +252,20 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Optional[Tensor], is_causal: bool, rotary: Optional[tuple[Tensor, Tensor]],
-                cache: Optional[KVCache] = None, layer: int = 0, n_queries: Optional[int] = None) -> Tensor:
-        """(B, T, C) -> (B, T, C), or (B, n_queries, C): the first positions' outputs only."""
-        rest = x if n_queries is None else x[:, :n_queries]
+                cache: Optional[KVCache] = None, layer: int = 0, n_queries: Optional[int] = None,
+                query_index: Optional[Tensor] = None) -> Tensor:
+        """(B, T, C) -> (B, T, C), or (B, n_queries, C): the first positions' outputs only, or
+        (B, K, C): the outputs at ``query_index`` (B, K) only."""
+        if query_index is not None:
+            rest = x.gather(1, query_index[..., None].expand(*query_index.shape, x.shape[-1]))  # (B, K, C)
+        else:
+            rest = x if n_queries is None else x[:, :n_queries]
+        attn = functools.partial(self.attn, mask=mask, is_causal=is_causal, rotary=rotary, cache=cache, layer=layer,
+                                 n_queries=n_queries, query_index=query_index)
         if self.pre_norm:
-            x = rest + self.drop(self.attn(self.norm1(x), mask, is_causal, rotary, cache, layer, n_queries))
+            x = rest + self.drop(attn(self.norm1(x)))
             return x + self.drop(self.mlp(self.norm2(x)))
-        x = self.norm1(rest + self.drop(self.attn(x, mask, is_causal, rotary, cache, layer, n_queries)))
+        x = self.norm1(rest + self.drop(attn(x)))
         return self.norm2(x + self.drop(self.mlp(x)))
 
 
@@ -267,10 +308,15 @@ class Transformer(nn.Module):
         token_type_ids: Optional[Tensor] = None,
         cache: Optional[KVCache] = None,
         n_queries: Optional[int] = None,
+        query_index: Optional[Tensor] = None,
     ) -> Tensor:
         """``n_queries``: the last block computes only the first n positions, all a first-token head
         reads: (B, n, C). Its feed-forward and output projection are 3/4 of a block's FLOPs, so a
-        6-block encoder does 1/8 less work per step, with the same outputs at those positions."""
+        6-block encoder does 1/8 less work per step, with the same outputs at those positions.
+        ``query_index`` (B, K) (see ``query_index``): the last block computes only those positions of
+        each row, all an MLM head reads: (B, K, C), the same outputs there (not for causal models)."""
+        if query_index is not None and (self.config.causal or cache is not None):
+            raise ValueError("query_index is for encoders without a KV cache")
         B, T = input_ids.shape
         offset = cache.length if cache is not None else 0
         if offset + T > self.config.max_positions:
@@ -288,8 +334,22 @@ class Transformer(nn.Module):
         x = self.embed(input_ids, token_type_ids, offset)  # (B, T, C)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, is_causal, rotary, cache, i, n_queries if i == last else None)
+            if i == last:
+                x = block(x, mask, is_causal, rotary, cache, i, n_queries, query_index)
+            else:
+                x = block(x, mask, is_causal, rotary, cache, i)
         return self.final_norm(x) if self.final_norm is not None else x
+
+
+def query_index(keep: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T) bool -> index (B, K) of each row's True positions in ascending order, K the most in any
+    row, padded with other positions (computed, never read), and valid (B, K) bool: index[valid] lists
+    the True positions in the row-major order ``hidden[keep]`` gives."""
+    counts = keep.sum(dim=1)  # (B,)
+    order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)  # True positions first, ascending
+    K = int(counts.max()) if keep.numel() else 0
+    valid = torch.arange(K, device=keep.device)[None, :] < counts[:, None]  # (B, K)
+    return order[:, :K], valid
 
 
 def attention_bias(attention_mask: Optional[Tensor], causal: bool, T: int) -> tuple[Optional[Tensor], bool]:

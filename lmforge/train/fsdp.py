@@ -94,11 +94,18 @@ class ShardedTraining:
     def _gather_into_base(self, everywhere: bool) -> None:
         """Each full parameter into ``base`` (on rank 0 only unless ``everywhere``), one at a time, so
         at most one parameter is held twice."""
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in self.module.modules():  # after an evaluation the root's parameters stay gathered
+            if isinstance(module, FSDPModule):
+                module.reshard()
         sharded = dict(self.module.named_parameters())
         for name, p in self.base.named_parameters():
             full = sharded[name].full_tensor()  # type: ignore[attr-defined]  # an all-gather: every rank, in order
             if everywhere or self.info.is_main:
-                p.data = full
+                # it can be a view into a padded buffer, which safetensors refuses to save: then a copy
+                compact = full.is_contiguous() and full.untyped_storage().nbytes() == full.nbytes
+                p.data = full if compact else full.clone()
             del full
 
     @contextlib.contextmanager

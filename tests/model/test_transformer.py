@@ -134,6 +134,47 @@ def test_tied_embeddings_and_masked_only_mlm_head(corpus):
     torch.testing.assert_close(out["mlm_logits"], full[positions])
 
 
+class _Wrapped(torch.nn.Module):  # what LoRA makes of a projection: no longer a plain nn.Linear
+    def __init__(self, inner: torch.nn.Linear) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("norm, positions, wrapped", [("post", "learned", False), ("pre", "rotary", False),
+                                                       ("post", "learned", True)])
+def test_last_block_at_the_masked_positions_only_gives_the_full_outputs_there(corpus, norm, positions, wrapped):
+    """MLM pretraining's last block computes only the masked positions (and the first, for the sentence
+    head): logits, sentence logits and every gradient equal the full computation's."""
+    torch.manual_seed(0)
+    model = LanguageModel(tiny(norm=norm, positions=positions), heads=("mlm", "sentence"))
+    if wrapped:
+        model.backbone.blocks[-1].attn.qkv = _Wrapped(model.backbone.blocks[-1].attn.qkv)
+    ids = ids_from(corpus)
+    attn = torch.ones_like(ids)
+    attn[1, 11:] = 0  # a padded row
+    positions_ = torch.rand(ids.shape) < 0.2
+    positions_[0] = False  # a row with nothing masked
+    positions_[2, 7] = True
+    out = model(ids, attn, masked_positions=positions_)
+    hidden = model.backbone(ids, attn)  # (B, T, C): every position
+    full = {"mlm_logits": model.mlm(hidden, positions_), "sentence_logits": model.sentence(hidden)}
+    for key in full:
+        torch.testing.assert_close(out[key], full[key], rtol=1e-5, atol=1e-5)
+    grads = []
+    for logits in (out, full):
+        model.zero_grad()
+        (logits["mlm_logits"].square().sum() + logits["sentence_logits"].sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=name)
+    index, valid = transformer.query_index(positions_)
+    assert index.shape == (3, int(positions_.sum(1).max())) and (index[valid] == positions_.nonzero()[:, 1]).all()
+
+
 def test_heads_shapes(corpus):
     ids = ids_from(corpus)
     out = LanguageModel(tiny(), heads=("mlm", "sentence"))(ids, masked_positions=ids > 100)
