@@ -23,7 +23,6 @@ normalises before each sub-layer and once at the end. That is the only differenc
 from __future__ import annotations
 
 import functools
-
 from typing import Literal, Optional
 
 import torch
