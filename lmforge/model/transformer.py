@@ -22,7 +22,6 @@ normalises before each sub-layer and once at the end. That is the only differenc
 
 from __future__ import annotations
 
-import functools
 from typing import Literal, Optional
 
 import torch
@@ -259,12 +258,12 @@ class Block(nn.Module):
             rest = x.gather(1, query_index[..., None].expand(*query_index.shape, x.shape[-1]))  # (B, K, C)
         else:
             rest = x if n_queries is None else x[:, :n_queries]
-        attn = functools.partial(self.attn, mask=mask, is_causal=is_causal, rotary=rotary, cache=cache, layer=layer,
-                                 n_queries=n_queries, query_index=query_index)
+        # positional, as the attention-map hook (eval/attention_maps.py) reads Attention's arguments
+        extra = (cache, layer, n_queries, query_index)
         if self.pre_norm:
-            x = rest + self.drop(attn(self.norm1(x)))
+            x = rest + self.drop(self.attn(self.norm1(x), mask, is_causal, rotary, *extra))
             return x + self.drop(self.mlp(self.norm2(x)))
-        x = self.norm1(rest + self.drop(attn(x)))
+        x = self.norm1(rest + self.drop(self.attn(x, mask, is_causal, rotary, *extra)))
         return self.norm2(x + self.drop(self.mlp(x)))
 
 
