@@ -194,10 +194,12 @@ class VerbalizerHead(nn.Module):
         self.register_buffer("label_token_ids", torch.tensor(list(label_token_ids), dtype=torch.long), persistent=False)
         self.mask_token_id = int(mask_token_id)
 
-    def forward(self, hidden: Tensor, input_ids: Tensor, mlm: MLMHead) -> Tensor:
-        # hidden (B, T, C); input_ids (B, T) with one mask per row (texts' own masks were made [UNK])
-        at = (input_ids == self.mask_token_id).int().argmax(1)  # (B,)
-        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), at]  # (B, C)
+    def mask_index(self, input_ids: Tensor) -> Tensor:
+        """(B, T) ids with one mask per row (texts' own masks were made [UNK]) -> its position, (B, 1)."""
+        return (input_ids == self.mask_token_id).int().argmax(1, keepdim=True)
+
+    def forward(self, h: Tensor, mlm: MLMHead) -> Tensor:
+        # h (B, C): the final hidden state at each row's mask
         h = mlm.norm(F.gelu(mlm.transform(h)))
         words = self.label_token_ids
         return h @ mlm.decoder.weight[words].T + mlm.bias[words]  # (B, K): only the K label words' rows
@@ -274,7 +276,13 @@ class TaskModel(LanguageModel):
         assert self.head is not None, "this model has no task head"
         if isinstance(self.head, VerbalizerHead):
             assert self.mlm is not None
-            return self.head(self.backbone(input_ids, attention_mask, token_type_ids), input_ids, self.mlm)
+            at = self.head.mask_index(input_ids)  # (B, 1)
+            # the head reads one position: the last block computes only that one (not with prefix keys)
+            if self.backbone.blocks[-1].attn.prefix is None and not self.config.causal:
+                return self.head(self.backbone(input_ids, attention_mask, token_type_ids, query_index=at)[:, 0],
+                                 self.mlm)
+            hidden = self.backbone(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+            return self.head(hidden.gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))[:, 0], self.mlm)
         # a first-token classifier reads one position: the last block computes only that one
         first = self.pooling == "first"
         hidden = self.backbone(input_ids, attention_mask, token_type_ids, n_queries=1 if first else None)
