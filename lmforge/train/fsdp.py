@@ -30,9 +30,9 @@ def _give_freed_memory_back() -> None:
     """Fix glibc's mmap threshold (128 KiB), so every large block freed goes back to the system. By
     default glibc raises the threshold to the size of each large block freed, keeping later ones in a
     heap it seldom shrinks; FSDP frees and gathers every block's parameters again each step, and on CPU
-    the sharding then saved almost nothing: peak RSS per rank 0.95x of DDP's, against 0.64x with the
-    threshold fixed (bench/fsdp_memory.py, AVX512 CPU, 2026-12-04). Large tensors then page-fault on first
-    touch, which costs time; bench/fsdp_memory.py prints it beside the memory."""
+    the sharding then saved almost nothing: peak RSS per rank 0.95x of DDP's, against 0.69x with the
+    threshold fixed (bench/fsdp_memory.py, its 8 x 512 model; AVX512 CPU, 2026-12-04). Large tensors
+    page-fault on first touch then, which costs time; bench/fsdp_memory.py prints it beside the memory."""
     try:
         ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD
     except (OSError, AttributeError):  # not glibc: its allocator has its own policy
