@@ -119,6 +119,11 @@ class LanguageModel(nn.Module):
         return out
 
 
+def transformer_blocks(model: nn.Module) -> Optional[nn.ModuleList]:
+    """The blocks of a bare Transformer or of a model with a ``backbone`` (LanguageModel, TaskModel), or None."""
+    return getattr(getattr(model, "backbone", model), "blocks", None)
+
+
 # ---------------------------------------------------------------- fine-tuning heads
 
 Pooling = Literal["first", "mean", "last"]

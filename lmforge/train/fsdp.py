@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.config import ConfigError
+from lmforge.model.heads import transformer_blocks
 from lmforge.train.distributed import DistInfo
 
 # the dtype FSDP2 all-gathers parameters in and computes with; gradients are reduced in fp32 always
@@ -62,8 +63,7 @@ class ShardedTraining:
         if precision not in _PARAM_DTYPES:
             # GradScaler's skip decision is per rank: sharded fp16 would need it agreed across ranks
             raise ConfigError(f"train.parallel=fsdp: precision {precision} is not supported (bf16 or fp32)")
-        blocks = getattr(getattr(base, "backbone", base), "blocks", None)
-        if blocks is None:
+        if transformer_blocks(base) is None:
             raise ConfigError("train.parallel=fsdp needs a model with transformer blocks (blocks or backbone.blocks)")
         self.base, self.info = base, info
         if next(base.parameters()).device.type == "cpu":
@@ -72,7 +72,7 @@ class ShardedTraining:
         if prepare is not None:
             prepare(module)  # activation checkpointing: on the copy, whose blocks are the ones called
         policy = MixedPrecisionPolicy(param_dtype=_PARAM_DTYPES[precision], reduce_dtype=torch.float32)
-        for block in getattr(getattr(module, "backbone", module), "blocks"):
+        for block in transformer_blocks(module) or ():
             fully_shard(block, mp_policy=policy)
         fully_shard(module, mp_policy=policy)
         self.module = module

@@ -27,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lmforge.config import ConfigError
 from lmforge.errors import TrainingError  # defined apart so the CLI can catch it without importing torch
+from lmforge.model.heads import transformer_blocks
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import DistInfo, all_gather_tensor, all_reduce_sum, barrier, wrap_model
@@ -62,7 +63,7 @@ class LoopResult:
 def apply_activation_checkpointing(model: nn.Module) -> None:
     """Recompute each block's activations in backward instead of storing them (memory for compute).
     Replaces ``forward`` on the instances, so parameter names and checkpoints are unchanged."""
-    blocks = getattr(getattr(model, "backbone", model), "blocks", None)
+    blocks = transformer_blocks(model)
     if blocks is None:
         raise ValueError("activation checkpointing needs a model with backbone.blocks")
     for block in blocks:
