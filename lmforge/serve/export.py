@@ -102,7 +102,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, quantize: bool = False) 
             # u8 weights (U8U8), not s8: the file is served on CPUs other than this one, and on one without
             # VNNI ONNX Runtime's U8S8 kernel sums int8 products in saturating int16 (vpmaddubsw). The
             # tests' classifier drifted by 0.075 in probability that way on a CI machine against 0.009 with
-            # VNNI; U8U8 has no saturation anywhere (0.010 with VNNI, and about 16% slower there).
+            # VNNI (CPU capability AVX512); U8U8 has no saturation anywhere (0.010 with VNNI, and about
+            # 16% slower there).
             quantize_dynamic(str(tmp / "model.onnx"), str(graph), weight_type=QuantType.QUInt8, per_channel=True,
                              op_types_to_quantize=["MatMul"])  # the Linear layers; embeddings stay fp32
             onnx_info["quantization"] = INT8
